@@ -1,0 +1,43 @@
+// Matrix products between stored weights (any supported DType, used in place
+// from the memory map) and F32 activations. This is where nearly all of the
+// time of a forward pass goes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "formats/tensor.h"
+
+namespace edgelm {
+
+class ThreadPool;
+
+// A 2-D weight matrix W[rows][cols] (rows = output features), rows contiguous.
+struct WeightMatrix {
+  DType type = DType::F32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  const void* data = nullptr;
+  size_t row_bytes = 0;  // bytes per row (dtype_row_bytes(type, cols))
+};
+
+// y[n][rows] = x[n][cols] * W^T. n == 1 is the decode matvec; n > 1 (prefill)
+// uses blocked kernels that reuse each weight row across the batch. Throws
+// edgelm::Error for weight types without a kernel.
+void matmul(const WeightMatrix& w, const float* x, int64_t n, float* y, ThreadPool* pool);
+
+// Plain scalar reference that every SIMD path is tested against.
+void matmul_reference(const WeightMatrix& w, const float* x, int64_t n, float* y);
+
+// Converts one row of any supported type to F32 (embedding lookup).
+void dequantize_row(DType type, const void* src, float* dst, int64_t n);
+
+// Which instruction set the kernels use. Chosen once at start-up from CPU
+// features; tests and benchmarks may force a lower one.
+enum class Isa { kScalar, kAvx2, kAvx512, kNeon, kNeonDotprod };
+const char* isa_name(Isa isa);
+Isa best_supported_isa();
+Isa active_isa();
+void set_active_isa(Isa isa);  // throws edgelm::Error if this CPU lacks it
+
+}  // namespace edgelm

@@ -1,0 +1,25 @@
+// Element-wise and row-wise operations of a transformer layer. Written as plain
+// loops the compiler vectorizes; they are a small share of the time.
+#pragma once
+
+#include <cstdint>
+
+namespace edgelm {
+
+// out = x / rms(x) * weight
+void rmsnorm(float* out, const float* x, const float* weight, int64_t n, float eps);
+// In-place softmax over n values.
+void softmax(float* x, int64_t n);
+// out[i] = silu(gate[i]) * up[i]
+void silu_mul(float* out, const float* gate, const float* up, int64_t n);
+// x += y
+void add_inplace(float* x, const float* y, int64_t n);
+
+// Rotary position embedding on one head vector of head_dim values.
+// inv_freq holds head_dim/2 frequencies (after any rope scaling).
+// interleaved: rotate pairs (2i, 2i+1) (GGUF llama / llama2.c / Meta layout);
+// otherwise pairs (i, i + head_dim/2) (HF rotate_half / GGUF "neox" layout).
+void rope(float* head, int64_t head_dim, int64_t position, const float* inv_freq,
+          bool interleaved);
+
+}  // namespace edgelm

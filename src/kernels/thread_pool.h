@@ -1,0 +1,32 @@
+// A fixed pool of worker threads for data-parallel loops. The caller's thread
+// takes part, so ThreadPool(1) runs everything inline with no threads at all.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+namespace edgelm {
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int n_threads);  // n_threads <= 0: hardware concurrency
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return n_threads_; }
+  // Calls fn(thread_index) once on each of the size() threads and waits for all.
+  void run_on_all(const std::function<void(int thread_index)>& fn);
+  // Splits [0, n) into contiguous chunks of at least `grain` items and calls
+  // fn(begin, end) for each, in parallel; returns when all are done.
+  void parallel_for(int64_t n, int64_t grain,
+                    const std::function<void(int64_t begin, int64_t end)>& fn);
+
+ private:
+  struct Impl;
+  int n_threads_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace edgelm
