@@ -42,7 +42,14 @@ struct ModelInfo {
   bool tied_embeddings = false;
   std::string tokenizer;      // "sentencepiece", "bpe", "wordpiece"
   std::string chat_template;  // detected family: "chatml", "llama2", "llama3", "zephyr" or "none"
+  int64_t weight_bytes_per_token = 0;  // weight bytes one decode step reads
 };
+
+// Measured read bandwidth of main memory in GB/s (10^9 bytes/s) using `threads`
+// threads (0: all cores); the roofline for bandwidth-bound decoding.
+double measure_memory_bandwidth(int threads = 0);
+// The SIMD instruction set the kernels use on this CPU ("avx512", "avx2", "neon", ...).
+std::string active_kernel_isa();
 
 struct ChatMessage {
   std::string role;  // "system", "user", "assistant"
@@ -76,6 +83,7 @@ struct GenerateOptions {
   SamplingParams sampling;
   // If the prompt does not fit the context: throw (default) or keep its last tokens.
   bool truncate_prompt = false;
+  bool ignore_eos = false;  // keep going past end-of-generation tokens (benchmarks)
 };
 
 struct TokenEvent {
@@ -138,7 +146,11 @@ class Session {
 
   // Forgets all tokens (the KV cache is reused, not freed).
   void reset();
-  int n_past() const;  // tokens in the KV cache
+  // Keeps only the first n tokens of the context (e.g. the part of a chat that
+  // did not change), so they need not be evaluated again.
+  void rewind(int n_tokens);
+  const std::vector<int32_t>& tokens() const;  // the context
+  int n_past() const;  // tokens in the context
   int context_length() const;
 
   // Appends tokens to the context (batched prefill) and returns the logits for

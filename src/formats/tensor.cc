@@ -42,7 +42,9 @@ const DTypeTraits& dtype_traits(DType type) {
   return *t;
 }
 
-const char* dtype_name(DType type) { return dtype_traits(type).name; }
+const char* dtype_name(DType type) {
+  return dtype_traits(type).name;
+}
 
 DType dtype_from_name(const std::string& name) {
   auto lower = [](std::string s) {

@@ -37,6 +37,7 @@ void dequantize_row(DType type, const void* src, float* dst, int64_t n);
 enum class Isa { kScalar, kAvx2, kAvx512, kNeon, kNeonDotprod };
 const char* isa_name(Isa isa);
 Isa best_supported_isa();
+bool isa_supported(Isa isa);  // compiled in and usable on this CPU
 Isa active_isa();
 void set_active_isa(Isa isa);  // throws edgelm::Error if this CPU lacks it
 

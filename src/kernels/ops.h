@@ -15,11 +15,13 @@ void silu_mul(float* out, const float* gate, const float* up, int64_t n);
 // x += y
 void add_inplace(float* x, const float* y, int64_t n);
 
-// Rotary position embedding on one head vector of head_dim values.
-// inv_freq holds head_dim/2 frequencies (after any rope scaling).
+// Rotary position embedding of one head vector (head_dim values), given the
+// cos/sin of this position's head_dim/2 angles (shared by all heads of a token,
+// so callers compute them once per token with rope_angles).
 // interleaved: rotate pairs (2i, 2i+1) (GGUF llama / llama2.c / Meta layout);
 // otherwise pairs (i, i + head_dim/2) (HF rotate_half / GGUF "neox" layout).
-void rope(float* head, int64_t head_dim, int64_t position, const float* inv_freq,
-          bool interleaved);
+void rope(float* head, int64_t head_dim, const float* cos, const float* sin, bool interleaved);
+// cos/sin of position * inv_freq[i] for i < half (computed in double).
+void rope_angles(int64_t position, const float* inv_freq, int64_t half, float* cos, float* sin);
 
 }  // namespace edgelm

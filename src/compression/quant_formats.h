@@ -1,0 +1,176 @@
+// ggml's block quantization formats (bit-exact with ggml-quants.c) plus an
+// edgelm-only FP8 E4M3 block format.
+//
+// Every block struct below is byte-for-byte ggml's block_<type>, so a row of
+// blocks can be written to / read from GGUF as is. F16 fields are stored as
+// raw IEEE half bits (uint16_t). Rows are arrays of blocks with no padding;
+// pointers must be aligned to the block's alignof (2, or 4 for Q8_K), which
+// tensor data in a GGUF mapping always is.
+//
+// quantize_row_<type>_reference reproduces ggml's quantize_row_<type>_ref bit
+// for bit (same scale search, same float operation order, same rounding), so
+// edgelm's GGUF output matches llama-quantize without an imatrix.
+// quantize_row_<type>_weighted reproduces ggml's quantize_row_<type>_impl with
+// quant_weights (llama-quantize --imatrix): `n` is ONE row and `importance` has
+// n entries (the imatrix column weights, >= 0). Q4_0/Q4_1/Q5_0/Q5_1 derive a
+// weight scale from the whole row, so splitting a row changes the result.
+//
+// All functions throw edgelm::Error if n is negative or not a multiple of the
+// block size, or (weighted) if importance is null or not finite and >= 0.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "formats/tensor.h"
+
+namespace edgelm {
+
+inline constexpr int kQK = 32;     // elements per block of the 32-element formats
+inline constexpr int kQK_K = 256;  // elements per K-quant super-block
+
+// ---- 32-element formats: value = d * q (+ m) ----
+
+struct BlockQ4_0 {   // q in [-8, 7]
+  uint16_t d;        // f16 scale
+  uint8_t qs[16];    // element j in low nibble of qs[j], element j+16 in high nibble; q = nib - 8
+};
+struct BlockQ4_1 {   // value = d * nib + m
+  uint16_t d;        // f16 scale
+  uint16_t m;        // f16 minimum
+  uint8_t qs[16];    // same nibble order as Q4_0
+};
+struct BlockQ5_0 {   // q in [-16, 15]
+  uint16_t d;
+  uint8_t qh[4];     // bit j of this little-endian u32 is bit 4 of element j
+  uint8_t qs[16];    // low 4 bits, Q4_0 order; q = (nib | high << 4) - 16
+};
+struct BlockQ5_1 {   // value = d * q5 + m
+  uint16_t d;
+  uint16_t m;
+  uint8_t qh[4];
+  uint8_t qs[16];
+};
+struct BlockQ8_0 {
+  uint16_t d;
+  int8_t qs[32];
+};
+
+// ---- 256-element K-quant super-blocks ----
+
+struct BlockQ2_K {       // 16 sub-blocks of 16: value = d*sc*q - dmin*m, q in [0, 3]
+  uint8_t scales[16];    // low nibble: sc, high nibble: m
+  uint8_t qs[64];        // 2-bit q; element 128*h + 32*s + l at qs[32*h + l] bits 2s..2s+1
+  uint16_t d;            // f16 super-scale for sc
+  uint16_t dmin;         // f16 super-scale for m
+};
+struct BlockQ3_K {       // 16 sub-blocks of 16: value = d*(sc-32)*(q-4), q in [0, 7]
+  uint8_t hmask[32];     // bit 2 of q: element j at hmask[j % 32] bit j / 32
+  uint8_t qs[64];        // bits 0-1 of q, Q2_K order
+  uint8_t scales[12];    // sixteen 6-bit sc (see pack in quant_formats.cc)
+  uint16_t d;            // f16
+};
+struct BlockQ4_K {       // 8 sub-blocks of 32: value = d*sc*q - dmin*m, q in [0, 15]
+  uint16_t d;
+  uint16_t dmin;
+  uint8_t scales[12];    // eight 6-bit (sc, m) pairs, ggml's get_scale_min_k4 packing
+  uint8_t qs[128];       // element 64*h + l at qs[32*h + l] low nibble, 64*h + 32 + l high nibble
+};
+struct BlockQ5_K {       // as Q4_K with q in [0, 31]
+  uint16_t d;
+  uint16_t dmin;
+  uint8_t scales[12];
+  uint8_t qh[32];        // bit 4 of element 32*s + l at qh[l] bit s
+  uint8_t qs[128];       // low 4 bits, Q4_K order
+};
+struct BlockQ6_K {       // 16 sub-blocks of 16: value = d*sc*(q-32), q in [0, 63]
+  uint8_t ql[128];       // low 4 bits
+  uint8_t qh[64];        // high 2 bits
+  int8_t scales[16];
+  uint16_t d;            // f16
+};
+struct BlockQ8_K {       // activation format for K-quant dot products
+  float d;               // f32 scale (not f16)
+  int8_t qs[256];
+  int16_t bsums[16];     // sum of qs over each group of 16
+};
+
+// ---- edgelm FP8 block format (not a ggml type, has no DType id) ----
+// Blocks of 32 values, value = d * e4m3(q). d is an f16 rounded UP from
+// amax / 448 so the largest |x| never saturates (only |x| > 448 * 65504 does).
+// E4M3 is the OCP "FN" variant: 1 sign, 4 exponent (bias 7), 3 mantissa bits,
+// subnormals, no infinities, 0x7F/0xFF = NaN, max finite 448. Encoding rounds to
+// nearest even and saturates out-of-range values (and infinities) to +-448.
+// Same 8.5 bits per weight as Q8_0.
+struct BlockFp8E4M3 {
+  uint16_t d;            // f16
+  uint8_t qs[32];        // E4M3 codes
+};
+
+static_assert(sizeof(BlockQ4_0) == 18);
+static_assert(sizeof(BlockQ4_1) == 20);
+static_assert(sizeof(BlockQ5_0) == 22);
+static_assert(sizeof(BlockQ5_1) == 24);
+static_assert(sizeof(BlockQ8_0) == 34);
+static_assert(sizeof(BlockQ2_K) == 84);
+static_assert(sizeof(BlockQ3_K) == 110);
+static_assert(sizeof(BlockQ4_K) == 144);
+static_assert(sizeof(BlockQ5_K) == 176);
+static_assert(sizeof(BlockQ6_K) == 210);
+static_assert(sizeof(BlockQ8_K) == 292);
+static_assert(sizeof(BlockFp8E4M3) == 34);
+
+// ---- E4M3 scalar conversions ----
+uint8_t fp32_to_e4m3(float x);  // RNE, saturating, NaN -> 0x7F (sign kept)
+float e4m3_to_fp32(uint8_t code);
+
+// ---- per-type entry points; `blocks` holds n / block_size blocks ----
+void quantize_row_q4_0_reference(const float* x, void* blocks, int64_t n);
+void quantize_row_q4_1_reference(const float* x, void* blocks, int64_t n);
+void quantize_row_q5_0_reference(const float* x, void* blocks, int64_t n);
+void quantize_row_q5_1_reference(const float* x, void* blocks, int64_t n);
+void quantize_row_q8_0_reference(const float* x, void* blocks, int64_t n);
+void quantize_row_q2_K_reference(const float* x, void* blocks, int64_t n);
+void quantize_row_q3_K_reference(const float* x, void* blocks, int64_t n);
+void quantize_row_q4_K_reference(const float* x, void* blocks, int64_t n);
+void quantize_row_q5_K_reference(const float* x, void* blocks, int64_t n);
+void quantize_row_q6_K_reference(const float* x, void* blocks, int64_t n);
+void quantize_row_q8_K_reference(const float* x, void* blocks, int64_t n);
+void quantize_row_fp8_e4m3(const float* x, void* blocks, int64_t n);
+
+void quantize_row_q4_0_weighted(const float* x, void* blocks, int64_t n, const float* importance);
+void quantize_row_q4_1_weighted(const float* x, void* blocks, int64_t n, const float* importance);
+void quantize_row_q5_0_weighted(const float* x, void* blocks, int64_t n, const float* importance);
+void quantize_row_q5_1_weighted(const float* x, void* blocks, int64_t n, const float* importance);
+void quantize_row_q2_K_weighted(const float* x, void* blocks, int64_t n, const float* importance);
+void quantize_row_q3_K_weighted(const float* x, void* blocks, int64_t n, const float* importance);
+void quantize_row_q4_K_weighted(const float* x, void* blocks, int64_t n, const float* importance);
+void quantize_row_q5_K_weighted(const float* x, void* blocks, int64_t n, const float* importance);
+void quantize_row_q6_K_weighted(const float* x, void* blocks, int64_t n, const float* importance);
+
+void dequantize_row_q4_0(const void* blocks, float* y, int64_t n);
+void dequantize_row_q4_1(const void* blocks, float* y, int64_t n);
+void dequantize_row_q5_0(const void* blocks, float* y, int64_t n);
+void dequantize_row_q5_1(const void* blocks, float* y, int64_t n);
+void dequantize_row_q8_0(const void* blocks, float* y, int64_t n);
+void dequantize_row_q2_K(const void* blocks, float* y, int64_t n);
+void dequantize_row_q3_K(const void* blocks, float* y, int64_t n);
+void dequantize_row_q4_K(const void* blocks, float* y, int64_t n);
+void dequantize_row_q5_K(const void* blocks, float* y, int64_t n);
+void dequantize_row_q6_K(const void* blocks, float* y, int64_t n);
+void dequantize_row_q8_K(const void* blocks, float* y, int64_t n);
+void dequantize_row_fp8_e4m3(const void* blocks, float* y, int64_t n);
+
+// ---- dispatch by DType ----
+// True for the types quantize_row/dequantize_row_quant handle: the formats above
+// (not FP8, which has no DType) plus F32, F16 and BF16 (plain conversions).
+bool quantization_supported(DType type);
+// With importance == nullptr this is the reference quantizer (what llama-quantize
+// does without an imatrix). With importance, `n` must be one row: the K-quants and
+// Q4_0/Q4_1/Q5_0/Q5_1 use the weighted search; Q8_0, Q8_K and the float types
+// ignore importance (as ggml does). Throws edgelm::Error for other types.
+void quantize_row(DType type, const float* x, void* blocks, int64_t n,
+                  const float* importance = nullptr);
+void dequantize_row_quant(DType type, const void* blocks, float* y, int64_t n);
+
+}  // namespace edgelm

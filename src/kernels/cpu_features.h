@@ -1,0 +1,25 @@
+// What the CPU we run on can do, read once (cpuid + xgetbv on x86, AT_HWCAP on
+// ARM64). Only features the kernels use are listed.
+#pragma once
+
+namespace edgelm {
+
+struct CpuFeatures {
+  // x86-64. The AVX bits are only set when the OS also saves the registers.
+  bool avx2 = false;
+  bool fma = false;
+  bool f16c = false;
+  bool avx512f = false;
+  bool avx512bw = false;
+  bool avx512vl = false;
+  bool avx512vnni = false;
+  bool avx512bf16 = false;
+  // ARM64.
+  bool neon = false;
+  bool dotprod = false;
+  bool fp16 = false;
+};
+
+const CpuFeatures& cpu_features();
+
+}  // namespace edgelm

@@ -1,0 +1,383 @@
+#include "kernels/matmul.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu_features.h"
+#include "kernels/matmul_internal.h"
+#include "kernels/thread_pool.h"
+#include "util/error.h"
+#include "util/half.h"
+
+namespace edgelm {
+
+using kernels_internal::IsaKernels;
+using kernels_internal::kDTypeSlots;
+using kernels_internal::PanelMatmulFn;
+using kernels_internal::slot;
+using kernels_internal::TypeKernels;
+
+namespace {
+
+constexpr int kIsaCount = 5;
+constexpr Isa kAllIsas[kIsaCount] = {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon,
+                                     Isa::kNeonDotprod};
+
+// Name for messages, also for ids no table knows (a corrupt file).
+std::string type_label(DType type) {
+  const DTypeTraits* traits = dtype_traits(static_cast<uint32_t>(type));
+  if (traits != nullptr) return traits->name;
+  return str_cat("type id ", static_cast<uint32_t>(type));
+}
+
+// An ISA uses its own kernel for a type when it has one and otherwise the next
+// lower ISA's, down to scalar: a new type needs only a scalar kernel to work.
+Isa fallback(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512:
+      return Isa::kAvx2;
+    case Isa::kNeonDotprod:
+      return Isa::kNeon;
+    default:
+      return Isa::kScalar;
+  }
+}
+
+struct KernelTables {
+  IsaKernels registered[kIsaCount];  // what each ISA file provides
+  IsaKernels resolved[kIsaCount];    // with fallbacks filled in
+
+  KernelTables() {
+    kernels_internal::register_scalar_kernels(&registered[static_cast<int>(Isa::kScalar)]);
+#if defined(__x86_64__) || defined(_M_X64)
+    kernels_internal::register_avx2_kernels(&registered[static_cast<int>(Isa::kAvx2)]);
+    kernels_internal::register_avx512_kernels(&registered[static_cast<int>(Isa::kAvx512)]);
+#endif
+#if defined(__aarch64__)
+    kernels_internal::register_neon_kernels(&registered[static_cast<int>(Isa::kNeon)]);
+#endif
+    for (Isa isa : kAllIsas) {
+      IsaKernels& out = resolved[static_cast<int>(isa)];
+      for (Isa from = isa;; from = fallback(from)) {
+        const IsaKernels& in = registered[static_cast<int>(from)];
+        if (!out.panel_matmul) out.panel_matmul = in.panel_matmul;
+        for (uint32_t s = 0; s < kDTypeSlots; ++s) {
+          if (!out.types[s].matvec) out.types[s].matvec = in.types[s].matvec;
+          if (!out.types[s].to_f32) out.types[s].to_f32 = in.types[s].to_f32;
+          if (!out.types[s].matmul_rows) out.types[s].matmul_rows = in.types[s].matmul_rows;
+        }
+        if (from == Isa::kScalar) break;
+      }
+    }
+  }
+};
+
+const KernelTables& tables() {
+  static const KernelTables t;
+  return t;
+}
+
+const IsaKernels& isa_kernels(Isa isa) { return tables().resolved[static_cast<int>(isa)]; }
+
+const TypeKernels* find_type_kernels(const IsaKernels& k, DType type) {
+  const uint32_t s = slot(type);
+  if (s >= kDTypeSlots) return nullptr;
+  return &k.types[s];
+}
+
+std::atomic<int>& active_isa_slot() {
+  static std::atomic<int> active{static_cast<int>(best_supported_isa())};
+  return active;
+}
+
+// ---- scalar kernels (also the fallback for every ISA) ----
+
+void f32_to_f32(const void* src, float* dst, int64_t n) {
+  std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+}
+
+void f16_to_f32(const void* src, float* dst, int64_t n) {
+  const uint16_t* s = static_cast<const uint16_t*>(src);
+  for (int64_t i = 0; i < n; ++i) dst[i] = fp16_to_fp32(s[i]);
+}
+
+void bf16_to_f32(const void* src, float* dst, int64_t n) {
+  const uint16_t* s = static_cast<const uint16_t*>(src);
+  for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_fp32(s[i]);
+}
+
+struct ScalarF32 {
+  static float at(const void* row, int64_t i) { return static_cast<const float*>(row)[i]; }
+};
+struct ScalarF16 {
+  static float at(const void* row, int64_t i) {
+    return fp16_to_fp32(static_cast<const uint16_t*>(row)[i]);
+  }
+};
+struct ScalarBF16 {
+  static float at(const void* row, int64_t i) {
+    return bf16_to_fp32(static_cast<const uint16_t*>(row)[i]);
+  }
+};
+
+template <typename Elem>
+void scalar_matvec(const WeightMatrix& w, const float* x, float* y, int64_t row_begin,
+                   int64_t row_end) {
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const void* row = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(r) * w.row_bytes;
+    float acc[4] = {0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 4 <= w.cols; i += 4) {
+      for (int j = 0; j < 4; ++j) acc[j] += Elem::at(row, i + j) * x[i + j];
+    }
+    for (; i < w.cols; ++i) acc[0] += Elem::at(row, i) * x[i];
+    y[r - row_begin] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+  }
+}
+
+void scalar_panel_matmul(const float* panel, int64_t panel_stride, int64_t rows, int64_t cols,
+                         const float* x, int64_t x_stride, int64_t n, float* y,
+                         int64_t y_stride) {
+  for (int64_t t = 0; t < n; ++t) {
+    const float* xt = x + t * x_stride;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* wr = panel + r * panel_stride;
+      float acc[4] = {0, 0, 0, 0};
+      int64_t i = 0;
+      for (; i + 4 <= cols; i += 4) {
+        for (int j = 0; j < 4; ++j) acc[j] += wr[i + j] * xt[i + j];
+      }
+      for (; i < cols; ++i) acc[0] += wr[i] * xt[i];
+      y[t * y_stride + r] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    }
+  }
+}
+
+// ---- matmul driver ----
+
+// Checks the matrix description and returns its row stride in bytes.
+size_t checked_row_bytes(const WeightMatrix& w, int64_t n) {
+  if (w.rows < 0 || w.cols < 0 || n < 0) {
+    fail("matmul: negative shape (rows ", w.rows, ", cols ", w.cols, ", tokens ", n, ")");
+  }
+  if (dtype_traits(static_cast<uint32_t>(w.type)) == nullptr) {
+    fail("matmul: unknown weight ", type_label(w.type));
+  }
+  const size_t needed = dtype_row_bytes(w.type, w.cols);
+  if (w.row_bytes != 0 && w.row_bytes < needed) {
+    fail("matmul: row stride ", w.row_bytes, " bytes is less than ", needed, " bytes needed for ",
+         w.cols, " ", type_label(w.type), " values");
+  }
+  if (w.data == nullptr && w.rows > 0 && w.cols > 0) fail("matmul: weight data is null");
+  return w.row_bytes != 0 ? w.row_bytes : needed;
+}
+
+// Runs fn(begin, end) over [0, units) on the pool, or inline without one.
+template <typename Fn>
+void split(ThreadPool* pool, int64_t units, int64_t grain, const Fn& fn) {
+  if (pool == nullptr || pool->size() == 1) {
+    fn(int64_t{0}, units);
+  } else {
+    pool->parallel_for(units, grain, fn);
+  }
+}
+
+// Rows of a weight panel converted to F32 at once: about 64 KiB, so the panel
+// stays in L2 while every token of the batch streams past it.
+int64_t panel_rows_for(int64_t cols) {
+  const int64_t rows = (64 * 1024) / std::max<int64_t>(1, cols * 4);
+  return std::clamp<int64_t>(rows / 4 * 4, 4, 64);
+}
+
+// Prefill for rows [row_begin, row_end) and tokens [t_begin, t_end): convert a
+// panel of weight rows to F32 once, then multiply it with every token.
+void prefill_rows(const WeightMatrix& w, const TypeKernels& tk, PanelMatmulFn panel_matmul,
+                  const float* x, float* y, int64_t row_begin, int64_t row_end, int64_t t_begin,
+                  int64_t t_end) {
+  // Per-thread scratch that lives as long as the (persistent) pool thread.
+  thread_local std::vector<float> panel_buffer;
+  const int64_t cols = w.cols;
+  const int64_t panel_rows = panel_rows_for(cols);
+  const bool direct_f32 = w.type == DType::F32 && w.row_bytes % sizeof(float) == 0;
+  if (!direct_f32) {
+    const size_t need = static_cast<size_t>(panel_rows * cols);
+    if (panel_buffer.size() < need) panel_buffer.resize(need);
+  }
+  const uint8_t* base = static_cast<const uint8_t*>(w.data);
+  for (int64_t p = row_begin; p < row_end; p += panel_rows) {
+    const int64_t pr = std::min(panel_rows, row_end - p);
+    const float* panel;
+    int64_t stride;
+    if (direct_f32) {
+      panel = reinterpret_cast<const float*>(base + static_cast<size_t>(p) * w.row_bytes);
+      stride = static_cast<int64_t>(w.row_bytes / sizeof(float));
+    } else {
+      for (int64_t r = 0; r < pr; ++r) {
+        tk.to_f32(base + static_cast<size_t>(p + r) * w.row_bytes, panel_buffer.data() + r * cols,
+                  cols);
+      }
+      panel = panel_buffer.data();
+      stride = cols;
+    }
+    panel_matmul(panel, stride, pr, cols, x + t_begin * cols, cols, t_end - t_begin,
+                 y + t_begin * w.rows + p, w.rows);
+  }
+}
+
+}  // namespace
+
+namespace kernels_internal {
+
+void register_scalar_kernels(IsaKernels* table) {
+  table->panel_matmul = scalar_panel_matmul;
+  table->types[slot(DType::F32)] = {scalar_matvec<ScalarF32>, f32_to_f32, nullptr};
+  table->types[slot(DType::F16)] = {scalar_matvec<ScalarF16>, f16_to_f32, nullptr};
+  table->types[slot(DType::BF16)] = {scalar_matvec<ScalarBF16>, bf16_to_f32, nullptr};
+}
+
+}  // namespace kernels_internal
+
+void matmul(const WeightMatrix& weights, const float* x, int64_t n, float* y, ThreadPool* pool) {
+  WeightMatrix w = weights;
+  w.row_bytes = checked_row_bytes(weights, n);
+  if (n == 0 || w.rows == 0) return;
+  if (w.cols == 0) {
+    std::fill(y, y + n * w.rows, 0.0f);
+    return;
+  }
+  const IsaKernels& k = isa_kernels(active_isa());
+  const TypeKernels* tk = find_type_kernels(k, w.type);
+  if (tk == nullptr || tk->matvec == nullptr || (tk->to_f32 == nullptr && !tk->matmul_rows)) {
+    fail("matmul: no kernel for weight type ", type_label(w.type));
+  }
+  // Work is split by groups of 4 rows, the row block of the SIMD kernels.
+  const int64_t row_units = (w.rows + 3) / 4;
+  auto unit_rows = [&](int64_t begin, int64_t end, int64_t* r0, int64_t* r1) {
+    *r0 = begin * 4;
+    *r1 = std::min(end * 4, w.rows);
+  };
+
+  if (n == 1) {
+    // Memory bound: give each thread a contiguous slab of at least ~32 KiB.
+    const int64_t grain = std::max<int64_t>(1, (32 * 1024) / static_cast<int64_t>(w.row_bytes) / 4);
+    split(pool, row_units, grain, [&](int64_t begin, int64_t end) {
+      int64_t r0, r1;
+      unit_rows(begin, end, &r0, &r1);
+      tk->matvec(w, x, y + r0, r0, r1);
+    });
+    return;
+  }
+
+  if (tk->matmul_rows) {
+    split(pool, row_units, 1, [&](int64_t begin, int64_t end) {
+      int64_t r0, r1;
+      unit_rows(begin, end, &r0, &r1);
+      tk->matmul_rows(w, x, n, y, w.rows, r0, r1);
+    });
+    return;
+  }
+
+  const int threads = pool ? pool->size() : 1;
+  if (row_units >= 2 * threads || n < threads) {
+    split(pool, row_units, 1, [&](int64_t begin, int64_t end) {
+      int64_t r0, r1;
+      unit_rows(begin, end, &r0, &r1);
+      prefill_rows(w, *tk, k.panel_matmul, x, y, r0, r1, 0, n);
+    });
+  } else {
+    // Few rows (tiny models): split the tokens instead.
+    split(pool, n, 1, [&](int64_t begin, int64_t end) {
+      prefill_rows(w, *tk, k.panel_matmul, x, y, 0, w.rows, begin, end);
+    });
+  }
+}
+
+void matmul_reference(const WeightMatrix& weights, const float* x, int64_t n, float* y) {
+  WeightMatrix w = weights;
+  w.row_bytes = checked_row_bytes(weights, n);
+  const TypeKernels* tk = find_type_kernels(tables().registered[0], w.type);
+  if (tk == nullptr || tk->to_f32 == nullptr) {
+    fail("matmul_reference: no kernel for weight type ", type_label(w.type));
+  }
+  std::vector<float> row(static_cast<size_t>(w.cols));
+  for (int64_t r = 0; r < w.rows; ++r) {
+    tk->to_f32(static_cast<const uint8_t*>(w.data) + static_cast<size_t>(r) * w.row_bytes,
+               row.data(), w.cols);
+    for (int64_t t = 0; t < n; ++t) {
+      const float* xt = x + t * w.cols;
+      double acc = 0;
+      for (int64_t i = 0; i < w.cols; ++i) acc += static_cast<double>(row[i]) * xt[i];
+      y[t * w.rows + r] = static_cast<float>(acc);
+    }
+  }
+}
+
+void dequantize_row(DType type, const void* src, float* dst, int64_t n) {
+  if (dtype_traits(static_cast<uint32_t>(type)) == nullptr) {
+    fail("dequantize_row: unknown ", type_label(type));
+  }
+  dtype_row_bytes(type, n);  // throws unless n is a whole number of blocks
+  const TypeKernels* tk = find_type_kernels(isa_kernels(active_isa()), type);
+  if (tk == nullptr || tk->to_f32 == nullptr) {
+    fail("dequantize_row: no conversion for weight type ", type_label(type));
+  }
+  if (n > 0) tk->to_f32(src, dst, n);
+}
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar:
+      return "scalar";
+    case Isa::kAvx2:
+      return "avx2";
+    case Isa::kAvx512:
+      return "avx512";
+    case Isa::kNeon:
+      return "neon";
+    case Isa::kNeonDotprod:
+      return "neon-dotprod";
+  }
+  return "unknown";
+}
+
+bool isa_supported(Isa isa) {
+  const CpuFeatures& f = cpu_features();
+  switch (isa) {
+    case Isa::kScalar:
+      return true;
+#if defined(__x86_64__) || defined(_M_X64)
+    case Isa::kAvx2:
+      return f.avx2 && f.fma && f.f16c;
+    case Isa::kAvx512:
+      // Falls back to the AVX2 kernels for types it lacks, so it needs those too.
+      return f.avx2 && f.fma && f.f16c && f.avx512f && f.avx512bw && f.avx512vl;
+#endif
+#if defined(__aarch64__)
+    case Isa::kNeon:
+      return f.neon;
+    case Isa::kNeonDotprod:
+      return f.neon && f.dotprod;
+#endif
+    default:
+      return false;
+  }
+}
+
+Isa best_supported_isa() {
+  for (int i = kIsaCount - 1; i >= 0; --i) {
+    if (isa_supported(kAllIsas[i])) return kAllIsas[i];
+  }
+  return Isa::kScalar;
+}
+
+Isa active_isa() { return static_cast<Isa>(active_isa_slot().load(std::memory_order_relaxed)); }
+
+void set_active_isa(Isa isa) {
+  if (!isa_supported(isa)) fail("instruction set ", isa_name(isa), " is not supported by this CPU");
+  active_isa_slot().store(static_cast<int>(isa), std::memory_order_relaxed);
+}
+
+}  // namespace edgelm

@@ -1,0 +1,201 @@
+// AVX2 + FMA + F16C kernels: 8 floats per vector. Row tails (< 8 values) are
+// copied into a zero-padded 8-value buffer, so every load is a full vector.
+// See matmul_internal.h for why this file uses only intrinsics and local code.
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/matmul_internal.h"
+
+namespace edgelm::kernels_internal {
+namespace {
+
+struct F32Weights {
+  using Elem = float;
+  static __m256 load(const void* row, int64_t i) {
+    return _mm256_loadu_ps(static_cast<const float*>(row) + i);
+  }
+};
+
+struct F16Weights {
+  using Elem = uint16_t;
+  static __m256 load(const void* row, int64_t i) {
+    return _mm256_cvtph_ps(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(row) + i)));
+  }
+};
+
+// bf16 is the top half of an f32: widen to 32 bits and shift left by 16.
+struct BF16Weights {
+  using Elem = uint16_t;
+  static __m256 load(const void* row, int64_t i) {
+    const __m128i v =
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(row) + i));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
+  }
+};
+
+// Loads count (< 8) values starting at element i, zero-padded to a full vector.
+template <typename W>
+inline __m256 load_tail(const void* row, int64_t i, int64_t count) {
+  alignas(32) typename W::Elem buf[8] = {};
+  std::memcpy(buf, static_cast<const typename W::Elem*>(row) + i,
+              static_cast<size_t>(count) * sizeof(typename W::Elem));
+  return W::load(buf, 0);
+}
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// R rows at once, two vectors per row per step: 2R independent accumulators and
+// R contiguous weight streams, each x vector loaded once for all rows.
+template <typename W, int R>
+inline void matvec_block(const uint8_t* rows, size_t row_bytes, const float* x, int64_t cols,
+                         float* y) {
+  const void* row[R];
+  __m256 acc0[R], acc1[R];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    row[r] = rows + r * row_bytes;
+    acc0[r] = _mm256_setzero_ps();
+    acc1[r] = _mm256_setzero_ps();
+  }
+  int64_t i = 0;
+  for (; i + 16 <= cols; i += 16) {
+    const __m256 x0 = _mm256_loadu_ps(x + i);
+    const __m256 x1 = _mm256_loadu_ps(x + i + 8);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      acc0[r] = _mm256_fmadd_ps(W::load(row[r], i), x0, acc0[r]);
+      acc1[r] = _mm256_fmadd_ps(W::load(row[r], i + 8), x1, acc1[r]);
+    }
+  }
+  if (i + 8 <= cols) {
+    const __m256 x0 = _mm256_loadu_ps(x + i);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) acc0[r] = _mm256_fmadd_ps(W::load(row[r], i), x0, acc0[r]);
+    i += 8;
+  }
+  if (i < cols) {
+    const __m256 x0 = load_tail<F32Weights>(x, i, cols - i);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      acc1[r] = _mm256_fmadd_ps(load_tail<W>(row[r], i, cols - i), x0, acc1[r]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) y[r] = hsum(_mm256_add_ps(acc0[r], acc1[r]));
+}
+
+template <typename W>
+void matvec(const WeightMatrix& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
+  const uint8_t* base = static_cast<const uint8_t*>(w.data);
+  int64_t r = row_begin;
+  for (; r + 4 <= row_end; r += 4) {
+    matvec_block<W, 4>(base + r * w.row_bytes, w.row_bytes, x, w.cols, y + (r - row_begin));
+  }
+  for (; r < row_end; ++r) {
+    matvec_block<W, 1>(base + r * w.row_bytes, w.row_bytes, x, w.cols, y + (r - row_begin));
+  }
+}
+
+// R weight rows x T tokens of F32; 4x2 uses 8 accumulators + 2 x + 1 weight of
+// the 16 registers.
+template <int R, int T>
+inline void panel_tile(const float* panel, int64_t panel_stride, int64_t cols, const float* x,
+                       int64_t x_stride, float* y, int64_t y_stride) {
+  __m256 acc[R][T];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+  }
+  int64_t i = 0;
+  for (; i + 8 <= cols; i += 8) {
+    __m256 xv[T];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) xv[t] = _mm256_loadu_ps(x + t * x_stride + i);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m256 wv = _mm256_loadu_ps(panel + r * panel_stride + i);
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
+    }
+  }
+  if (i < cols) {
+    __m256 xv[T];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) xv[t] = load_tail<F32Weights>(x + t * x_stride, i, cols - i);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m256 wv = load_tail<F32Weights>(panel + r * panel_stride, i, cols - i);
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) y[t * y_stride + r] = hsum(acc[r][t]);
+  }
+}
+
+template <int R>
+inline void panel_tokens(const float* panel, int64_t panel_stride, int64_t cols, const float* x,
+                         int64_t x_stride, int64_t nt, float* y, int64_t y_stride) {
+  if (nt == 2) {
+    panel_tile<R, 2>(panel, panel_stride, cols, x, x_stride, y, y_stride);
+  } else {
+    panel_tile<R, 1>(panel, panel_stride, cols, x, x_stride, y, y_stride);
+  }
+}
+
+void panel_matmul(const float* panel, int64_t panel_stride, int64_t rows, int64_t cols,
+                  const float* x, int64_t x_stride, int64_t n, float* y, int64_t y_stride) {
+  // Tokens in pairs outermost, so those x rows stay in L1 while the
+  // (L2-resident) panel streams past them.
+  for (int64_t t0 = 0; t0 < n; t0 += 2) {
+    const int64_t nt = n - t0 < 2 ? n - t0 : 2;
+    const float* xt = x + t0 * x_stride;
+    float* yt = y + t0 * y_stride;
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4) {
+      panel_tokens<4>(panel + r * panel_stride, panel_stride, cols, xt, x_stride, nt, yt + r,
+                      y_stride);
+    }
+    for (; r < rows; ++r) {
+      panel_tokens<1>(panel + r * panel_stride, panel_stride, cols, xt, x_stride, nt, yt + r,
+                      y_stride);
+    }
+  }
+}
+
+template <typename W>
+void to_f32(const void* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, W::load(src, i));
+  if (i < n) {
+    alignas(32) float buf[8];
+    _mm256_store_ps(buf, load_tail<W>(src, i, n - i));
+    std::memcpy(dst + i, buf, static_cast<size_t>(n - i) * sizeof(float));
+  }
+}
+
+}  // namespace
+
+void register_avx2_kernels(IsaKernels* table) {
+  table->panel_matmul = panel_matmul;
+  table->types[static_cast<uint32_t>(DType::F32)] = {matvec<F32Weights>, to_f32<F32Weights>,
+                                                     nullptr};
+  table->types[static_cast<uint32_t>(DType::F16)] = {matvec<F16Weights>, to_f32<F16Weights>,
+                                                     nullptr};
+  table->types[static_cast<uint32_t>(DType::BF16)] = {matvec<BF16Weights>, to_f32<BF16Weights>,
+                                                      nullptr};
+}
+
+}  // namespace edgelm::kernels_internal

@@ -1,0 +1,73 @@
+#include "kernels/ops.h"
+
+#include <cmath>
+
+namespace edgelm {
+
+void rmsnorm(float* out, const float* x, const float* weight, int64_t n, float eps) {
+  // Sum of squares in double: n is a few thousand and the result scales every value.
+  double sum_sq = 0;
+  for (int64_t i = 0; i < n; ++i) sum_sq += static_cast<double>(x[i]) * x[i];
+  const double mean = n > 0 ? sum_sq / static_cast<double>(n) : 0.0;
+  const float scale = static_cast<float>(1.0 / std::sqrt(mean + eps));
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * scale * weight[i];
+}
+
+void softmax(float* x, int64_t n) {
+  if (n <= 0) return;
+  // Subtracting the max keeps exp() from overflowing; -inf entries become 0.
+  float max_value = x[0];
+  for (int64_t i = 1; i < n; ++i) max_value = std::fmax(max_value, x[i]);
+  if (std::isinf(max_value) && max_value < 0) {
+    // Everything masked: spread evenly rather than produce NaN.
+    for (int64_t i = 0; i < n; ++i) x[i] = 1.0f / static_cast<float>(n);
+    return;
+  }
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - max_value);
+    sum += x[i];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+void silu_mul(float* out, const float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void add_inplace(float* x, const float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+void rope(float* head, int64_t head_dim, const float* cos, const float* sin, bool interleaved) {
+  const int64_t half = head_dim / 2;
+  if (interleaved) {
+    for (int64_t i = 0; i < half; ++i) {
+      const float a = head[2 * i];
+      const float b = head[2 * i + 1];
+      head[2 * i] = a * cos[i] - b * sin[i];
+      head[2 * i + 1] = a * sin[i] + b * cos[i];
+    }
+  } else {
+    for (int64_t i = 0; i < half; ++i) {
+      const float a = head[i];
+      const float b = head[i + half];
+      head[i] = a * cos[i] - b * sin[i];
+      head[i + half] = a * sin[i] + b * cos[i];
+    }
+  }
+}
+
+void rope_angles(int64_t position, const float* inv_freq, int64_t half, float* cos, float* sin) {
+  for (int64_t i = 0; i < half; ++i) {
+    const double angle = static_cast<double>(position) * static_cast<double>(inv_freq[i]);
+    cos[i] = static_cast<float>(std::cos(angle));
+    sin[i] = static_cast<float>(std::sin(angle));
+  }
+}
+
+}  // namespace edgelm
