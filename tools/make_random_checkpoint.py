@@ -166,9 +166,12 @@ def hf_tensor_specs(cfg):
 
 def random_weights(cfg, dtype, seed):
     """Random values scaled so that every activation is O(1): inputs of linear layers have unit
-    RMS after RMSNorm, so std 1/sqrt(fan_in) keeps q/k/v/gate/up O(1); o/down add about 0.5 RMS
-    to the residual; embeddings with std 3/sqrt(hidden) give logits with std ~3 (well separated
-    maxima over thousands of tokens); norms are 1 +- 0.1 and biases 0.2 so that they matter."""
+    RMS after RMSNorm, so std 1/sqrt(fan_in) keeps q/k/v/gate/up O(1) (q/k a bit more, for
+    peaked attention); o_proj and down_proj each add ~1 RMS to the residual stream, which keeps
+    the token's own embedding (RMS 3/sqrt(hidden)) from dominating it -- with tied embeddings a
+    dominant embedding makes every greedy step repeat the input token. Embeddings with std
+    3/sqrt(hidden) give logits with std ~3 (well separated maxima over thousands of tokens);
+    norms are 1 +- 0.1 and biases 0.2 so that they matter."""
     rng = np.random.default_rng(seed)
     d = cfg["hidden_size"]
     weights = {}
@@ -180,7 +183,7 @@ def random_weights(cfg, dtype, seed):
         else:
             fan_in = shape[1]
             std = {"embed": 3.0 / math.sqrt(d), "qk": 1.3 / math.sqrt(fan_in),
-                   "in": 1.0 / math.sqrt(fan_in), "out": 0.5 / math.sqrt(fan_in)}[kind]
+                   "in": 1.0 / math.sqrt(fan_in), "out": 1.6 / math.sqrt(fan_in)}[kind]
             x = rng.standard_normal(shape, dtype=np.float32)
             x *= np.float32(std)
         weights[name] = to_dtype(x, dtype)
@@ -469,7 +472,7 @@ def write_gguf_checkpoint(path, preset_name, preset, cfg, weights, dtype, tokens
 # ---------------------------------------------------------------------------------------------
 
 
-def make_config(preset_name, preset, layers, vocab_size, head_dim, dtype, tokens):
+def make_config(preset, layers, vocab_size, head_dim, dtype, tokens):
     vocab = {t: i for i, t in enumerate(tokens)}
     hd = head_dim or preset.get("head_dim") or preset["hidden"] // preset["heads"]
     bos = preset["bos"] or preset.get("config_bos")
@@ -511,17 +514,21 @@ def make_config(preset_name, preset, layers, vocab_size, head_dim, dtype, tokens
 
 
 def generate(preset_name, out, layers=None, vocab=None, dtype="f32", shards=1, seed=0,
-             gguf=None, head_dim=None, tokenizer_source=DEFAULT_TOKENIZER):
-    """Writes the checkpoint; returns the config dict written to config.json."""
+             gguf=None, head_dim=None, tokenizer_source=DEFAULT_TOKENIZER, shape=None):
+    """Writes the checkpoint; returns the config dict written to config.json. shape: optional
+    overrides of the preset's hidden/heads/kv_heads/ffn/ctx (small variants for cheap tests)."""
     if preset_name not in PRESETS:
         sys.exit(f"unknown preset {preset_name!r}; known: {', '.join(PRESETS)}")
-    preset = PRESETS[preset_name]
+    preset = dict(PRESETS[preset_name])
+    preset.update({k: v for k, v in (shape or {}).items() if v is not None})
+    if preset["heads"] % preset["kv_heads"]:
+        sys.exit("--heads must be a multiple of --kv-heads")
     layers = layers or preset["layers"]
     vocab_size = vocab or preset["vocab"]
     os.makedirs(out, exist_ok=True)
     tokens, special_ids, merges, tokenizer_json = build_tokenizer(preset, vocab_size,
                                                                   tokenizer_source)
-    cfg = make_config(preset_name, preset, layers, vocab_size, head_dim, dtype, tokens)
+    cfg = make_config(preset, layers, vocab_size, head_dim, dtype, tokens)
     internal = {"qkv_bias": cfg.pop("qkv_bias"), "head_dim": cfg.pop("head_dim_internal"),
                 "explicit_head_dim": cfg.pop("explicit_head_dim")}
     with open(os.path.join(out, "config.json"), "w") as f:
@@ -547,14 +554,20 @@ def main():
     ap.add_argument("--shards", type=int, default=1, help="number of safetensors files")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--head-dim", type=int, help="explicit head_dim (written to config.json)")
+    ap.add_argument("--hidden", type=int, help="override hidden_size (small variants)")
+    ap.add_argument("--heads", type=int, help="override num_attention_heads")
+    ap.add_argument("--kv-heads", type=int, help="override num_key_value_heads")
+    ap.add_argument("--ffn", type=int, help="override intermediate_size")
     ap.add_argument("--gguf", help="also write the same weights as this GGUF v3 file")
     ap.add_argument("--tokenizer-source", default=DEFAULT_TOKENIZER,
                     help="byte-level BPE tokenizer.json to cut the vocabulary from")
     args = ap.parse_args()
     if args.shards < 1:
         ap.error("--shards must be >= 1")
+    shape = {"hidden": args.hidden, "heads": args.heads, "kv_heads": args.kv_heads,
+             "ffn": args.ffn}
     generate(args.preset, args.out, args.layers, args.vocab, args.dtype, args.shards, args.seed,
-             args.gguf, args.head_dim, args.tokenizer_source)
+             args.gguf, args.head_dim, args.tokenizer_source, shape)
 
 
 if __name__ == "__main__":

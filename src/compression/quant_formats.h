@@ -15,6 +15,10 @@
 // n entries (the imatrix column weights, >= 0). Q4_0/Q4_1/Q5_0/Q5_1 derive a
 // weight scale from the whole row, so splitting a row changes the result.
 //
+// The one deliberate difference: an all-zero Q8_K block gets bsums = 0 (ggml
+// leaves them unwritten). Bit-exactness needs this file built with
+// -ffp-contract=off (see CMakeLists.txt); quant_golden_test.cc checks it.
+//
 // All functions throw edgelm::Error if n is negative or not a multiple of the
 // block size, or (weighted) if importance is null or not finite and >= 0.
 #pragma once
@@ -31,21 +35,21 @@ inline constexpr int kQK_K = 256;  // elements per K-quant super-block
 
 // ---- 32-element formats: value = d * q (+ m) ----
 
-struct BlockQ4_0 {   // q in [-8, 7]
-  uint16_t d;        // f16 scale
-  uint8_t qs[16];    // element j in low nibble of qs[j], element j+16 in high nibble; q = nib - 8
+struct BlockQ4_0 {  // q in [-8, 7]
+  uint16_t d;       // f16 scale
+  uint8_t qs[16];   // element j in low nibble of qs[j], element j+16 in high nibble; q = nib - 8
 };
-struct BlockQ4_1 {   // value = d * nib + m
-  uint16_t d;        // f16 scale
-  uint16_t m;        // f16 minimum
-  uint8_t qs[16];    // same nibble order as Q4_0
+struct BlockQ4_1 {  // value = d * nib + m
+  uint16_t d;       // f16 scale
+  uint16_t m;       // f16 minimum
+  uint8_t qs[16];   // same nibble order as Q4_0
 };
-struct BlockQ5_0 {   // q in [-16, 15]
+struct BlockQ5_0 {  // q in [-16, 15]
   uint16_t d;
-  uint8_t qh[4];     // bit j of this little-endian u32 is bit 4 of element j
-  uint8_t qs[16];    // low 4 bits, Q4_0 order; q = (nib | high << 4) - 16
+  uint8_t qh[4];   // bit j of this little-endian u32 is bit 4 of element j
+  uint8_t qs[16];  // low 4 bits, Q4_0 order; q = (nib | high << 4) - 16
 };
-struct BlockQ5_1 {   // value = d * q5 + m
+struct BlockQ5_1 {  // value = d * q5 + m
   uint16_t d;
   uint16_t m;
   uint8_t qh[4];
@@ -58,41 +62,41 @@ struct BlockQ8_0 {
 
 // ---- 256-element K-quant super-blocks ----
 
-struct BlockQ2_K {       // 16 sub-blocks of 16: value = d*sc*q - dmin*m, q in [0, 3]
-  uint8_t scales[16];    // low nibble: sc, high nibble: m
-  uint8_t qs[64];        // 2-bit q; element 128*h + 32*s + l at qs[32*h + l] bits 2s..2s+1
-  uint16_t d;            // f16 super-scale for sc
-  uint16_t dmin;         // f16 super-scale for m
+struct BlockQ2_K {     // 16 sub-blocks of 16: value = d*sc*q - dmin*m, q in [0, 3]
+  uint8_t scales[16];  // low nibble: sc, high nibble: m
+  uint8_t qs[64];      // 2-bit q; element 128*h + 32*s + l at qs[32*h + l] bits 2s..2s+1
+  uint16_t d;          // f16 super-scale for sc
+  uint16_t dmin;       // f16 super-scale for m
 };
-struct BlockQ3_K {       // 16 sub-blocks of 16: value = d*(sc-32)*(q-4), q in [0, 7]
-  uint8_t hmask[32];     // bit 2 of q: element j at hmask[j % 32] bit j / 32
-  uint8_t qs[64];        // bits 0-1 of q, Q2_K order
-  uint8_t scales[12];    // sixteen 6-bit sc (see pack in quant_formats.cc)
-  uint16_t d;            // f16
+struct BlockQ3_K {     // 16 sub-blocks of 16: value = d*(sc-32)*(q-4), q in [0, 7]
+  uint8_t hmask[32];   // bit 2 of q: element j at hmask[j % 32] bit j / 32
+  uint8_t qs[64];      // bits 0-1 of q, Q2_K order
+  uint8_t scales[12];  // sixteen 6-bit sc (see pack in quant_formats.cc)
+  uint16_t d;          // f16
 };
-struct BlockQ4_K {       // 8 sub-blocks of 32: value = d*sc*q - dmin*m, q in [0, 15]
+struct BlockQ4_K {  // 8 sub-blocks of 32: value = d*sc*q - dmin*m, q in [0, 15]
   uint16_t d;
   uint16_t dmin;
-  uint8_t scales[12];    // eight 6-bit (sc, m) pairs, ggml's get_scale_min_k4 packing
-  uint8_t qs[128];       // element 64*h + l at qs[32*h + l] low nibble, 64*h + 32 + l high nibble
+  uint8_t scales[12];  // eight 6-bit (sc, m) pairs, ggml's get_scale_min_k4 packing
+  uint8_t qs[128];     // element 64*h + l at qs[32*h + l] low nibble, 64*h + 32 + l high nibble
 };
-struct BlockQ5_K {       // as Q4_K with q in [0, 31]
+struct BlockQ5_K {  // as Q4_K with q in [0, 31]
   uint16_t d;
   uint16_t dmin;
   uint8_t scales[12];
-  uint8_t qh[32];        // bit 4 of element 32*s + l at qh[l] bit s
-  uint8_t qs[128];       // low 4 bits, Q4_K order
+  uint8_t qh[32];   // bit 4 of element 32*s + l at qh[l] bit s
+  uint8_t qs[128];  // low 4 bits, Q4_K order
 };
-struct BlockQ6_K {       // 16 sub-blocks of 16: value = d*sc*(q-32), q in [0, 63]
-  uint8_t ql[128];       // low 4 bits
-  uint8_t qh[64];        // high 2 bits
+struct BlockQ6_K {  // 16 sub-blocks of 16: value = d*sc*(q-32), q in [0, 63]
+  uint8_t ql[128];  // low 4 bits
+  uint8_t qh[64];   // high 2 bits
   int8_t scales[16];
-  uint16_t d;            // f16
+  uint16_t d;  // f16
 };
-struct BlockQ8_K {       // activation format for K-quant dot products
-  float d;               // f32 scale (not f16)
+struct BlockQ8_K {  // activation format for K-quant dot products
+  float d;          // f32 scale (not f16)
   int8_t qs[256];
-  int16_t bsums[16];     // sum of qs over each group of 16
+  int16_t bsums[16];  // sum of qs over each group of 16
 };
 
 // ---- edgelm FP8 block format (not a ggml type, has no DType id) ----
@@ -103,10 +107,11 @@ struct BlockQ8_K {       // activation format for K-quant dot products
 // nearest even and saturates out-of-range values (and infinities) to +-448.
 // Same 8.5 bits per weight as Q8_0.
 struct BlockFp8E4M3 {
-  uint16_t d;            // f16
-  uint8_t qs[32];        // E4M3 codes
+  uint16_t d;      // f16
+  uint8_t qs[32];  // E4M3 codes
 };
 
+// Sizes are ggml's; a test also checks them against dtype_traits().block_bytes.
 static_assert(sizeof(BlockQ4_0) == 18);
 static_assert(sizeof(BlockQ4_1) == 20);
 static_assert(sizeof(BlockQ5_0) == 22);
@@ -119,6 +124,26 @@ static_assert(sizeof(BlockQ5_K) == 176);
 static_assert(sizeof(BlockQ6_K) == 210);
 static_assert(sizeof(BlockQ8_K) == 292);
 static_assert(sizeof(BlockFp8E4M3) == 34);
+
+// ---- sub-block scale unpacking (for dequantization and dot-product kernels) ----
+
+// Q4_K/Q5_K: 6-bit scale and min of sub-block j (0..7).
+inline void unpack_scale_min_k4(const uint8_t* scales, int j, uint8_t* sc, uint8_t* m) {
+  if (j < 4) {
+    *sc = scales[j] & 63;
+    *m = scales[j + 4] & 63;
+  } else {
+    *sc = static_cast<uint8_t>((scales[j + 4] & 0xF) | ((scales[j - 4] >> 6) << 4));
+    *m = static_cast<uint8_t>((scales[j + 4] >> 4) | ((scales[j] >> 6) << 4));
+  }
+}
+
+// Q3_K: signed scale (stored 6-bit value - 32) of sub-block j (0..15).
+inline int unpack_scale_q3_K(const uint8_t* scales, int j) {
+  const int low = j < 8 ? scales[j] & 0xF : scales[j - 8] >> 4;
+  const int high = (scales[8 + j % 4] >> (2 * (j / 4))) & 3;
+  return (low | (high << 4)) - 32;
+}
 
 // ---- E4M3 scalar conversions ----
 uint8_t fp32_to_e4m3(float x);  // RNE, saturating, NaN -> 0x7F (sign kept)

@@ -34,7 +34,9 @@ const char* gguf_type_name(GgufType type);
 
 // One metadata value. Scalars use the field matching their type (all integer
 // types in `i` or `u`, floats in `f`); arrays hold their elements in `array`
-// with `array_type` naming the element type.
+// with `array_type` naming the element type. The reader fills both `i` and `u`
+// when the integer fits (signed types: `u` is 0 for negatives; uint64 above
+// INT64_MAX: `i` is 0); the writer reads whichever of the two is non-zero.
 struct GgufValue {
   GgufType type = GgufType::kUint32;
   GgufType array_type = GgufType::kUint32;

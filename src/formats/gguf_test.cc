@@ -112,6 +112,8 @@ TEST(Gguf, ReadsVocabOnlyFiles) {
   EXPECT_EQ(gpt2->get_int("tokenizer.ggml.bos_token_id"), 50256);
 }
 
+Bytes make_hostile_base();
+
 GgufValue scalar(GgufType type) {
   GgufValue v;
   v.type = type;
@@ -332,6 +334,15 @@ TEST(GgufWriter, RewritesStories260KIdentically) {
   TempDir dir;
   w.write(dir.file("copy.gguf"));
   EXPECT_EQ(read_bytes(dir.file("copy.gguf")), read_bytes(stories_gguf()));
+}
+
+TEST(Gguf, ReadsVersion2) {
+  Bytes bytes = make_hostile_base();
+  poke<uint32_t>(bytes, 4, 2);
+  auto f = GgufFile::parse(bytes.data(), bytes.size());
+  EXPECT_EQ(f->version(), 2u);
+  EXPECT_EQ(f->get_int("aa.other"), 8);
+  EXPECT_EQ(f->tensors().size(), 2u);
 }
 
 TEST(GgufWriter, RejectsBadInput) {

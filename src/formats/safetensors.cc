@@ -309,7 +309,12 @@ void write_safetensors(const std::string& path, const std::vector<TensorView>& t
   }
   // nlohmann keeps object keys sorted; the data order follows `tensors`, which
   // the offsets record, so readers do not care.
-  std::string text = header.dump();
+  std::string text;
+  try {
+    text = header.dump();
+  } catch (const json::exception& e) {
+    fail(path, ": cannot encode the header (tensor names and metadata must be UTF-8): ", e.what());
+  }
   // Pad with spaces so the data section starts 8-byte aligned (as HF's writer does).
   text.append((8 - (8 + text.size()) % 8) % 8, ' ');
   uint8_t len[8];

@@ -21,10 +21,11 @@ using Bytes = std::vector<uint8_t>;
 class TempDir {
  public:
   TempDir() {
+    static int counter = 0;
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
     path_ = std::filesystem::path(::testing::TempDir()) /
             (std::string("edgelm_formats_") + info->test_suite_name() + "_" + info->name() + "_" +
-             std::to_string(::getpid()));
+             std::to_string(::getpid()) + "_" + std::to_string(counter++));
     std::filesystem::remove_all(path_);
     std::filesystem::create_directories(path_);
   }

@@ -1,5 +1,9 @@
 // AVX-512 kernels (F/BW/VL): 16 floats per vector, masked loads for row tails.
 // See matmul_internal.h for why this file uses only intrinsics and local code.
+// GCC 12's AVX-512 headers build vectors from _mm*_undefined_*() and then warn
+// about them at every inlined use (GCC bug 105593); the warning is spurious here.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
 #include <cstdint>
@@ -25,6 +29,7 @@ inline float hsum(__m512 v) {
 
 // Loads 16 weights starting at element i as F32; the *_tail forms load `count` < 16.
 struct F32Weights {
+  static constexpr int kBytes = 4;
   static __m512 load(const void* row, int64_t i) {
     return _mm512_loadu_ps(static_cast<const float*>(row) + i);
   }
@@ -34,6 +39,7 @@ struct F32Weights {
 };
 
 struct F16Weights {
+  static constexpr int kBytes = 2;
   static __m512 load(const void* row, int64_t i) {
     return _mm512_cvtph_ps(
         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(row) + i)));
@@ -45,6 +51,7 @@ struct F16Weights {
 
 // bf16 is the top half of an f32: widen to 32 bits and shift left by 16.
 struct BF16Weights {
+  static constexpr int kBytes = 2;
   static __m512 widen(__m256i v) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
   }
@@ -70,12 +77,19 @@ inline void matvec_block(const uint8_t* rows, size_t row_bytes, const float* x, 
     acc0[r] = _mm512_setzero_ps();
     acc1[r] = _mm512_setzero_ps();
   }
+  // The next block of R rows (the same offsets, R rows further) is fetched
+  // while this one is summed: rows are short, so the hardware prefetcher alone
+  // keeps too few lines in flight.
+  const size_t ahead = R * row_bytes;
   int64_t i = 0;
   for (; i + 32 <= cols; i += 32) {
     const __m512 x0 = _mm512_loadu_ps(x + i);
     const __m512 x1 = _mm512_loadu_ps(x + i + 16);
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
+      const char* p = static_cast<const char*>(row[r]) + ahead + i * W::kBytes;
+#pragma GCC unroll 2
+      for (int line = 0; line < W::kBytes * 32 / 64; ++line) _mm_prefetch(p + 64 * line, _MM_HINT_T0);
       acc0[r] = _mm512_fmadd_ps(W::load(row[r], i), x0, acc0[r]);
       acc1[r] = _mm512_fmadd_ps(W::load(row[r], i + 16), x1, acc1[r]);
     }

@@ -163,7 +163,8 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
                               const std::function<void(int64_t begin, int64_t end)>& fn) {
   if (n <= 0) return;
   grain = std::max<int64_t>(grain, 1);
-  const int64_t chunks = std::min<int64_t>(n_threads_, (n + grain - 1) / grain);
+  // Each chunk gets at least `grain` items: n / grain chunks at most.
+  const int64_t chunks = std::min<int64_t>(n_threads_, std::max<int64_t>(1, n / grain));
   if (chunks <= 1 || t_inside_pool) {
     fn(0, n);
     return;

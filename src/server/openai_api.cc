@@ -225,15 +225,12 @@ json parse_json_body(std::string_view body) {
   if (json_nesting_depth(body) > kMaxJsonDepth) {
     throw ApiError(400, str_cat("the request JSON nests deeper than ", kMaxJsonDepth, " levels"));
   }
-  json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (parsed.is_discarded()) {
-    // Parse again with exceptions for a message that says where it broke.
-    try {
-      (void)json::parse(body);
-    } catch (const json::exception& e) {
-      throw ApiError(400, str_cat("the request body is not valid JSON: ", e.what()));
-    }
-    throw ApiError(400, "the request body is not valid JSON");
+  json parsed;
+  try {
+    parsed = json::parse(body);
+  } catch (const json::exception& e) {
+    // nlohmann's message says where and why (also for ill-formed UTF-8).
+    throw ApiError(400, str_cat("the request body is not valid JSON: ", e.what()));
   }
   if (!parsed.is_object()) throw ApiError(400, "the request body must be a JSON object");
   return parsed;
@@ -514,6 +511,16 @@ json model_json(const std::string& model_id, int64_t created, const ModelInfo& i
 
 json models_json(const std::string& model_id, int64_t created, const ModelInfo& info) {
   return {{"object", "list"}, {"data", json::array({model_json(model_id, created, info)})}};
+}
+
+std::string render_plain_chat(const std::vector<ChatMessage>& messages) {
+  std::string text;
+  for (const ChatMessage& message : messages) {
+    if (message.content.empty()) continue;
+    if (!text.empty()) text += "\n\n";
+    text += message.content;
+  }
+  return text;
 }
 
 std::string random_id(std::string_view prefix) {

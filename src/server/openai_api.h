@@ -106,6 +106,12 @@ json embeddings_json(const std::string& model, const std::vector<std::vector<flo
 json models_json(const std::string& model_id, int64_t created, const ModelInfo& info);
 json model_json(const std::string& model_id, int64_t created, const ModelInfo& info);
 
-std::string random_id(std::string_view prefix);  // prefix + 24 random alphanumerics
+std::string random_id(std::string_view prefix);
+
+// Models without a chat template (chat_template "none", e.g. base story
+// models) get the message contents joined by blank lines, so a chat client
+// still works as a plain continuation.
+std::string render_plain_chat(const std::vector<ChatMessage>& messages);
+  // prefix + 24 random alphanumerics
 
 }  // namespace edgelm::server

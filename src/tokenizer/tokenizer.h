@@ -41,8 +41,17 @@ struct Vocab {
   std::vector<int32_t> end_of_generation;  // eos plus e.g. <|eot_id|>, <|im_end|>
   bool add_bos = false, add_eos = false;
   bool add_space_prefix = true;  // SentencePiece: prepend ▁ to the text
-  bool lowercase = false;        // WordPiece normalizer
-  bool strip_accents = false;    // WordPiece normalizer
+  bool lowercase = false;        // WordPiece normalizer (also tokenizer.json Lowercase)
+  bool strip_accents = false;    // WordPiece normalizer (also tokenizer.json StripAccents)
+  // Byte-level BPE: split regexes of a tokenizer.json pre-tokenizer that matches
+  // no llama.cpp name; used when pre == "custom".
+  std::vector<std::string> pre_regex;
+  bool ignore_merges = false;    // BPE: a word that is a whole vocab entry is not merged
+  std::string normalization;     // "NFC", "NFD", "NFKC", "NFKD" applied before encoding, or ""
+  int32_t max_word_chars = 100;  // WordPiece: longer words become [UNK]
+  // WordPiece as llama.cpp's GGUF stores it: word-initial pieces start with
+  // U+2581 and continuations are bare (HF: continuations start with "##").
+  bool wordpiece_space_prefix = false;
 };
 
 // Loaders; each throws edgelm::Error naming the file and problem.

@@ -151,7 +151,9 @@ const ByteLevelTables& byte_level_tables() {
 
 }  // namespace
 
-uint32_t byte_to_codepoint(uint8_t byte) { return byte_level_tables().byte_to_cp[byte]; }
+uint32_t byte_to_codepoint(uint8_t byte) {
+  return byte_level_tables().byte_to_cp[byte];
+}
 
 int codepoint_to_byte(uint32_t cp) {
   return cp < 512 ? byte_level_tables().cp_to_byte[cp] : -1;
@@ -172,10 +174,9 @@ std::string normalize(std::string_view text, std::string_view form) {
     return std::string(text);
   }
   utf8proc_uint8_t* result = nullptr;
-  const utf8proc_ssize_t n =
-      utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()),
-                   static_cast<utf8proc_ssize_t>(text.size()), &result,
-                   static_cast<utf8proc_option_t>(options));
+  const utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()),
+                                          static_cast<utf8proc_ssize_t>(text.size()), &result,
+                                          static_cast<utf8proc_option_t>(options));
   if (n < 0) return std::string(text);
   std::unique_ptr<utf8proc_uint8_t, decltype(&std::free)> owner(result, &std::free);
   return std::string(reinterpret_cast<const char*>(result), static_cast<size_t>(n));
@@ -241,7 +242,9 @@ bool is_punctuation(uint32_t cp) {
   }
 }
 
-bool is_mark_nonspacing(uint32_t cp) { return category(cp) == UTF8PROC_CATEGORY_MN; }
+bool is_mark_nonspacing(uint32_t cp) {
+  return category(cp) == UTF8PROC_CATEGORY_MN;
+}
 
 bool is_cjk_ideograph(uint32_t cp) {
   return (cp >= 0x4E00 && cp <= 0x9FFF) || (cp >= 0x3400 && cp <= 0x4DBF) ||

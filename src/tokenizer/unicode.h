@@ -42,9 +42,9 @@ int codepoint_to_byte(uint32_t cp);
 std::string normalize(std::string_view text, std::string_view form);
 
 uint32_t to_lower(uint32_t cp);
-bool is_whitespace(uint32_t cp);   // Unicode White_Space
-bool is_control(uint32_t cp);      // categories Cc, Cf, Co, Cs, Cn except \t \n \r
-bool is_punctuation(uint32_t cp);  // categories P*, and ASCII symbols ($+<=>^`|~)
+bool is_whitespace(uint32_t cp);       // Unicode White_Space
+bool is_control(uint32_t cp);          // categories Cc, Cf, Co, Cs, Cn except \t \n \r
+bool is_punctuation(uint32_t cp);      // categories P*, and ASCII symbols ($+<=>^`|~)
 bool is_mark_nonspacing(uint32_t cp);  // category Mn (accents after NFD)
 bool is_cjk_ideograph(uint32_t cp);    // BERT's "Chinese character" ranges
 // Writes the canonical decomposition (NFD) of cp to out[0..n) and returns n

@@ -49,7 +49,9 @@ inline uint16_t fp32_to_fp16(float f) {
   if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // overflow -> inf
   if (abs < 0x38800000u) {  // result is subnormal or zero
     const uint32_t shift = 113 - (abs >> 23);
-    if (shift > 24) return static_cast<uint16_t>(sign);
+    // Below half the smallest subnormal (shift + 13 >= 25) the result is
+    // +-0; returning early also keeps the shifts below 32 bits.
+    if (shift > 11) return static_cast<uint16_t>(sign);
     const uint32_t mant = (abs & 0x7fffffu) | 0x800000u;
     uint32_t half = mant >> (shift + 13);
     const uint32_t rem = mant & ((1u << (shift + 13)) - 1);

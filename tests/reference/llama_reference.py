@@ -103,9 +103,9 @@ def round_to(x, dtype):
 
 
 class Model:
-    """HF decoder in float64. emulate: None, "bf16" or "f16": round the inputs of every linear
-    layer and the cached K/V to that precision, to see how far a legitimate lower-precision
-    implementation may drift (used to choose test tolerances)."""
+    """HF decoder in float64. emulate (only to choose test tolerances: how far may a legitimate
+    lower-precision implementation drift?): None; "bf16" / "f16": round the inputs of every
+    linear layer to that precision and keep K/V in f16; "kv-f16": only keep K/V in f16."""
 
     def __init__(self, config, weights, emulate=None):
         self.config = config
@@ -172,7 +172,7 @@ class Model:
         return w * (x / np.sqrt(variance + self.eps))
 
     def linear(self, x, w, b=None):
-        y = round_to(x, self.emulate) @ w.T
+        y = round_to(x, self.emulate if self.emulate in ("bf16", "f16") else None) @ w.T
         return y if b is None else y + b
 
     def rope(self, x, positions):
@@ -240,18 +240,19 @@ class Model:
         cache = self.new_cache()
         prompt_logits = self.forward(prompts, cache)
         last = prompt_logits[:, -1, :]
-        tokens, margins = [], []
+        tokens = [np.zeros((len(prompts), 0), dtype=np.int64)]
+        margins = [np.zeros((len(prompts), 0))]
         for step in range(n_tokens):
-            top2 = np.argpartition(-last, 1, axis=-1)[:, :2]
             rows = np.arange(last.shape[0])
-            first = np.where(last[rows, top2[:, 0]] >= last[rows, top2[:, 1]], top2[:, 0],
-                             top2[:, 1])
-            second = np.where(first == top2[:, 0], top2[:, 1], top2[:, 0])
-            tokens.append(first)
-            margins.append(last[rows, first] - last[rows, second])
+            first = last.argmax(axis=-1)
+            others = last.copy()
+            others[rows, first] = -np.inf
+            second = others.argmax(axis=-1)
+            tokens.append(first[:, None])
+            margins.append((last[rows, first] - last[rows, second])[:, None])
             if step + 1 < n_tokens:
                 last = self.forward(first[:, None], cache)[:, -1, :]
-        return prompt_logits, np.stack(tokens, axis=1), np.stack(margins, axis=1)
+        return prompt_logits, np.concatenate(tokens, axis=1), np.concatenate(margins, axis=1)
 
 
 def write_logits(path, logits):
@@ -272,7 +273,7 @@ def main():
     ap.add_argument("--out", help="write all-position logits here (.npy or raw float32)")
     ap.add_argument("--greedy", type=int, default=0, help="greedy continuation length")
     ap.add_argument("--greedy-out", help="JSON file for the greedy tokens (default: stdout)")
-    ap.add_argument("--emulate", choices=["bf16", "f16"],
+    ap.add_argument("--emulate", choices=["bf16", "f16", "kv-f16"],
                     help="round activations like a reduced-precision implementation")
     args = ap.parse_args()
     tokens = [int(t) for t in args.tokens.split(",") if t.strip()]

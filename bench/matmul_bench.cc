@@ -1,0 +1,162 @@
+// Matvec (decode) and matmul (prefill) throughput at SmolLM2-135M shapes for
+// every weight type and instruction set this CPU has, plus the machine's read
+// bandwidth. Decode rows report "roofline": weight bytes/s over the measured
+// read bandwidth at the same thread count.
+//
+// Decode cycles through enough copies of the weights to exceed the caches, as
+// a real forward pass does (the whole model is far larger than L3).
+#include <benchmark/benchmark.h>
+
+#include <cstring>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/bandwidth.h"
+#include "kernels/matmul.h"
+#include "kernels/thread_pool.h"
+#include "util/half.h"
+
+namespace edgelm {
+namespace {
+
+struct Shape {
+  int64_t rows, cols;
+};
+// q/o projections, ffn up/gate, ffn down, tied embedding / lm head.
+constexpr Shape kShapes[] = {{576, 576}, {1536, 576}, {576, 1536}, {49152, 576}};
+constexpr int64_t kPrefillTokens = 64;
+constexpr size_t kColdBytes = size_t{256} << 20;
+
+ThreadPool& pool_of(int threads) {
+  static std::map<int, std::unique_ptr<ThreadPool>> pools;
+  auto& p = pools[threads];
+  if (!p) p = std::make_unique<ThreadPool>(threads);
+  return *p;
+}
+
+double bandwidth_gbs(int threads) {
+  static std::map<int, double> cache;
+  auto it = cache.find(threads);
+  if (it != cache.end()) return it->second;
+  return cache[threads] = measure_read_bandwidth_gbs(pool_of(threads));
+}
+
+// `copies` weight matrices of random values stored as `type`.
+struct Weights {
+  std::vector<uint8_t> bytes;
+  std::vector<WeightMatrix> copies;
+};
+
+Weights make_weights(DType type, Shape shape, size_t min_total_bytes) {
+  const size_t row_bytes = dtype_row_bytes(type, shape.cols);
+  const size_t matrix_bytes = row_bytes * static_cast<size_t>(shape.rows);
+  const size_t count = std::max<size_t>(1, (min_total_bytes + matrix_bytes - 1) / matrix_bytes);
+  Weights w;
+  w.bytes.resize(matrix_bytes * count);
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  const size_t elems = w.bytes.size() / (type == DType::F32 ? 4 : 2);
+  for (size_t i = 0; i < elems; ++i) {
+    const float v = dist(rng);
+    if (type == DType::F32) {
+      std::memcpy(w.bytes.data() + 4 * i, &v, 4);
+    } else {
+      const uint16_t h = type == DType::F16 ? fp32_to_fp16(v) : fp32_to_bf16(v);
+      std::memcpy(w.bytes.data() + 2 * i, &h, 2);
+    }
+  }
+  for (size_t c = 0; c < count; ++c) {
+    w.copies.push_back({type, shape.rows, shape.cols, w.bytes.data() + c * matrix_bytes, row_bytes});
+  }
+  return w;
+}
+
+void run_matmul(benchmark::State& state, Isa isa, DType type, Shape shape, int threads,
+                int64_t n) {
+  set_active_isa(isa);
+  ThreadPool& pool = pool_of(threads);
+  const bool decode = n == 1;
+  Weights w = make_weights(type, shape, decode ? kColdBytes : 0);
+  std::vector<float> x(static_cast<size_t>(n * shape.cols), 0.5f);
+  std::vector<float> y(static_cast<size_t>(n * shape.rows));
+  size_t next = 0;
+  for (auto _ : state) {
+    matmul(w.copies[next], x.data(), n, y.data(), &pool);
+    benchmark::DoNotOptimize(y.data());
+    next = next + 1 == w.copies.size() ? 0 : next + 1;
+  }
+  const double matrix_bytes = static_cast<double>(w.copies[0].row_bytes * shape.rows);
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * matrix_bytes));
+  state.counters["tokens/s"] =
+      benchmark::Counter(static_cast<double>(state.iterations() * n), benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(
+      static_cast<double>(state.iterations()) * 2.0 * n * shape.rows * shape.cols / 1e9,
+      benchmark::Counter::kIsRate);
+  if (decode) {
+    // Filled in per run; the ratio itself is computed below from the elapsed time.
+    state.counters["bw_GB/s"] = bandwidth_gbs(threads);
+  }
+  set_active_isa(best_supported_isa());
+}
+
+void BM_ReadBandwidth(benchmark::State& state) {
+  ThreadPool& pool = pool_of(static_cast<int>(state.range(0)));
+  double gbs = 0;
+  for (auto _ : state) gbs = measure_read_bandwidth_gbs(pool);
+  state.counters["GB/s"] = gbs;
+}
+BENCHMARK(BM_ReadBandwidth)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->Iterations(1);
+
+void register_all() {
+  const Isa isas[] = {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon, Isa::kNeonDotprod};
+  for (int64_t n : {int64_t{1}, kPrefillTokens}) {
+    for (Isa isa : isas) {
+      if (!isa_supported(isa)) continue;
+      for (DType type : {DType::F32, DType::F16, DType::BF16}) {
+        for (const Shape& shape : kShapes) {
+          for (int threads : {1, 2}) {
+            const std::string name = std::string(n == 1 ? "matvec/" : "matmul_n64/") +
+                                     dtype_name(type) + "/" + isa_name(isa) + "/" +
+                                     std::to_string(shape.rows) + "x" +
+                                     std::to_string(shape.cols) + "/threads:" +
+                                     std::to_string(threads);
+            benchmark::RegisterBenchmark(name.c_str(), run_matmul, isa, type, shape, threads, n)
+                ->UseRealTime()
+                ->Unit(benchmark::kMicrosecond);
+          }
+        }
+      }
+    }
+  }
+}
+
+// Prints "roofline = achieved bytes/s / bandwidth" for each decode run.
+class RooflineReporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    std::vector<Run> copy = runs;
+    for (Run& run : copy) {
+      auto bw = run.counters.find("bw_GB/s");
+      auto bytes = run.counters.find("bytes_per_second");
+      if (bw != run.counters.end() && bytes != run.counters.end() && bw->second.value > 0) {
+        run.counters["roofline"] = bytes->second.value / 1e9 / bw->second.value;
+      }
+    }
+    ConsoleReporter::ReportRuns(copy);
+  }
+};
+
+}  // namespace
+}  // namespace edgelm
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  edgelm::register_all();
+  edgelm::RooflineReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it:
+#   1. release build + every CTest test (unit, end-to-end vs the numpy reference, goldens)
+#   2. the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer
+#   3. libFuzzer targets for the untrusted-file parsers, a bounded time each
+#   4. ARM64: cross-compiled kernel and model tests under qemu-user
+#   5. the HTTP server's integration and browser tests
+# Skip parts with EDGELM_SKIP="asan fuzz arm64 server" (CI skips nothing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+skip=" ${EDGELM_SKIP:-} "
+jobs=$(nproc)
+
+scripts/install-deps.sh
+
+echo "== release build + tests"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$jobs"
+ctest --test-dir build --output-on-failure -j"$jobs"
+
+if [[ $skip != *" asan "* ]]; then
+  echo "== unit tests under ASan + UBSan"
+  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEDGELM_SANITIZE=ON \
+    -DEDGELM_BUILD_BENCH=OFF >/dev/null
+  cmake --build build-asan -j"$jobs"
+  ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j"$jobs" -L unit
+fi
+
+if [[ $skip != *" fuzz "* ]]; then
+  echo "== fuzzers"
+  fuzz/run_fuzzers.sh "${EDGELM_FUZZ_SECONDS:-30}"
+fi
+
+if [[ $skip != *" arm64 "* ]]; then
+  echo "== arm64 under qemu"
+  scripts/test-arm64.sh
+fi
+
+if [[ $skip != *" server "* ]]; then
+  echo "== server integration tests"
+  tests/server/run.sh
+fi
+echo "== all tests passed"
