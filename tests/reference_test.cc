@@ -28,8 +28,15 @@ namespace {
 #define EDGELM_TESTDATA_DIR ""
 #endif
 
-const char* const kCases[] = {"smollm2-135m", "qwen2.5-0.5b", "tinyllama-1.1b", "llama-3.2-1b",
-                              "llama3-long"};
+const std::vector<std::string> kCases = {"smollm2-135m", "qwen2.5-0.5b", "tinyllama-1.1b",
+                                         "llama-3.2-1b", "llama3-long"};
+
+std::string test_name(std::string name) {
+  for (char& c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  }
+  return name;
+}
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -106,12 +113,12 @@ int argmax(const float* x, int n) {
 // ---------------------------------------------------------------------------------------------
 // Random checkpoints vs the numpy reference. Parameter: (case, "hf" or "gguf").
 
-class ReferenceTest : public ::testing::TestWithParam<std::tuple<const char*, const char*>> {
+class ReferenceTest : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
  protected:
   void SetUp() override {
     std::string why;
     if (!load_reference(std::get<0>(GetParam()), ref_, why)) GTEST_SKIP() << why;
-    const bool gguf = std::string(std::get<1>(GetParam())) == "gguf";
+    const bool gguf = std::get<1>(GetParam()) == "gguf";
     path_ = ref_.dir + "/" + ref_.json.at(gguf ? "gguf" : "hf_dir").get<std::string>();
     model_ = Model::load(path_);
   }
@@ -226,21 +233,16 @@ TEST_P(ReferenceTest, GreedyViaEvaluateMatchesReference) {
   EXPECT_EQ(got, std::vector<int32_t>(want.begin(), want.begin() + checked));
 }
 
-std::string case_name(const ::testing::TestParamInfo<ReferenceTest::ParamType>& info) {
-  std::string name = std::string(std::get<0>(info.param)) + "_" + std::get<1>(info.param);
-  for (char& c : name) {
-    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-  }
-  return name;
-}
-
 INSTANTIATE_TEST_SUITE_P(RandomCheckpoints, ReferenceTest,
                          ::testing::Combine(::testing::ValuesIn(kCases),
                                             ::testing::Values("hf", "gguf")),
-                         case_name);
+                         [](const auto& info) {
+                           return test_name(std::get<0>(info.param) + "_" +
+                                            std::get<1>(info.param));
+                         });
 
 // The HF directory and the GGUF written from it must tokenize and name special tokens alike.
-class FormatsAgreeTest : public ::testing::TestWithParam<const char*> {};
+class FormatsAgreeTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(FormatsAgreeTest, TokenizerAndSpecialTokens) {
   Reference ref;
@@ -258,13 +260,7 @@ TEST_P(FormatsAgreeTest, TokenizerAndSpecialTokens) {
 }
 
 INSTANTIATE_TEST_SUITE_P(RandomCheckpoints, FormatsAgreeTest, ::testing::ValuesIn(kCases),
-                         [](const ::testing::TestParamInfo<const char*>& info) {
-                           std::string name = info.param;
-                           for (char& c : name) {
-                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-                           }
-                           return name;
-                         });
+                         [](const auto& info) { return test_name(info.param); });
 
 // ---------------------------------------------------------------------------------------------
 // stories260K vs llama2.c: BOS + "Once upon a time", greedy. The golden file holds the 257
@@ -273,7 +269,7 @@ INSTANTIATE_TEST_SUITE_P(RandomCheckpoints, FormatsAgreeTest, ::testing::ValuesI
 // steps)` with -n 256 would print one token fewer; tests/reference/selftest.py reproduces the
 // file exactly with 257.)
 
-class Stories260KTest : public ::testing::TestWithParam<const char*> {};
+class Stories260KTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Stories260KTest, GreedyMatchesLlama2cOutput) {
   const std::string dir = std::string(EDGELM_SHARED_DIR) + "/models/stories260K/";
@@ -297,9 +293,7 @@ TEST_P(Stories260KTest, GreedyMatchesLlama2cOutput) {
 
 INSTANTIATE_TEST_SUITE_P(Llama2c, Stories260KTest,
                          ::testing::Values("stories260K.bin", "stories260K.gguf"),
-                         [](const ::testing::TestParamInfo<const char*>& info) {
-                           return std::string(info.param).substr(12) == "bin" ? "bin" : "gguf";
-                         });
+                         [](const auto& info) { return test_name(info.param); });
 
 }  // namespace
 }  // namespace edgelm

@@ -167,22 +167,25 @@ def hf_tensor_specs(cfg):
 def random_weights(cfg, dtype, seed):
     """Random values scaled so that every activation is O(1): inputs of linear layers have unit
     RMS after RMSNorm, so std 1/sqrt(fan_in) keeps q/k/v/gate/up O(1) (q/k a bit more, for
-    peaked attention); o_proj and down_proj each add ~1 RMS to the residual stream, which keeps
-    the token's own embedding (RMS 3/sqrt(hidden)) from dominating it -- with tied embeddings a
-    dominant embedding makes every greedy step repeat the input token. Embeddings with std
-    3/sqrt(hidden) give logits with std ~3 (well separated maxima over thousands of tokens);
-    norms are 1 +- 0.1 and biases 0.2 so that they matter."""
+    peaked attention); o_proj and down_proj each add ~1 RMS to the residual stream.
+    Embeddings are small like real ones (std 1/sqrt(hidden), so rms_norm_eps visibly matters in
+    the first RMSNorm) and the final norm weight is ~3, so logits have std ~3: well separated
+    maxima over thousands of tokens, and with tied embeddings the token's own embedding does
+    not dominate (which would make every greedy step repeat the input token). Other norms are
+    1 +- 0.1 and biases 0.2 so that they matter."""
     rng = np.random.default_rng(seed)
     d = cfg["hidden_size"]
     weights = {}
     for name, shape, kind in hf_tensor_specs(cfg):
         if kind == "norm":
             x = 1.0 + 0.1 * rng.standard_normal(shape, dtype=np.float32)
+            if name == "model.norm.weight":
+                x *= np.float32(3.0)
         elif kind == "bias":
             x = 0.2 * rng.standard_normal(shape, dtype=np.float32)
         else:
             fan_in = shape[1]
-            std = {"embed": 3.0 / math.sqrt(d), "qk": 1.3 / math.sqrt(fan_in),
+            std = {"embed": 1.0 / math.sqrt(d), "qk": 1.3 / math.sqrt(fan_in),
                    "in": 1.0 / math.sqrt(fan_in), "out": 1.6 / math.sqrt(fan_in)}[kind]
             x = rng.standard_normal(shape, dtype=np.float32)
             x *= np.float32(std)
@@ -249,16 +252,18 @@ def build_tokenizer(preset, vocab_size, source):
     bpe = [tok for tok, i in sorted(src["model"]["vocab"].items(), key=lambda kv: kv[1])
            if i not in src_specials]
     specials = preset["specials"]
-    n_bpe = vocab_size - len(specials)
-    if n_bpe < 256:
+    if vocab_size - len(specials) < 256:
         sys.exit(f"--vocab {vocab_size} is too small (need >= {256 + len(specials)})")
-    bpe = bpe[:n_bpe]
+    # If the source has fewer tokens than the model's vocab_size (e.g. Qwen2.5's 151936), the
+    # tokenizer is shorter than the embedding, as in real checkpoints with padded vocabularies.
+    bpe = bpe[:vocab_size - len(specials)]
+    n_bpe = len(bpe)
     if preset["specials_at"] == "bottom":
         tokens = specials + bpe
         special_ids = list(range(len(specials)))
     else:
         tokens = bpe + specials
-        special_ids = list(range(n_bpe, vocab_size))
+        special_ids = list(range(n_bpe, n_bpe + len(specials)))
     vocab = {tok: i for i, tok in enumerate(tokens)}
     if len(vocab) != len(tokens):
         sys.exit("duplicate token strings in the generated vocabulary")
@@ -428,6 +433,11 @@ def write_gguf_checkpoint(path, preset_name, preset, cfg, weights, dtype, tokens
             tensors.append((gguf_name(name), a, ctype))
     vocab = {t: i for i, t in enumerate(tokens)}
     specials = set(special_ids)
+    # Like convert_hf_to_gguf: ids the tokenizer lacks become "[PAD<id>]" of type UNUSED.
+    token_types = [3 if i in specials else 1 for i in range(len(tokens))]
+    n_pad = cfg["vocab_size"] - len(tokens)
+    tokens = tokens + [f"[PAD{i}]" for i in range(len(tokens), cfg["vocab_size"])]
+    token_types += [5] * n_pad
     kvs = [
         ("general.architecture", GGUF_STRING, arch),
         ("general.type", GGUF_STRING, "model"),
@@ -452,8 +462,7 @@ def write_gguf_checkpoint(path, preset_name, preset, cfg, weights, dtype, tokens
         ("tokenizer.ggml.model", GGUF_STRING, "gpt2"),
         ("tokenizer.ggml.pre", GGUF_STRING, "smollm"),  # digits split + GPT-2 regex
         ("tokenizer.ggml.tokens", GGUF_ARRAY, (GGUF_STRING, tokens)),
-        ("tokenizer.ggml.token_type", GGUF_ARRAY,
-         (GGUF_I32, [3 if i in specials else 1 for i in range(len(tokens))])),
+        ("tokenizer.ggml.token_type", GGUF_ARRAY, (GGUF_I32, token_types)),
         ("tokenizer.ggml.merges", GGUF_ARRAY, (GGUF_STRING, merges)),
     ]
     bos = preset["bos"] or preset.get("config_bos")

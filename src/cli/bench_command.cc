@@ -75,12 +75,12 @@ int bench_command(const BenchFlags& f) {
   }
   progress.finish();
 
+  const double rss = peak_rss_mib();  // before the bandwidth test's own buffer
   const double bandwidth = measure_memory_bandwidth(threads);
   const double prefill = median(prefill_tps);
   const double decode = median(decode_tps);
   const double roofline_tps = bandwidth * 1e9 / static_cast<double>(info.weight_bytes_per_token);
   const double roofline_fraction = decode / roofline_tps;
-  const double rss = peak_rss_mib();
 
   std::printf("model:              %s (%s, %s)\n", info.path.c_str(), info.format.c_str(),
               info.dtypes.empty() ? "?" : info.dtypes.front().c_str());

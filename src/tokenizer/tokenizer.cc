@@ -183,7 +183,8 @@ struct TokenizerData {
   SpecialMatcher always_split;           // user-defined tokens
   SpecialMatcher parse_special_split;    // + control and unknown tokens
   bool strip_first_space = false;
-  bool spm_use_merges = false;  // SentencePiece from tokenizer.json: merges instead of scores
+  bool spm_use_merges = false;       // SentencePiece from tokenizer.json: merges instead of scores
+  bool spm_split_at_spaces = false;  // see encode_sentencepiece
   std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges;  // pair -> (rank, result)
   std::unique_ptr<RegexSplitter> splitter;
   bool ignore_merges = false;
@@ -237,10 +238,9 @@ std::string fold_case_and_accents(std::string_view text, bool lowercase, bool st
 // adjacent pair whose union is the best-scoring vocab entry (or, for a
 // tokenizer.json model, the best-ranked merge); what never formed a token
 // falls back to byte tokens.
-void encode_sentencepiece(const TokenizerData& d, const Vocab& vocab, std::string_view text,
-                          std::vector<int32_t>& out) {
-  std::vector<Symbol> symbols;
-  symbols.reserve(text.size());
+void encode_sentencepiece_segment(const TokenizerData& d, const Vocab& vocab, std::string_view text,
+                                  std::vector<Symbol>& symbols, std::vector<int32_t>& out) {
+  symbols.clear();
   for (size_t pos = 0; pos < text.size();) {
     const size_t length =
         std::min(unicode::utf8_sequence_length(static_cast<uint8_t>(text[pos])), text.size() - pos);
@@ -285,6 +285,28 @@ void encode_sentencepiece(const TokenizerData& d, const Vocab& vocab, std::strin
       push_bytes(d, vocab.unk, text.substr(symbol.start, symbol.length), out);
     }
   }
+}
+
+// When no mergeable token has U+2581 right after another character, no merge
+// can cross the start of a run of U+2581, so each word is merged on its own:
+// the same result with small queues instead of one the size of the text.
+void encode_sentencepiece(const TokenizerData& d, const Vocab& vocab, std::string_view text,
+                          std::vector<int32_t>& out) {
+  std::vector<Symbol> symbols;
+  if (!d.spm_split_at_spaces) {
+    encode_sentencepiece_segment(d, vocab, text, symbols, out);
+    return;
+  }
+  size_t start = 0;
+  for (size_t pos = text.find(kSpaceMark, 1); pos != std::string_view::npos;
+       pos = text.find(kSpaceMark, pos + kSpaceMark.size())) {
+    const bool inside_run = pos >= kSpaceMark.size() &&
+                            text.substr(pos - kSpaceMark.size(), kSpaceMark.size()) == kSpaceMark;
+    if (inside_run) continue;
+    encode_sentencepiece_segment(d, vocab, text.substr(start, pos - start), symbols, out);
+    start = pos;
+  }
+  encode_sentencepiece_segment(d, vocab, text.substr(start), symbols, out);
 }
 
 // Byte-level BPE of one pre-tokenized word: start from one symbol per byte and
@@ -524,6 +546,19 @@ Tokenizer::Tokenizer(Vocab vocab) : vocab_(std::move(vocab)), state_(std::make_u
     case TokenizerKind::kSentencePiece:
       d.strip_first_space = vocab_.add_space_prefix;
       d.spm_use_merges = vocab_.scores.empty() && !vocab_.merges.empty();
+      d.spm_split_at_spaces = true;
+      for (size_t i = 0; i < n && d.spm_split_at_spaces; ++i) {
+        if (!d.mergeable[i]) continue;
+        const std::string& text = vocab_.tokens[i];
+        for (size_t pos = text.find(kSpaceMark, 1); pos != std::string::npos;
+             pos = text.find(kSpaceMark, pos + 1)) {
+          if (pos < kSpaceMark.size() ||
+              text.compare(pos - kSpaceMark.size(), kSpaceMark.size(), kSpaceMark) != 0) {
+            d.spm_split_at_spaces = false;
+            break;
+          }
+        }
+      }
       break;
     case TokenizerKind::kBytePairBpe: {
       std::vector<std::string> regexes;

@@ -74,6 +74,9 @@ class Tokenizer {
   // parse_special: recognize control/added tokens written in the text (e.g. "<|im_end|>").
   std::vector<int32_t> encode(std::string_view text, bool add_special,
                               bool parse_special = false) const;
+  // SentencePiece and WordPiece drop the leading space of the first piece;
+  // WordPiece also removes spaces before punctuation (HF's cleanup).
+  // Throws edgelm::Error for an id outside the vocabulary.
   std::string decode(const std::vector<int32_t>& tokens, bool skip_special = true) const;
   // Raw bytes of one token as it appears in text (byte tokens -> that byte,
   // ▁ -> space, byte-level BPE chars -> bytes). Control tokens give "" unless

@@ -90,7 +90,8 @@ std::vector<std::string> sample_texts() {
     }
   }
   texts.push_back(
-      "Emoji 🦙🚀😶‍🌫️ and CJK 我想在apple工作 and Ünïcödé\tTabs\r\n  spaces  "
+      "Emoji 🦙🚀😶‍🌫️ and CJK 我想在apple工作 and Ünïcödé\tTabs\r\n  spaces "
+      " "
       " ");
   return texts;
 }
@@ -141,6 +142,25 @@ TEST(TokenizerVectors, MiniLmTokenizerJsonBehavesLikeBertBge) {
   EXPECT_EQ(ids.front(), 101);  // [CLS]
   EXPECT_EQ(ids.back(), 102);   // [SEP]
   EXPECT_EQ(tokenizer.decode(ids), "hello, world!");
+}
+
+TEST(TokenizerVectors, SentencePieceWordSplittingChangesNothing) {
+  // Encoding splits the text at runs of U+2581 unless a token could merge
+  // across them; a token "\x01▁" turns that off and must not change any ids.
+  auto gguf = GgufFile::open(kVectors + "ggml-vocab-llama-spm.gguf");
+  const Vocab vocab = load_vocab_from_gguf(*gguf);
+  Vocab unsplit = vocab;
+  unsplit.tokens.push_back("\x01\xE2\x96\x81");
+  unsplit.scores.push_back(-1e9f);
+  unsplit.types.push_back(TokenType::kNormal);
+  const Tokenizer split_tokenizer(vocab);
+  const Tokenizer whole_tokenizer(unsplit);
+  for (const std::string& text : sample_texts()) {
+    EXPECT_EQ(split_tokenizer.encode(text, true), whole_tokenizer.encode(text, true));
+  }
+  for (const auto& c : read_vectors(kVectors + "ggml-vocab-llama-spm.gguf")) {
+    EXPECT_EQ(whole_tokenizer.encode(c.text, false), c.ids) << c.text;
+  }
 }
 
 TEST(TokenizerStories260K, AllThreeSourcesAgree) {
