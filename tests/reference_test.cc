@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -253,6 +254,20 @@ TEST_P(FormatsAgreeTest, TokenizerAndSpecialTokens) {
   EXPECT_EQ(hf->bos_token(), gguf->bos_token());
   EXPECT_EQ(hf->eos_token(), gguf->eos_token());
   EXPECT_EQ(hf->info().chat_template, gguf->info().chat_template);
+  const std::map<std::string, std::string> families = {{"smollm2-135m", "chatml"},
+                                                       {"qwen2.5-0.5b", "chatml"},
+                                                       {"tinyllama-1.1b", "zephyr"},
+                                                       {"llama-3.2-1b", "llama3"},
+                                                       {"llama3-long", "llama3"}};
+  EXPECT_EQ(hf->info().chat_template, families.at(GetParam()));
+  // Every id in generation_config.json's eos_token_id ends generation (e.g. Llama 3's
+  // <|eot_id|>, <|end_of_text|> and <|eom_id|>; Qwen's <|im_end|> and <|endoftext|>).
+  const nlohmann::json gen =
+      nlohmann::json::parse(read_file(ref.dir + "/hf/generation_config.json")).at("eos_token_id");
+  for (const auto& id : gen.is_array() ? gen : nlohmann::json::array({gen})) {
+    EXPECT_TRUE(hf->is_end_of_generation(id.get<int32_t>())) << "token " << id;
+  }
+  EXPECT_TRUE(gguf->is_end_of_generation(gguf->eos_token()));
   for (const char* text : {"Hello world! 123 tokens, cafe\xcc\x81 and  spaces.", "a\nb\tc"}) {
     EXPECT_EQ(hf->tokenize(text, true), gguf->tokenize(text, true)) << text;
     EXPECT_EQ(hf->detokenize(hf->tokenize(text, false)), text);

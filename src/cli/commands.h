@@ -33,12 +33,14 @@ std::vector<Command> register_commands(CLI::App& app);
 void register_generation_commands(CLI::App& app, std::vector<Command>& out);  // run, chat
 void register_model_commands(CLI::App& app, std::vector<Command>& out);  // info, tokenize
 void register_bench_command(CLI::App& app, std::vector<Command>& out);
+void register_eval_commands(CLI::App& app, std::vector<Command>& out);  // perplexity
 
 // One line of progress on stderr: "label [=====>    ] 42% 12.3 it/s ETA 5s".
 class ProgressBar {
  public:
   ProgressBar(std::string label, int64_t total);
-  void update(int64_t done);
+  // `note` (e.g. a running metric) is printed after the ETA.
+  void update(int64_t done, const std::string& note = {});
   void finish();
 
  private:
@@ -46,6 +48,7 @@ class ProgressBar {
   int64_t total_;
   double start_;
   double last_draw_ = -1;
+  int64_t last_done_ = -1;
 };
 
 }  // namespace edgelm::cli

@@ -53,21 +53,38 @@ struct TokenizeFlags {
   bool ids_only = false;
 };
 
-// Pieces are printed with control characters escaped so each stays on one line.
+// Length of the valid UTF-8 sequence starting at s[i], or 0 if it is not one.
+size_t utf8_sequence_length(const std::string& s, size_t i) {
+  const auto c = static_cast<unsigned char>(s[i]);
+  const size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+  if (len == 0 || i + len > s.size()) return 0;
+  for (size_t k = 1; k < len; ++k) {
+    if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 0;
+  }
+  return len;
+}
+
+// Pieces are printed on one line each: control characters and bytes that are
+// not valid UTF-8 on their own (parts of a character) are escaped.
 std::string printable(const std::string& piece) {
   std::string out;
-  for (unsigned char ch : piece) {
+  for (size_t i = 0; i < piece.size();) {
+    const auto ch = static_cast<unsigned char>(piece[i]);
+    const size_t len = utf8_sequence_length(piece, i);
     if (ch == '\n') {
       out += "\\n";
     } else if (ch == '\t') {
       out += "\\t";
-    } else if (ch < 0x20 || ch == 0x7f) {
+    } else if (len == 0 || ch < 0x20 || ch == 0x7f) {
       char buf[8];
       std::snprintf(buf, sizeof buf, "\\x%02x", ch);
       out += buf;
     } else {
-      out += static_cast<char>(ch);
+      out.append(piece, i, len);
+      i += len;
+      continue;
     }
+    ++i;
   }
   return out;
 }

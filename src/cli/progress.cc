@@ -16,8 +16,9 @@ double now_seconds() {
 ProgressBar::ProgressBar(std::string label, int64_t total)
     : label_(std::move(label)), total_(total > 0 ? total : 1), start_(now_seconds()) {}
 
-void ProgressBar::update(int64_t done) {
+void ProgressBar::update(int64_t done, const std::string& note) {
   const double t = now_seconds();
+  last_done_ = done;
   if (done < total_ && t - last_draw_ < 0.1) return;  // at most 10 redraws a second
   last_draw_ = t;
   const double frac = static_cast<double>(done) / total_;
@@ -29,14 +30,18 @@ void ProgressBar::update(int64_t done) {
   const int filled = static_cast<int>(frac * kWidth);
   for (int i = 0; i < kWidth; ++i) bar[i] = i < filled ? '=' : (i == filled ? '>' : ' ');
   bar[kWidth] = '\0';
-  std::fprintf(stderr, "\r%s [%s] %3.0f%% %lld/%lld %.1f it/s ETA %.0fs ", label_.c_str(), bar,
-               frac * 100, static_cast<long long>(done), static_cast<long long>(total_), rate, eta);
+  std::fprintf(stderr, "\r%s [%s] %3.0f%% %lld/%lld %.1f it/s ETA %.0fs %s ", label_.c_str(), bar,
+               frac * 100, static_cast<long long>(done), static_cast<long long>(total_), rate, eta,
+               note.c_str());
   std::fflush(stderr);
 }
 
 void ProgressBar::finish() {
-  last_draw_ = -1;
-  update(total_);
+  // Redraw only if the last update did not already show the end (keeps its note).
+  if (last_done_ < total_) {
+    last_draw_ = -1;
+    update(total_);
+  }
   std::fprintf(stderr, "\n");
 }
 

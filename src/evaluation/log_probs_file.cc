@@ -32,7 +32,9 @@ T load(const char* p) {
   return v;
 }
 
-size_t record_bytes(int top_k) { return 4 + 8 * static_cast<size_t>(top_k); }
+size_t record_bytes(int top_k) {
+  return 4 + 8 * static_cast<size_t>(top_k);
+}
 
 }  // namespace
 
@@ -160,8 +162,7 @@ void LogProbsReader::read_chunk(LogProbsChunk& chunk) {
   for (size_t r = 0; r < rows; ++r) {
     chunk.nll[r] = load<float>(p);
     if (!std::isfinite(chunk.nll[r]) || chunk.nll[r] < -1e-3f) {
-      fail("'", path_, "': chunk ", chunks_read_, " row ", r, " has an invalid NLL ",
-           chunk.nll[r]);
+      fail("'", path_, "': chunk ", chunks_read_, " row ", r, " has an invalid NLL ", chunk.nll[r]);
     }
     std::memcpy(chunk.ids.data() + r * k, p + 4, k * sizeof(int32_t));
     std::memcpy(chunk.log_probs.data() + r * k, p + 4 + 4 * k, k * sizeof(float));

@@ -29,9 +29,9 @@ namespace edgelm::evaluation {
 
 // One chunk's records, as parallel arrays (scored_per_chunk rows).
 struct LogProbsChunk {
-  std::vector<float> nll;          // rows
-  std::vector<int32_t> ids;        // rows x top_k
-  std::vector<float> log_probs;    // rows x top_k
+  std::vector<float> nll;        // rows
+  std::vector<int32_t> ids;      // rows x top_k
+  std::vector<float> log_probs;  // rows x top_k
 };
 
 class LogProbsWriter {
@@ -41,7 +41,7 @@ class LogProbsWriter {
                  const std::vector<int32_t>& tokens);
   ~LogProbsWriter();
   void write_chunk(const LogProbsChunk& chunk);  // chunks in order
-  void commit();  // throws if not every chunk was written
+  void commit();                                 // throws if not every chunk was written
 
  private:
   std::unique_ptr<AtomicFile> file_;

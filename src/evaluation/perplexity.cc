@@ -76,7 +76,9 @@ double kl_divergence_top_k(const int32_t* ids, const float* base_log_probs, int 
 
 // ------------------------------------------------------------------ statistics
 
-double MeanAccumulator::mean() const { return count_ > 0 ? sum_ / count_ : 0.0; }
+double MeanAccumulator::mean() const {
+  return count_ > 0 ? sum_ / count_ : 0.0;
+}
 
 double MeanAccumulator::variance() const {
   if (count_ == 0) return 0;
@@ -117,7 +119,9 @@ void ComparisonAccumulator::add(const TokenComparison& t) {
   klds_.push_back(t.kld);
 }
 
-double ComparisonAccumulator::model_perplexity() const { return std::exp(nll_.mean()); }
+double ComparisonAccumulator::model_perplexity() const {
+  return std::exp(nll_.mean());
+}
 
 ComparisonStats ComparisonAccumulator::finish() const {
   ComparisonStats s;
@@ -180,17 +184,19 @@ ChunkPlan plan_chunks(int64_t text_tokens, int model_context, int32_t bos,
     fail("perplexity: a context of ", ctx, " tokens is larger than the model's context of ",
          model_context);
   }
-  if (options.max_chunks < 0) fail("perplexity: the chunk count must be >= 0, got ", options.max_chunks);
+  if (options.max_chunks < 0)
+    fail("perplexity: the chunk count must be >= 0, got ", options.max_chunks);
   if (text_tokens < 2 * static_cast<int64_t>(ctx)) {
-    fail("perplexity: the text has ", text_tokens, " tokens; at least ", 2 * static_cast<int64_t>(ctx),
-         " (2 x context ", ctx, ") are needed");
+    fail("perplexity: the text has ", text_tokens, " tokens; at least ",
+         2 * static_cast<int64_t>(ctx), " (2 x context ", ctx, ") are needed");
   }
   ChunkPlan plan;
   plan.text_tokens = text_tokens;
   plan.context = ctx;
   const int64_t whole = text_tokens / ctx;
-  plan.n_chunks = static_cast<int>(options.max_chunks > 0 ? std::min<int64_t>(whole, options.max_chunks)
-                                                          : std::min<int64_t>(whole, 1 << 30));
+  plan.n_chunks =
+      static_cast<int>(options.max_chunks > 0 ? std::min<int64_t>(whole, options.max_chunks)
+                                              : std::min<int64_t>(whole, 1 << 30));
   plan.first_scored = ctx / 2;
   plan.scored_per_chunk = ctx - 1 - plan.first_scored;
   plan.bos = bos;
@@ -387,16 +393,16 @@ ComparisonResult compare_with_saved(const std::shared_ptr<const Model>& model,
          reader.vocab_size(), " tokens, model '", model->info().path, "' has ", vocab);
   }
   if (reader.plan().bos != chunk_bos_token(*model)) {
-    fail("KL divergence: '", path, "' was written with BOS ", reader.plan().bos,
-         " but the model '", model->info().path, "' uses ", chunk_bos_token(*model));
+    fail("KL divergence: '", path, "' was written with BOS ", reader.plan().bos, " but the model '",
+         model->info().path, "' uses ", chunk_bos_token(*model));
   }
   ComparisonResult result;
   result.base_top_k = reader.top_k();
   const std::vector<int32_t>& tokens = reader.tokens();
   PerplexityOptions options;
   options.context = reader.plan().context;
-  options.max_chunks = max_chunks > 0 ? std::min(max_chunks, reader.plan().n_chunks)
-                                      : reader.plan().n_chunks;
+  options.max_chunks =
+      max_chunks > 0 ? std::min(max_chunks, reader.plan().n_chunks) : reader.plan().n_chunks;
   result.plan = plan_chunks(static_cast<int64_t>(tokens.size()), model->context_length(),
                             reader.plan().bos, options);
   const ChunkPlan& plan = result.plan;
@@ -415,8 +421,8 @@ ComparisonResult compare_with_saved(const std::shared_ptr<const Model>& model,
       TokenComparison t;
       t.nll_base = records.nll[r];
       t.nll = -log_q[target_token(tokens, plan, c, r)];
-      t.kld = kl_divergence_top_k(records.ids.data() + offset, records.log_probs.data() + offset,
-                                  k, log_q.data());
+      t.kld = kl_divergence_top_k(records.ids.data() + offset, records.log_probs.data() + offset, k,
+                                  log_q.data());
       t.same_top1 = records.ids[offset] == argmax(row, vocab);
       acc.add(t);
     }

@@ -64,7 +64,7 @@ class MeanAccumulator {
 };
 
 struct Perplexity {
-  int64_t tokens = 0;  // scored tokens
+  int64_t tokens = 0;                             // scored tokens
   double mean_nll = 0, mean_nll_uncertainty = 0;  // nats per token
   double value = 0, uncertainty = 0;              // exp(mean_nll) and its standard error
 };
@@ -82,7 +82,7 @@ struct TokenComparison {
 
 struct ComparisonStats {
   Perplexity base, model;
-  double nll_correlation = 0;                     // Pearson correlation of per-token NLLs
+  double nll_correlation = 0;                       // Pearson correlation of per-token NLLs
   double ppl_ratio = 0, ppl_ratio_uncertainty = 0;  // PPL(model) / PPL(base)
   double delta_ppl = 0, delta_ppl_uncertainty = 0;  // PPL(model) - PPL(base)
   double mean_kld = 0, mean_kld_uncertainty = 0;

@@ -65,12 +65,17 @@ inline void matvec_block(const uint8_t* rows, size_t row_bytes, const float* x, 
     acc0[r] = _mm256_setzero_ps();
     acc1[r] = _mm256_setzero_ps();
   }
+  // The next block of R rows (the same offsets, R rows further) is fetched
+  // while this one is summed: rows are short, so the hardware prefetcher alone
+  // keeps too few lines in flight.
+  const size_t ahead = R * row_bytes;
   int64_t i = 0;
   for (; i + 16 <= cols; i += 16) {
     const __m256 x0 = _mm256_loadu_ps(x + i);
     const __m256 x1 = _mm256_loadu_ps(x + i + 8);
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
+      __builtin_prefetch(static_cast<const char*>(row[r]) + ahead + i * sizeof(typename W::Elem));
       acc0[r] = _mm256_fmadd_ps(W::load(row[r], i), x0, acc0[r]);
       acc1[r] = _mm256_fmadd_ps(W::load(row[r], i + 8), x1, acc1[r]);
     }

@@ -87,9 +87,10 @@ inline void matvec_block(const uint8_t* rows, size_t row_bytes, const float* x, 
     const __m512 x1 = _mm512_loadu_ps(x + i + 16);
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
+      // One 64-byte line per row per step for 2-byte types, two for F32.
       const char* p = static_cast<const char*>(row[r]) + ahead + i * W::kBytes;
-#pragma GCC unroll 2
-      for (int line = 0; line < W::kBytes * 32 / 64; ++line) _mm_prefetch(p + 64 * line, _MM_HINT_T0);
+      _mm_prefetch(p, _MM_HINT_T0);
+      if (W::kBytes == 4) _mm_prefetch(p + 64, _MM_HINT_T0);
       acc0[r] = _mm512_fmadd_ps(W::load(row[r], i), x0, acc0[r]);
       acc1[r] = _mm512_fmadd_ps(W::load(row[r], i + 16), x1, acc1[r]);
     }

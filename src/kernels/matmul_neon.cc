@@ -61,12 +61,17 @@ inline void matvec_block(const uint8_t* rows, size_t row_bytes, const float* x, 
     acc0[r] = vdupq_n_f32(0.0f);
     acc1[r] = vdupq_n_f32(0.0f);
   }
+  // The next block of R rows (the same offsets, R rows further) is fetched
+  // while this one is summed: rows are short, so the hardware prefetcher alone
+  // keeps too few lines in flight.
+  const size_t ahead = R * row_bytes;
   int64_t i = 0;
   for (; i + 8 <= cols; i += 8) {
     const float32x4_t x0 = vld1q_f32(x + i);
     const float32x4_t x1 = vld1q_f32(x + i + 4);
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
+      __builtin_prefetch(static_cast<const char*>(row[r]) + ahead + i * sizeof(typename W::Elem));
       float32x4_t lo, hi;
       W::load8(row[r], i, &lo, &hi);
       acc0[r] = vfmaq_f32(acc0[r], lo, x0);

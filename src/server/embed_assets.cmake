@@ -11,9 +11,9 @@ foreach(name ${files})
   file(READ "${WEB_DIR}/${name}" hex HEX)
   string(LENGTH "${hex}" hex_length)
   math(EXPR size "${hex_length} / 2")
-  # Two hex digits per byte -> "0x..," with a line break every 16 bytes.
+  # A line break every 16 bytes (32 hex digits), then "0x..," per byte.
+  string(REGEX REPLACE "(................................)" "\\1\n" hex "${hex}")
   string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," bytes "${hex}")
-  string(REGEX REPLACE "((0x..,){16})" "\\1\n" bytes "${bytes}")
   if(name MATCHES "\\.html$")
     set(type "text/html; charset=utf-8")
   elseif(name MATCHES "\\.js$")

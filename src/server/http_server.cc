@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <random>
+#include <thread>
 
 #include "server/metrics.h"
 #include "server/openai_api.h"
@@ -219,10 +220,12 @@ void HttpServerImpl::execute(int slot, Job& job) {
       return;
     }
     session.reset();
+    const int delay_ms = options_.debug_token_delay_ms;
     GenerateResult result =
-        session.generate(job.prompt, job.options, [&job](const TokenEvent& event) {
+        session.generate(job.prompt, job.options, [&job, delay_ms](const TokenEvent& event) {
           if (job.cancelled) return false;
           job.append_text(event.text);
+          if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
           return !job.cancelled.load();
         });
     job.finish(std::move(result));

@@ -57,7 +57,7 @@ void Histogram::render(const std::string& name, std::string& out) const {
 Metrics::Metrics()
     : time_to_first_token_({0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}),
       request_duration_({0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300}),
-      decode_tokens_per_second_({1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000}) {}
+      decode_tokens_per_second_({1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 50000}) {}
 
 void Metrics::count_request(const std::string& route, int status) {
   std::lock_guard<std::mutex> lock(mutex_);

@@ -60,7 +60,8 @@ std::string server_usage() {
          "  --alias NAME              model id reported by /v1/models (default: the file name)\n"
          "  --timeout S               socket read/write timeout in seconds (default 15)\n"
          "  --shutdown-timeout S      on SIGINT/SIGTERM, cancel requests still running after S (default 10)\n"
-         "  --quiet                   no per-request log lines\n";
+         "  --quiet                   no per-request log lines\n"
+         "  --debug-token-delay-ms N  testing only: sleep N ms after each generated token\n";
 }
 
 bool parse_server_flags(int argc, char** argv, ServerOptions& options, std::string& model_path) {
@@ -100,6 +101,8 @@ bool parse_server_flags(int argc, char** argv, ServerOptions& options, std::stri
       options.read_timeout_s = options.write_timeout_s = int(parse_int(flag, value(), 1, 3600));
     } else if (flag == "--shutdown-timeout") {
       options.shutdown_timeout_s = int(parse_int(flag, value(), 0, 3600));
+    } else if (flag == "--debug-token-delay-ms") {
+      options.debug_token_delay_ms = int(parse_int(flag, value(), 0, 10000));
     } else if (flag == "--quiet") {
       options.log_requests = false;
     } else {

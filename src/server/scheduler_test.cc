@@ -33,7 +33,8 @@ struct FakeEngine {
     ++started;
     {
       std::unique_lock<std::mutex> lock(mutex);
-      cv.wait(lock, [&] { return released || job.cancelled.load(); });
+      // Polls: cancellation only sets a flag, it does not notify this fake.
+      while (!released && !job.cancelled) cv.wait_for(lock, 1ms);
     }
     GenerateResult result;
     result.finish_reason = FinishReason::kLength;

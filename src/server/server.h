@@ -32,6 +32,9 @@ struct ServerOptions {
   int write_timeout_s = 15;
   int shutdown_timeout_s = 10;  // on SIGINT/SIGTERM, in-flight requests are cancelled after this
   bool log_requests = true;     // one line per request on stderr
+  // Testing only: sleep this long after each token, so tests can disconnect,
+  // press stop or shut down in the middle of a generation from a tiny model.
+  int debug_token_delay_ms = 0;
 };
 
 // Parses `serve` flags (argv excludes the program and subcommand names) into

@@ -18,9 +18,10 @@ A case is rebuilt only when its parameters or these scripts change (stamp.json).
 Tolerance: atol = rel * max|reference logit| + 1e-4 with rel 1e-3 for f32 weights and 2e-3 for
 f16/bf16 weights. Measured with llama_reference's emulation modes on these models: an F16 KV
 cache moves logits by 0.04-0.06% of max|logit|, F16-rounded matmul inputs plus F16 KV by
-0.06-0.11%, BF16-rounded matmul inputs by 0.5-0.8%; edgelm itself was ~1e-6 of max|logit| off. So the bounds accept F32 activations with an
-F16 KV cache (edgelm's matmul contract: F32 activations), and F16 activations for half-precision
-weights, but not BF16-rounded activations, which would fail by design.
+0.06-0.11%, BF16-rounded matmul inputs by 0.5-0.8% (edgelm itself was ~1e-6 of max|logit|
+off). So the bounds accept F32 activations with an F16 KV cache (edgelm's matmul contract: F32
+activations), and F16 activations for half-precision weights, but not BF16-rounded
+activations, which would fail by design.
 """
 
 import argparse

@@ -249,7 +249,8 @@ def check_stories(shared):
     d = os.path.join(shared, "models", "stories260K")
     expected = open(os.path.join(d, "greedy_t0_reference_output.txt"), "rb").read()
     failures = 0
-    for label, loader in [("stories260K.bin", read_llama2c), ("stories260K.gguf", gguf_llama_to_hf)]:
+    loaders = [("stories260K.bin", read_llama2c), ("stories260K.gguf", gguf_llama_to_hf)]
+    for label, loader in loaders:
         config, weights = loader(os.path.join(d, label))
         pieces = read_llama2c_tokenizer(os.path.join(d, "tok512.bin"), config["vocab_size"])
         prompt, seq, out = run_stories(config, weights, pieces)
