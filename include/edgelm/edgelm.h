@@ -27,35 +27,6 @@ struct LoadOptions {
   std::string chat_template_override;  // "chatml", "llama2", "llama3", "zephyr" or "" (auto)
 };
 
-struct ModelInfo {
-  std::string path;
-  std::string format;        // "gguf", "safetensors", "llama2c"
-  std::string architecture;  // "llama", "qwen2", "mistral", ...
-  std::string name;
-  int64_t n_params = 0;
-  int64_t file_bytes = 0;
-  std::vector<std::string> dtypes;  // distinct weight types, e.g. {"f16", "f32"}
-  int dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, hidden_dim = 0;
-  int vocab_size = 0;
-  int context_length = 0;
-  float rope_theta = 0;
-  bool tied_embeddings = false;
-  std::string tokenizer;      // "sentencepiece", "bpe", "wordpiece"
-  std::string chat_template;  // detected family: "chatml", "llama2", "llama3", "zephyr" or "none"
-  int64_t weight_bytes_per_token = 0;  // weight bytes one decode step reads
-};
-
-// Measured read bandwidth of main memory in GB/s (10^9 bytes/s) using `threads`
-// threads (0: all cores); the roofline for bandwidth-bound decoding.
-double measure_memory_bandwidth(int threads = 0);
-// The SIMD instruction set the kernels use on this CPU ("avx512", "avx2", "neon", ...).
-std::string active_kernel_isa();
-
-struct ChatMessage {
-  std::string role;  // "system", "user", "assistant"
-  std::string content;
-};
-
 struct SamplingParams {
   float temperature = 0.8f;  // <= 0: greedy
   int top_k = 40;            // <= 0: off
@@ -73,6 +44,38 @@ struct SamplingParams {
     return p;
   }
 };
+
+struct ModelInfo {
+  std::string path;
+  std::string format;        // "gguf", "safetensors", "llama2c"
+  std::string architecture;  // "llama", "qwen2", "mistral", ...
+  std::string name;
+  int64_t n_params = 0;
+  int64_t file_bytes = 0;
+  std::vector<std::string> dtypes;  // distinct weight types, e.g. {"f16", "f32"}
+  int dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, hidden_dim = 0;
+  int vocab_size = 0;
+  int context_length = 0;
+  float rope_theta = 0;
+  bool tied_embeddings = false;
+  std::string tokenizer;      // "sentencepiece", "bpe", "wordpiece"
+  std::string chat_template;  // detected family: "chatml", "llama2", "llama3", "zephyr" or "none"
+  int64_t weight_bytes_per_token = 0;  // weight bytes one decode step reads
+  // edgelm's defaults, overridden by the checkpoint's generation_config.json.
+  SamplingParams default_sampling;
+};
+
+// Measured read bandwidth of main memory in GB/s (10^9 bytes/s) using `threads`
+// threads (0: all cores); the roofline for bandwidth-bound decoding.
+double measure_memory_bandwidth(int threads = 0);
+// The SIMD instruction set the kernels use on this CPU ("avx512", "avx2", "neon", ...).
+std::string active_kernel_isa();
+
+struct ChatMessage {
+  std::string role;  // "system", "user", "assistant"
+  std::string content;
+};
+
 
 enum class FinishReason { kStop, kLength, kEndOfText, kCancelled };
 const char* finish_reason_name(FinishReason reason);  // "stop", "length", ...

@@ -22,9 +22,11 @@ struct SamplingFlags {
   int context = 0;
   bool ignore_eos = false;
   bool stats = false;
+  CLI::App* command = nullptr;  // to tell flags given from defaults
 };
 
 void add_sampling_flags(CLI::App* cmd, SamplingFlags& f) {
+  f.command = cmd;
   cmd->add_option("-n,--max-tokens", f.max_tokens, "tokens to generate (-1: until EOS/context)")
       ->capture_default_str();
   cmd->add_option("--temp,--temperature", f.temperature, "temperature (0: greedy)")
@@ -53,17 +55,21 @@ void add_sampling_flags(CLI::App* cmd, SamplingFlags& f) {
   cmd->add_flag("--stats", f.stats, "print timing statistics to stderr");
 }
 
-GenerateOptions to_options(const SamplingFlags& f) {
+// Flags given on the command line win; otherwise the checkpoint's
+// generation_config.json defaults (ModelInfo::default_sampling) apply.
+GenerateOptions to_options(const SamplingFlags& f, const Model& model) {
   GenerateOptions o;
   o.max_tokens = f.max_tokens;
   o.stop = f.stop;
   o.ignore_eos = f.ignore_eos;
   SamplingParams& s = o.sampling;
-  s.temperature = f.temperature;
-  s.top_k = f.top_k;
-  s.top_p = f.top_p;
-  s.min_p = f.min_p;
-  s.repetition_penalty = f.repeat_penalty;
+  s = model.info().default_sampling;
+  auto given = [&](const char* flag) { return f.command->count(flag) > 0; };
+  if (given("--temp")) s.temperature = f.temperature;
+  if (given("--top-k")) s.top_k = f.top_k;
+  if (given("--top-p")) s.top_p = f.top_p;
+  if (given("--min-p")) s.min_p = f.min_p;
+  if (given("--repeat-penalty")) s.repetition_penalty = f.repeat_penalty;
   s.frequency_penalty = f.frequency_penalty;
   s.presence_penalty = f.presence_penalty;
   s.penalty_last_n = f.repeat_last_n;
@@ -100,7 +106,7 @@ int run_command(const RunFlags& f) {
   Session session(model, f.sampling.context);
   const std::vector<int32_t> prompt = model->tokenize(f.prompt, !f.no_bos, f.raw);
   std::fwrite(f.prompt.data(), 1, f.prompt.size(), stdout);
-  const GenerateResult r = session.generate(prompt, to_options(f.sampling), stream_to_stdout);
+  const GenerateResult r = session.generate(prompt, to_options(f.sampling, *model), stream_to_stdout);
   std::printf("\n");
   if (f.sampling.stats) print_stats(r);
   return 0;
@@ -117,7 +123,7 @@ int chat_command(const ChatFlags& f) {
   Session session(model, f.sampling.context);
   std::vector<ChatMessage> history;
   if (!f.system.empty()) history.push_back({"system", f.system});
-  const GenerateOptions options = to_options(f.sampling);
+  const GenerateOptions options = to_options(f.sampling, *model);
   std::fprintf(stderr, "edgelm chat: %s (%s template). /reset clears the history, /exit or "
                        "Ctrl-D quits.\n",
                model->info().name.c_str(), model->info().chat_template.c_str());

@@ -115,7 +115,9 @@ void ComparisonAccumulator::add(const TokenComparison& t) {
   kld_.add(t.kld);
   same_top1_.add(t.same_top1 ? 1.0 : 0.0);
   delta_p_.add(std::exp(-t.nll) - std::exp(-t.nll_base));
+  nll_diff_.add(t.nll - t.nll_base);
   sum_nll_product_ += t.nll * t.nll_base;
+  sum_diff_base_product_ += (t.nll - t.nll_base) * t.nll_base;
   klds_.push_back(t.kld);
 }
 
@@ -130,20 +132,25 @@ ComparisonStats ComparisonAccumulator::finish() const {
   const int64_t n = nll_.count();
   if (n == 0) return s;
 
-  // Standard errors of the two mean NLLs and their covariance (same tokens, so correlated).
-  const double sa = s.model.mean_nll_uncertainty, sb = s.base.mean_nll_uncertainty;
+  // Both models score the same tokens, so their NLLs are correlated: the uncertainties of the
+  // ratio and the difference come from the per-token differences d = nll - nll_base (delta
+  // method), which also makes them exactly 0 for identical models.
   const double population_cov = sum_nll_product_ / n - nll_.mean() * nll_base_.mean();
-  const double cov = n > 1 ? population_cov / (n - 1) : 0.0;
   const double var_product = nll_.variance() * nll_base_.variance();
   s.nll_correlation = var_product > 0 ? population_cov / std::sqrt(var_product) : 1.0;
 
-  const double log_ratio = s.model.mean_nll - s.base.mean_nll;
-  s.ppl_ratio = std::exp(log_ratio);
-  s.ppl_ratio_uncertainty = s.ppl_ratio * std::sqrt(std::max(0.0, sa * sa + sb * sb - 2 * cov));
+  s.ppl_ratio = std::exp(nll_diff_.mean());
+  s.ppl_ratio_uncertainty = s.ppl_ratio * nll_diff_.standard_error();
+  // PPL(model) - PPL(base) ~ mean of g = pa * nll - pb * nll_base = pa * d + (pa - pb) * nll_base.
   const double pa = s.model.value, pb = s.base.value;
   s.delta_ppl = pa - pb;
-  s.delta_ppl_uncertainty =
-      std::sqrt(std::max(0.0, pa * pa * sa * sa + pb * pb * sb * sb - 2 * pa * pb * cov));
+  if (n > 1) {
+    const double cov_d_base = sum_diff_base_product_ / n - nll_diff_.mean() * nll_base_.mean();
+    const double var_g = pa * pa * nll_diff_.variance() +
+                         (pa - pb) * (pa - pb) * nll_base_.variance() +
+                         2 * pa * (pa - pb) * cov_d_base;
+    s.delta_ppl_uncertainty = std::sqrt(std::max(0.0, var_g) / (n - 1));
+  }
 
   s.mean_kld = kld_.mean();
   s.mean_kld_uncertainty = kld_.standard_error();

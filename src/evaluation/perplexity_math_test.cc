@@ -118,6 +118,16 @@ TEST(PerplexityMath, ComparisonStatistics) {
   // ln(ratio) is the mean of d = nll - nll_base = (0.5, 0, 0.5, -0.5): its standard error.
   const double d_mean = 0.125, d_var = (0.25 + 0 + 0.25 + 0.25) / 4 - d_mean * d_mean;
   EXPECT_NEAR(s.ppl_ratio_uncertainty, s.ppl_ratio * std::sqrt(d_var / 3), 1e-12);
+  // PPL(model) - PPL(base): standard error of the mean of pa * nll - pb * nll_base.
+  const double pa = s.model.value, pb = s.base.value;
+  double g_sum = 0, g2_sum = 0;
+  for (const TokenComparison& t : rows) {
+    const double g = pa * t.nll - pb * t.nll_base;
+    g_sum += g;
+    g2_sum += g * g;
+  }
+  const double g_var = g2_sum / 4 - (g_sum / 4) * (g_sum / 4);
+  EXPECT_NEAR(s.delta_ppl_uncertainty, std::sqrt(g_var / 3), 1e-12);
   EXPECT_NEAR(s.mean_kld, 0.2, 1e-12);
   const double kld_var = (0.01 + 0 + 0.16 + 0.09) / 4 - 0.04;
   EXPECT_NEAR(s.mean_kld_uncertainty, std::sqrt(kld_var / 3), 1e-12);
@@ -136,7 +146,8 @@ TEST(PerplexityMath, IdenticalModelsHaveNoDifferenceAndNoUncertainty) {
   for (double x : {0.3, 1.7, 2.2, 0.9}) acc.add({x, x, 0.0, true});
   const ComparisonStats s = acc.finish();
   EXPECT_EQ(s.delta_ppl, 0.0);
-  EXPECT_NEAR(s.delta_ppl_uncertainty, 0.0, 1e-6);
+  EXPECT_EQ(s.delta_ppl_uncertainty, 0.0);
+  EXPECT_EQ(s.ppl_ratio_uncertainty, 0.0);
   EXPECT_EQ(s.ppl_ratio, 1.0);
   EXPECT_NEAR(s.nll_correlation, 1.0, 1e-12);
   EXPECT_EQ(s.top1_agreement, 1.0);

@@ -68,6 +68,11 @@ std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   info.tokenizer = tokenizer_kind_name(l.vocab.kind);
   info.chat_template = chat_format_name(m.chat_format);
   info.weight_bytes_per_token = l.weight_bytes_per_token;
+  const GenerationDefaults& d = l.generation_defaults;
+  if (d.temperature >= 0) info.default_sampling.temperature = d.temperature;
+  if (d.top_p >= 0) info.default_sampling.top_p = d.top_p;
+  if (d.top_k >= 0) info.default_sampling.top_k = d.top_k;
+  if (d.repetition_penalty > 0) info.default_sampling.repetition_penalty = d.repetition_penalty;
   return model;
 }
 
@@ -111,6 +116,8 @@ SessionImpl::SessionImpl(std::shared_ptr<const Model> m, int context)
   cache.allocate(c, capacity);
   buffers.allocate(c, std::min(kMaxBatch, capacity), capacity, pool.size());
   logits.assign(c.vocab_size, 0.0f);
+  sample_logits.assign(c.vocab_size, 0.0f);
+  tokens.reserve(capacity);  // no reallocation while generating
 }
 
 // Runs tokens[0..n) after what is already evaluated; logits of the last one
@@ -119,6 +126,11 @@ void SessionImpl::run(const int32_t* tokens, int n, std::vector<float>* all) {
   const int vocab = loaded.config.vocab_size;
   if (n_evaluated + n > capacity) {
     fail("context full: ", n_evaluated + n, " tokens do not fit a context of ", capacity);
+  }
+  for (int i = 0; i < n; ++i) {  // check all first: a bad token must not leave half a batch run
+    if (tokens[i] < 0 || tokens[i] >= vocab) {
+      fail("token id ", tokens[i], " is out of range (vocab size ", vocab, ")");
+    }
   }
   for (int done = 0; done < n;) {
     const int chunk = std::min(n - done, buffers.max_batch);
@@ -168,14 +180,18 @@ int Session::context_length() const { return impl_->capacity; }
 const float* Session::evaluate(const std::vector<int32_t>& tokens) {
   SessionImpl& s = *impl_;
   // Tokens sampled but not yet run (generation stopped right after them) go first.
-  std::vector<int32_t> pending(s.tokens.begin() + s.n_evaluated, s.tokens.end());
-  pending.insert(pending.end(), tokens.begin(), tokens.end());
-  if (pending.empty()) {
+  s.tokens.insert(s.tokens.end(), tokens.begin(), tokens.end());
+  const int pending = static_cast<int>(s.tokens.size()) - s.n_evaluated;
+  if (pending == 0) {
     if (!s.has_logits) fail("evaluate: no tokens");
     return s.logits.data();
   }
-  s.run(pending.data(), static_cast<int>(pending.size()), nullptr);
-  s.tokens.insert(s.tokens.end(), tokens.begin(), tokens.end());
+  try {
+    s.run(s.tokens.data() + s.n_evaluated, pending, nullptr);
+  } catch (...) {
+    s.tokens.resize(s.n_evaluated);  // keep the context consistent with the cache
+    throw;
+  }
   return s.logits.data();
 }
 
@@ -185,7 +201,7 @@ std::vector<float> Session::evaluate_all(const std::vector<int32_t>& tokens) {
     evaluate({});  // flush pending tokens first
   }
   std::vector<float> all(tokens.size() * static_cast<size_t>(s.loaded.config.vocab_size));
-  s.run(tokens.data(), static_cast<int>(tokens.size()), &all);
+  s.run(tokens.data(), static_cast<int>(tokens.size()), &all);  // throws before changing state
   s.tokens.insert(s.tokens.end(), tokens.begin(), tokens.end());
   return all;
 }
