@@ -113,11 +113,13 @@ int report_perplexity(const Model& model, const ev::PerplexityResult& r, const P
   return 0;
 }
 
-int report_comparison(const Model& model, const std::string& base, const ev::ComparisonResult& r,
+// base: the base model's path (or the saved log-probs file); base_description: for humans.
+int report_comparison(const Model& model, const std::string& base,
+                      const std::string& base_description, const ev::ComparisonResult& r,
                       const PerplexityFlags& f, const std::string& source) {
   const ev::ComparisonStats& s = r.stats;
   std::printf("model:            %s\n", describe(model).c_str());
-  std::printf("base:             %s%s\n", base.c_str(),
+  std::printf("base:             %s%s\n", base_description.c_str(),
               r.base_top_k > 0 ? str_cat(" (saved top-", r.base_top_k, " log-probs)").c_str() : "");
   print_plan(r.plan, source);
   std::printf("PPL(base):        %.4f +/- %.5f\n", s.base.value, s.base.uncertainty);
@@ -127,9 +129,9 @@ int report_comparison(const Model& model, const std::string& base, const ev::Com
   std::printf("PPL ratio:        %.6f +/- %.6f (model / base)\n", s.ppl_ratio,
               s.ppl_ratio_uncertainty);
   std::printf("NLL correlation:  %.4f\n", s.nll_correlation);
-  std::printf("mean KLD:         %.6f +/- %.6f nats%s\n", s.mean_kld, s.mean_kld_uncertainty,
+  std::printf("mean KLD:         %.6g +/- %.3g nats%s\n", s.mean_kld, s.mean_kld_uncertainty,
               r.base_top_k > 0 ? " (top-k lower bound)" : "");
-  std::printf("KLD percentiles:  max %.6f, 99.9%% %.6f, 99%% %.6f, 90%% %.6f, median %.6f\n",
+  std::printf("KLD percentiles:  max %.5g, 99.9%% %.5g, 99%% %.5g, 90%% %.5g, median %.5g\n",
               s.kld_max, s.kld_p999, s.kld_p99, s.kld_p90, s.kld_median);
   std::printf("top-1 agreement:  %.3f +/- %.3f %%\n", 100 * s.top1_agreement,
               100 * s.top1_agreement_uncertainty);
@@ -187,7 +189,7 @@ int perplexity_command(const PerplexityFlags& f) {
     const ev::ComparisonResult r =
         ev::compare_with_saved(model, f.kl_base, f.chunks, progress_printer(bar));
     bar.finish();
-    return report_comparison(*model, f.kl_base, r, f, f.kl_base);
+    return report_comparison(*model, f.kl_base, f.kl_base, r, f, f.kl_base);
   }
   if (f.text_path.empty()) fail("perplexity: -f/--file TEXT is required");
   const std::string text = read_text_file(f.text_path);
@@ -196,6 +198,7 @@ int perplexity_command(const PerplexityFlags& f) {
     ModelOptions base_options = f.model;
     base_options.path = f.base_model;
     std::shared_ptr<const Model> base = load_model_from_options(base_options);
+    if (f.context == 0) options.context = std::min(options.context, base->context_length());
     const std::vector<int32_t> tokens = ev::tokenize_shared_text(*base, *model, text);
     const ev::ChunkPlan plan =
         ev::plan_chunks(static_cast<int64_t>(tokens.size()),
@@ -204,7 +207,7 @@ int perplexity_command(const PerplexityFlags& f) {
     const ev::ComparisonResult r =
         ev::compare_models(base, model, tokens, options, progress_printer(bar));
     bar.finish();
-    return report_comparison(*model, describe(*base), r, f, f.text_path);
+    return report_comparison(*model, base->info().path, describe(*base), r, f, f.text_path);
   }
 
   const std::vector<int32_t> tokens = ev::tokenize_text(*model, text);

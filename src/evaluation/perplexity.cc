@@ -312,6 +312,9 @@ ComparisonResult compare_models(const std::shared_ptr<const Model>& base,
                                 const ProgressCallback& progress) {
   const auto t0 = std::chrono::steady_clock::now();
   check_vocabularies(*base, *model);
+  if (chunk_bos_token(*base) != chunk_bos_token(*model)) {
+    fail("KL divergence: the base and the model use different BOS tokens");
+  }
   ComparisonResult result;
   result.plan = plan_chunks(static_cast<int64_t>(tokens.size()),
                             std::min(base->context_length(), model->context_length()),

@@ -101,10 +101,10 @@ class ComparisonAccumulator {
 
  private:
   MeanAccumulator nll_, nll_base_, kld_, same_top1_, delta_p_;
-  MeanAccumulator nll_diff_;  // nll - nll_base: exactly 0 for identical models
-  double sum_nll_product_ = 0;       // sum of nll * nll_base, for the correlation
+  MeanAccumulator nll_diff_;          // nll - nll_base: exactly 0 for identical models
+  double sum_nll_product_ = 0;        // sum of nll * nll_base, for the correlation
   double sum_diff_base_product_ = 0;  // sum of (nll - nll_base) * nll_base
-  std::vector<double> klds_;    // for the percentiles
+  std::vector<double> klds_;          // for the percentiles
 };
 
 // ------------------------------------------------------------------ chunking

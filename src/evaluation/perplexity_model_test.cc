@@ -122,7 +122,8 @@ TEST(Perplexity, Stories260KOnTinyStoriesIsPlausible) {
     EXPECT_EQ(r.ppl.tokens, r.plan.n_chunks * (context - 1 - context / 2));
     ASSERT_EQ(r.running_perplexity.size(), static_cast<size_t>(r.plan.n_chunks));
     EXPECT_NEAR(r.running_perplexity.back(), r.ppl.value, 1e-9 * r.ppl.value);
-    // Measured: about 5.4 (ctx 128) and 5.0 (ctx 256); a uniform guess over 512 tokens is 512.
+    // Measured: 5.86 (ctx 128) and 6.21 (ctx 256; chunks span several short stories);
+    // a uniform guess over the 512 tokens would give 512.
     EXPECT_TRUE(std::isfinite(r.ppl.value));
     EXPECT_GT(r.ppl.value, 3.0) << context;
     EXPECT_LT(r.ppl.value, 9.0) << context;
@@ -170,9 +171,9 @@ TEST(Perplexity, ModelAgainstItselfHasZeroKl) {
 TEST(Perplexity, BinAndGgufOfTheSameWeightsAgree) {
   const std::vector<int32_t> tokens =
       tokenize_shared_text(*stories(), *stories_gguf(), tinystories_text());
-  const ComparisonResult r = compare_models(stories(), stories_gguf(), tokens, ctx(256));
+  const ComparisonResult r = compare_models(stories(), stories_gguf(), tokens, ctx(256, 20));
   const ComparisonStats& s = r.stats;
-  EXPECT_EQ(s.model.tokens, static_cast<int64_t>(tokens.size() / 256) * 127);
+  EXPECT_EQ(s.model.tokens, 20 * 127);
   EXPECT_GE(s.mean_kld, -1e-9);
   EXPECT_LT(s.mean_kld, 1e-7);
   EXPECT_LT(s.kld_max, 1e-5);

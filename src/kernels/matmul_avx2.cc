@@ -109,71 +109,85 @@ void matvec(const WeightMatrix& w, const float* x, float* y, int64_t row_begin, 
   }
 }
 
-// R weight rows x T tokens of F32; 4x2 uses 8 accumulators + 2 x + 1 weight of
-// the 16 registers.
+// R weight rows x T tokens of F32. The R weight vectors stay in registers
+// while the T token vectors stream through one register: 2x6 uses 12
+// accumulators + 2 weights + 1 token of the 16 registers, and each weight
+// vector (the L2-resident operand) feeds 6 FMAs.
 template <int R, int T>
 inline void panel_tile(const float* panel, int64_t panel_stride, int64_t cols, const float* x,
                        int64_t x_stride, float* y, int64_t y_stride) {
   __m256 acc[R][T];
-#pragma GCC unroll 4
+#pragma GCC unroll 2
   for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
   }
   int64_t i = 0;
   for (; i + 8 <= cols; i += 8) {
-    __m256 xv[T];
-#pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) xv[t] = _mm256_loadu_ps(x + t * x_stride + i);
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) {
-      const __m256 wv = _mm256_loadu_ps(panel + r * panel_stride + i);
-#pragma GCC unroll 4
-      for (int t = 0; t < T; ++t) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
+    __m256 wv[R];
+#pragma GCC unroll 2
+    for (int r = 0; r < R; ++r) wv[r] = _mm256_loadu_ps(panel + r * panel_stride + i);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const __m256 xv = _mm256_loadu_ps(x + t * x_stride + i);
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
     }
   }
   if (i < cols) {
-    __m256 xv[T];
-#pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) xv[t] = load_tail<F32Weights>(x + t * x_stride, i, cols - i);
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) {
-      const __m256 wv = load_tail<F32Weights>(panel + r * panel_stride, i, cols - i);
-#pragma GCC unroll 4
-      for (int t = 0; t < T; ++t) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
+    __m256 wv[R];
+#pragma GCC unroll 2
+    for (int r = 0; r < R; ++r) wv[r] = load_tail<F32Weights>(panel + r * panel_stride, i, cols - i);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const __m256 xv = load_tail<F32Weights>(x + t * x_stride, i, cols - i);
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
     }
   }
-#pragma GCC unroll 4
+#pragma GCC unroll 2
   for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) y[t * y_stride + r] = hsum(acc[r][t]);
   }
 }
 
+constexpr int64_t kTokenBlock = 6;
+
+// One tile of R rows x nt (<= kTokenBlock) tokens.
 template <int R>
 inline void panel_tokens(const float* panel, int64_t panel_stride, int64_t cols, const float* x,
                          int64_t x_stride, int64_t nt, float* y, int64_t y_stride) {
-  if (nt == 2) {
-    panel_tile<R, 2>(panel, panel_stride, cols, x, x_stride, y, y_stride);
-  } else {
-    panel_tile<R, 1>(panel, panel_stride, cols, x, x_stride, y, y_stride);
+  switch (nt) {
+    case 6:
+      return panel_tile<R, 6>(panel, panel_stride, cols, x, x_stride, y, y_stride);
+    case 5:
+      return panel_tile<R, 5>(panel, panel_stride, cols, x, x_stride, y, y_stride);
+    case 4:
+      return panel_tile<R, 4>(panel, panel_stride, cols, x, x_stride, y, y_stride);
+    case 3:
+      return panel_tile<R, 3>(panel, panel_stride, cols, x, x_stride, y, y_stride);
+    case 2:
+      return panel_tile<R, 2>(panel, panel_stride, cols, x, x_stride, y, y_stride);
+    default:
+      return panel_tile<R, 1>(panel, panel_stride, cols, x, x_stride, y, y_stride);
   }
 }
 
 void panel_matmul(const float* panel, int64_t panel_stride, int64_t rows, int64_t cols,
                   const float* x, int64_t x_stride, int64_t n, float* y, int64_t y_stride) {
-  // Tokens in pairs outermost, so those x rows stay in L1 while the
-  // (L2-resident) panel streams past them.
-  for (int64_t t0 = 0; t0 < n; t0 += 2) {
-    const int64_t nt = n - t0 < 2 ? n - t0 : 2;
+  // Token blocks outermost, so those x rows stay in L1 while the (L2-resident)
+  // panel streams past them.
+  for (int64_t t0 = 0; t0 < n; t0 += kTokenBlock) {
+    const int64_t nt = n - t0 < kTokenBlock ? n - t0 : kTokenBlock;
     const float* xt = x + t0 * x_stride;
     float* yt = y + t0 * y_stride;
     int64_t r = 0;
-    for (; r + 4 <= rows; r += 4) {
-      panel_tokens<4>(panel + r * panel_stride, panel_stride, cols, xt, x_stride, nt, yt + r,
+    for (; r + 2 <= rows; r += 2) {
+      panel_tokens<2>(panel + r * panel_stride, panel_stride, cols, xt, x_stride, nt, yt + r,
                       y_stride);
     }
-    for (; r < rows; ++r) {
+    if (r < rows) {
       panel_tokens<1>(panel + r * panel_stride, panel_stride, cols, xt, x_stride, nt, yt + r,
                       y_stride);
     }

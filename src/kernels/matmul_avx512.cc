@@ -123,69 +123,74 @@ void matvec(const WeightMatrix& w, const float* x, float* y, int64_t row_begin, 
   }
 }
 
-// R weight rows x T tokens of F32: R*T accumulators (12 of 32 registers).
+// R weight rows x T tokens of F32: R*T accumulators (4x6: 24 of 32 registers,
+// plus 6 x vectors and 1 weight vector).
 template <int R, int T>
 inline void panel_tile(const float* panel, int64_t panel_stride, int64_t cols, const float* x,
                        int64_t x_stride, float* y, int64_t y_stride) {
   __m512 acc[R][T];
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
   }
   int64_t i = 0;
   for (; i + 16 <= cols; i += 16) {
     __m512 xv[T];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) xv[t] = _mm512_loadu_ps(x + t * x_stride + i);
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
       const __m512 wv = _mm512_loadu_ps(panel + r * panel_stride + i);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int t = 0; t < T; ++t) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
     }
   }
   if (i < cols) {
     const __mmask16 m = tail_mask(cols - i);
     __m512 xv[T];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) xv[t] = _mm512_maskz_loadu_ps(m, x + t * x_stride + i);
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
       const __m512 wv = _mm512_maskz_loadu_ps(m, panel + r * panel_stride + i);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int t = 0; t < T; ++t) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
     }
   }
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) y[t * y_stride + r] = hsum(acc[r][t]);
   }
 }
 
+// One tile of R rows x nt (<= kTokenBlock) tokens.
 template <int R>
 inline void panel_rows(const float* panel, int64_t panel_stride, int64_t cols, const float* x,
-                       int64_t x_stride, int64_t n, float* y, int64_t y_stride) {
-  int64_t t = 0;
-  for (; t + 3 <= n; t += 3) {
-    panel_tile<R, 3>(panel, panel_stride, cols, x + t * x_stride, x_stride, y + t * y_stride,
-                     y_stride);
-  }
-  if (n - t == 2) {
-    panel_tile<R, 2>(panel, panel_stride, cols, x + t * x_stride, x_stride, y + t * y_stride,
-                     y_stride);
-  } else if (n - t == 1) {
-    panel_tile<R, 1>(panel, panel_stride, cols, x + t * x_stride, x_stride, y + t * y_stride,
-                     y_stride);
+                       int64_t x_stride, int64_t nt, float* y, int64_t y_stride) {
+  switch (nt) {
+    case 6:
+      return panel_tile<R, 6>(panel, panel_stride, cols, x, x_stride, y, y_stride);
+    case 5:
+      return panel_tile<R, 5>(panel, panel_stride, cols, x, x_stride, y, y_stride);
+    case 4:
+      return panel_tile<R, 4>(panel, panel_stride, cols, x, x_stride, y, y_stride);
+    case 3:
+      return panel_tile<R, 3>(panel, panel_stride, cols, x, x_stride, y, y_stride);
+    case 2:
+      return panel_tile<R, 2>(panel, panel_stride, cols, x, x_stride, y, y_stride);
+    default:
+      return panel_tile<R, 1>(panel, panel_stride, cols, x, x_stride, y, y_stride);
   }
 }
 
 void panel_matmul(const float* panel, int64_t panel_stride, int64_t rows, int64_t cols,
                   const float* x, int64_t x_stride, int64_t n, float* y, int64_t y_stride) {
-  // Tokens in groups of 3 outermost, so those 3 x rows stay in L1 while the
-  // (L2-resident) panel streams past them.
-  constexpr int64_t kTokenBlock = 3;
+  // Tokens in groups of 6 outermost, so those x rows stay in L1 while the
+  // (L2-resident) panel streams past them; each weight vector loaded from the
+  // panel then feeds 6 FMAs.
+  constexpr int64_t kTokenBlock = 6;
   for (int64_t t0 = 0; t0 < n; t0 += kTokenBlock) {
     const int64_t nt = n - t0 < kTokenBlock ? n - t0 : kTokenBlock;
     const float* xt = x + t0 * x_stride;

@@ -42,7 +42,7 @@ bool same_secret(const std::string& given, const std::string& expected) {
 
 std::string route_label(const std::string& path) {
   static const char* kRoutes[] = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings",
-                                  "/v1/models", "/health", "/metrics"};
+                                  "/v1/models",           "/health",         "/metrics"};
   for (const char* route : kRoutes) {
     if (path == route) return route;
   }
@@ -84,15 +84,15 @@ class HttpServerImpl {
                    std::string& body);
   bool authorized(const httplib::Request& req) const;
   void check_model(const std::string& requested) const;
-  void handle_completion(const httplib::Request& req, httplib::Response& res,
-                         const Reader& reader, bool chat);
-  void handle_embeddings(const httplib::Request& req, httplib::Response& res,
-                         const Reader& reader);
+  void handle_completion(const httplib::Request& req, httplib::Response& res, const Reader& reader,
+                         bool chat);
+  void handle_embeddings(const httplib::Request& req, httplib::Response& res, const Reader& reader);
   void submit(const std::shared_ptr<Job>& job);
   void execute(int slot, Job& job);
   // Waits for the job while watching the connection; false if the client left.
   bool wait_for_job(const std::shared_ptr<Job>& job, httplib::DataSink& sink);
-  void record_generation(const Job& job);
+  void record_generation(const Job& job, const GenerateResult& result);
+  void release_job(const std::shared_ptr<Job>& job);
 
   std::shared_ptr<Model> model_;
   ServerOptions options_;
@@ -105,7 +105,6 @@ class HttpServerImpl {
   std::unique_ptr<Scheduler> scheduler_;
   httplib::Server http_;
   std::atomic<bool> shutting_down_{false};
-  std::atomic<bool> serving_{false};
 };
 
 HttpServerImpl::HttpServerImpl(std::shared_ptr<Model> model, const ServerOptions& options)
@@ -187,9 +186,10 @@ void HttpServerImpl::check_model(const std::string& requested) const {
       requested == model_->info().path) {
     return;
   }
-  throw ApiError(404, str_cat("the model '", requested, "' does not exist; this server serves '",
-                              model_id_, "'"),
-                 "invalid_request_error", "model", "model_not_found");
+  throw ApiError(
+      404,
+      str_cat("the model '", requested, "' does not exist; this server serves '", model_id_, "'"),
+      "invalid_request_error", "model", "model_not_found");
 }
 
 void HttpServerImpl::submit(const std::shared_ptr<Job>& job) {
@@ -228,6 +228,7 @@ void HttpServerImpl::execute(int slot, Job& job) {
           if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
           return !job.cancelled.load();
         });
+    record_generation(job, result);  // before finish(): the client may read /metrics next
     job.finish(std::move(result));
   } catch (const ApiError& e) {
     job.fail(e.status, e.what());
@@ -242,22 +243,26 @@ bool HttpServerImpl::wait_for_job(const std::shared_ptr<Job>& job, httplib::Data
     ignored.clear();
     if (!sink.is_writable()) {
       scheduler_->cancel(job);
-      metrics_.count_cancelled();
       return false;
     }
   }
   return true;
 }
 
-void HttpServerImpl::record_generation(const Job& job) {
-  if (job.error_status != 0) return;
-  const GenerateResult& result = job.result;
-  if (result.finish_reason == FinishReason::kCancelled) metrics_.count_cancelled();
-  double decode = result.decode_seconds > 0 ? result.decode_seconds
-                                            : seconds_between(job.first_token_at, job.finished_at);
+void HttpServerImpl::release_job(const std::shared_ptr<Job>& job) {
+  // Runs once per admitted request, when httplib drops the response: a job
+  // whose response never completed (client gone, write failed) is cancelled.
+  if (!job->finished()) scheduler_->cancel(job);
+  if (job->cancelled) metrics_.count_cancelled();
+}
+
+void HttpServerImpl::record_generation(const Job& job, const GenerateResult& result) {
+  const Clock::time_point now = Clock::now();
+  double decode =
+      result.decode_seconds > 0 ? result.decode_seconds : seconds_between(job.first_token_at, now);
   metrics_.observe_generation(result.prompt_tokens, result.completion_tokens,
                               seconds_between(job.submitted_at, job.first_token_at), decode,
-                              seconds_between(job.submitted_at, job.finished_at));
+                              seconds_between(job.submitted_at, now));
 }
 
 void HttpServerImpl::handle_completion(const httplib::Request& req, httplib::Response& res,
@@ -280,23 +285,23 @@ void HttpServerImpl::handle_completion(const httplib::Request& req, httplib::Res
   job->prompt = std::move(prompt.tokens);
   const int n_prompt = int(job->prompt.size());
   const char* prompt_param = chat ? "messages" : "prompt";
-  if (n_prompt == 0) throw ApiError(400, "the prompt is empty", "invalid_request_error", prompt_param);
+  if (n_prompt == 0)
+    throw ApiError(400, "the prompt is empty", "invalid_request_error", prompt_param);
   if (n_prompt >= context_length_) {
     throw ApiError(400,
                    str_cat("this model's context is ", context_length_,
-                           " tokens, but the prompt has ", n_prompt,
-                           " tokens; shorten the prompt"),
+                           " tokens, but the prompt has ", n_prompt, " tokens; shorten the prompt"),
                    "invalid_request_error", prompt_param, "context_length_exceeded");
   }
   int max_tokens = request.max_tokens > 0 ? request.max_tokens : options_.default_max_tokens;
   if (max_tokens > context_length_) {
-    throw ApiError(400,
-                   str_cat("max_tokens is ", max_tokens, ", but this model's context is only ",
-                           context_length_, " tokens"),
-                   "invalid_request_error",
-                   parsed.contains("max_completion_tokens") ? "max_completion_tokens"
-                                                            : "max_tokens",
-                   "invalid_value");
+    throw ApiError(
+        400,
+        str_cat("max_tokens is ", max_tokens, ", but this model's context is only ",
+                context_length_, " tokens"),
+        "invalid_request_error",
+        parsed.contains("max_completion_tokens") ? "max_completion_tokens" : "max_tokens",
+        "invalid_value");
   }
   // Generation stops when the context is full (finish_reason "length").
   const int room = context_length_ - n_prompt;
@@ -311,26 +316,25 @@ void HttpServerImpl::handle_completion(const httplib::Request& req, httplib::Res
   ResponseHeader header{random_id(chat ? "chatcmpl-" : "cmpl-"), int64_t(std::time(nullptr)),
                         request.model.empty() ? model_id_ : request.model};
   const std::string echo_text = request.echo ? prompt.text : "";
-  auto release = [this, job](bool) { scheduler_->cancel(job); };
+  auto release = [this, job](bool) { release_job(job); };
 
   if (!request.stream) {
     res.set_chunked_content_provider(
         "application/json",
         [this, job, header, chat, echo_text](size_t, httplib::DataSink& sink) {
           if (!wait_for_job(job, sink)) return false;
-          record_generation(*job);
           json out;
           if (job->error_status != 0) {
-            out = error_json(ApiError(job->error_status, job->error_message,
-                                      job->error_status >= 500 ? "server_error"
-                                                               : "invalid_request_error"));
+            out = error_json(
+                ApiError(job->error_status, job->error_message,
+                         job->error_status >= 500 ? "server_error" : "invalid_request_error"));
           } else {
             const GenerateResult& r = job->result;
             std::string reason = finish_reason_string(r.finish_reason);
             out = chat ? chat_completion_json(header, r.text, reason, r.prompt_tokens,
                                               r.completion_tokens)
-                       : text_completion_json(header, echo_text + r.text, reason,
-                                              r.prompt_tokens, r.completion_tokens);
+                       : text_completion_json(header, echo_text + r.text, reason, r.prompt_tokens,
+                                              r.completion_tokens);
           }
           std::string text = dump_json(out);
           sink.write(text.data(), text.size());
@@ -350,38 +354,35 @@ void HttpServerImpl::handle_completion(const httplib::Request& req, httplib::Res
         auto send = [&](const std::string& event) {
           if (!sink.is_writable() || !sink.write(event.data(), event.size())) {
             scheduler_->cancel(job);
-            metrics_.count_cancelled();
             return false;
           }
           return true;
         };
         // The first chunk goes out at once: it tells the client the request was admitted.
-        std::string first = chat ? sse_event(chat_chunk_json(header, "assistant", "", "",
-                                                             include_usage))
-                                 : sse_event(text_chunk_json(header, echo_text, "", include_usage));
+        std::string first =
+            chat ? sse_event(chat_chunk_json(header, "assistant", "", "", include_usage))
+                 : sse_event(text_chunk_json(header, echo_text, "", include_usage));
         if (!send(first)) return false;
         std::string text;
         for (;;) {
           bool done = job->wait(kPollInterval, text);
           if (!text.empty()) {
-            std::string event = chat ? sse_event(chat_chunk_json(header, "", text, "",
-                                                                 include_usage))
-                                     : sse_event(text_chunk_json(header, text, "", include_usage));
+            std::string event =
+                chat ? sse_event(chat_chunk_json(header, "", text, "", include_usage))
+                     : sse_event(text_chunk_json(header, text, "", include_usage));
             text.clear();
             if (!send(event)) return false;
           } else if (!done && !sink.is_writable()) {
             scheduler_->cancel(job);
-            metrics_.count_cancelled();
             return false;
           }
           if (done) break;
         }
-        record_generation(*job);
         std::string tail;
         if (job->error_status != 0) {
-          tail = sse_event(error_json(ApiError(
-              job->error_status, job->error_message,
-              job->error_status >= 500 ? "server_error" : "invalid_request_error")));
+          tail = sse_event(error_json(
+              ApiError(job->error_status, job->error_message,
+                       job->error_status >= 500 ? "server_error" : "invalid_request_error")));
         } else {
           const GenerateResult& r = job->result;
           std::string reason = finish_reason_string(r.finish_reason);
@@ -415,7 +416,8 @@ void HttpServerImpl::handle_embeddings(const httplib::Request& req, httplib::Res
   for (size_t i = 0; i < job->embed_inputs.size(); ++i) {
     const auto& tokens = job->embed_inputs[i];
     check_token_ids(*model_, tokens, "input");
-    if (tokens.empty()) throw ApiError(400, "an input has no tokens", "invalid_request_error", "input");
+    if (tokens.empty())
+      throw ApiError(400, "an input has no tokens", "invalid_request_error", "input");
     if (int(tokens.size()) > context_length_) {
       throw ApiError(400,
                      str_cat("input ", i, " has ", tokens.size(),
@@ -433,11 +435,12 @@ void HttpServerImpl::handle_embeddings(const httplib::Request& req, httplib::Res
         if (!wait_for_job(job, sink)) return false;
         json out;
         if (job->error_status != 0) {
-          out = error_json(ApiError(job->error_status, job->error_message,
-                                    job->error_status >= 500 ? "server_error"
-                                                             : "invalid_request_error"));
+          out = error_json(
+              ApiError(job->error_status, job->error_message,
+                       job->error_status >= 500 ? "server_error" : "invalid_request_error"));
         } else {
-          metrics_.observe_embedding(n_tokens, seconds_between(job->submitted_at, job->finished_at));
+          metrics_.observe_embedding(n_tokens,
+                                     seconds_between(job->submitted_at, job->finished_at));
           out = embeddings_json(model, job->embeddings, base64, n_tokens);
         }
         std::string text = dump_json(out);
@@ -445,7 +448,7 @@ void HttpServerImpl::handle_embeddings(const httplib::Request& req, httplib::Res
         sink.done();
         return true;
       },
-      [this, job](bool) { scheduler_->cancel(job); });
+      [this, job](bool) { release_job(job); });
 }
 
 void HttpServerImpl::setup_routes() {
@@ -479,26 +482,28 @@ void HttpServerImpl::setup_routes() {
           on_error(res, [&] { h(req, res); });
         });
   };
-  auto guarded_post = [on_error](std::function<void(const httplib::Request&, httplib::Response&,
-                                                    const Reader&)> h) {
-    return httplib::Server::HandlerWithContentReader(
-        [on_error, h](const httplib::Request& req, httplib::Response& res, const Reader& reader) {
-          on_error(res, [&] { h(req, res, reader); });
-        });
-  };
+  auto guarded_post =
+      [on_error](
+          std::function<void(const httplib::Request&, httplib::Response&, const Reader&)> h) {
+        return httplib::Server::HandlerWithContentReader(
+            [on_error, h](const httplib::Request& req, httplib::Response& res,
+                          const Reader& reader) { on_error(res, [&] { h(req, res, reader); }); });
+      };
   auto require_key = [this](const httplib::Request& req) {
     if (!authorized(req)) throw unauthorized();
   };
 
-  http_.Post("/v1/chat/completions",
-             guarded_post([this](const httplib::Request& req, httplib::Response& res,
-                            const Reader& reader) { handle_completion(req, res, reader, true); }));
-  http_.Post("/v1/completions",
-             guarded_post([this](const httplib::Request& req, httplib::Response& res,
-                            const Reader& reader) { handle_completion(req, res, reader, false); }));
+  http_.Post(
+      "/v1/chat/completions",
+      guarded_post([this](const httplib::Request& req, httplib::Response& res,
+                          const Reader& reader) { handle_completion(req, res, reader, true); }));
+  http_.Post("/v1/completions", guarded_post([this](const httplib::Request& req,
+                                                    httplib::Response& res, const Reader& reader) {
+               handle_completion(req, res, reader, false);
+             }));
   http_.Post("/v1/embeddings",
              guarded_post([this](const httplib::Request& req, httplib::Response& res,
-                            const Reader& reader) { handle_embeddings(req, res, reader); }));
+                                 const Reader& reader) { handle_embeddings(req, res, reader); }));
   http_.Get("/v1/models",
             guarded([this, require_key](const httplib::Request& req, httplib::Response& res) {
               require_key(req);
@@ -520,27 +525,25 @@ void HttpServerImpl::setup_routes() {
     if (shutting_down_) res.status = 503;
     res.set_content(dump_json(out), "application/json");
   });
-  http_.Get("/metrics",
-            guarded([this, require_key](const httplib::Request& req, httplib::Response& res) {
-              require_key(req);
-              Gauges gauges{scheduler_->queue_depth(), scheduler_->busy_slots(),
-                            scheduler_->slots()};
-              res.set_content(metrics_.render(gauges), "text/plain; version=0.0.4");
-            }));
+  http_.Get(
+      "/metrics", guarded([this, require_key](const httplib::Request& req, httplib::Response& res) {
+        require_key(req);
+        Gauges gauges{scheduler_->queue_depth(), scheduler_->busy_slots(), scheduler_->slots()};
+        res.set_content(metrics_.render(gauges), "text/plain; version=0.0.4");
+      }));
   // The chat page: static, holds no data, so it is served without the API key
   // (the page itself asks for the key and sends it with its API calls).
-  http_.Get("/|/[A-Za-z0-9_.-]+\\.(html|js|css|svg)",
-            [](const httplib::Request& req, httplib::Response& res) {
-              const StaticAsset* asset = find_static_asset(req.path);
-              if (!asset) {
-                res.status = 404;
-                return;
-              }
-              res.set_header("Cache-Control", "no-cache");
-              res.set_header("X-Content-Type-Options", "nosniff");
-              res.set_content(reinterpret_cast<const char*>(asset->data), asset->size,
-                              asset->content_type);
-            });
+  http_.Get("/|/[A-Za-z0-9_.-]+\\.(html|js|css|svg)", [](const httplib::Request& req,
+                                                         httplib::Response& res) {
+    const StaticAsset* asset = find_static_asset(req.path);
+    if (!asset) {
+      res.status = 404;
+      return;
+    }
+    res.set_header("Cache-Control", "no-cache");
+    res.set_header("X-Content-Type-Options", "nosniff");
+    res.set_content(reinterpret_cast<const char*>(asset->data), asset->size, asset->content_type);
+  });
 
   if (!options_.cors_origin.empty()) {
     http_.Options(".*", [](const httplib::Request&, httplib::Response& res) {
@@ -580,9 +583,9 @@ void HttpServerImpl::setup_routes() {
                         " bytes");
       code = "request_too_large";
     }
-    send_error(res, ApiError(res.status, message,
-                             res.status >= 500 ? "server_error" : "invalid_request_error", "",
-                             code));
+    send_error(res,
+               ApiError(res.status, message,
+                        res.status >= 500 ? "server_error" : "invalid_request_error", "", code));
   });
   http_.set_exception_handler(
       [this](const httplib::Request&, httplib::Response& res, std::exception_ptr error) {
@@ -616,9 +619,7 @@ int HttpServerImpl::bind() {
 }
 
 void HttpServerImpl::serve() {
-  serving_ = true;
   if (!shutting_down_) http_.listen_after_bind();
-  serving_ = false;
 }
 
 void HttpServerImpl::shutdown() {
@@ -636,8 +637,14 @@ void HttpServerImpl::shutdown() {
 HttpServer::HttpServer(std::shared_ptr<Model> model, const ServerOptions& options)
     : impl_(std::make_unique<HttpServerImpl>(std::move(model), options)) {}
 HttpServer::~HttpServer() = default;
-int HttpServer::bind() { return impl_->bind(); }
-void HttpServer::serve() { impl_->serve(); }
-void HttpServer::shutdown() { impl_->shutdown(); }
+int HttpServer::bind() {
+  return impl_->bind();
+}
+void HttpServer::serve() {
+  impl_->serve();
+}
+void HttpServer::shutdown() {
+  impl_->shutdown();
+}
 
 }  // namespace edgelm::server

@@ -46,8 +46,8 @@ void Histogram::render(const std::string& name, std::string& out) const {
   uint64_t cumulative = 0;
   for (size_t i = 0; i < upper_bounds_.size(); ++i) {
     cumulative += counts_[i];
-    out += name + "_bucket{le=\"" + number(upper_bounds_[i]) + "\"} " +
-           std::to_string(cumulative) + "\n";
+    out += name + "_bucket{le=\"" + number(upper_bounds_[i]) + "\"} " + std::to_string(cumulative) +
+           "\n";
   }
   out += name + "_bucket{le=\"+Inf\"} " + std::to_string(count_) + "\n";
   out += name + "_sum " + number(sum_) + "\n";
@@ -57,7 +57,8 @@ void Histogram::render(const std::string& name, std::string& out) const {
 Metrics::Metrics()
     : time_to_first_token_({0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}),
       request_duration_({0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300}),
-      decode_tokens_per_second_({1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 50000}) {}
+      decode_tokens_per_second_(
+          {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 50000}) {}
 
 void Metrics::count_request(const std::string& route, int status) {
   std::lock_guard<std::mutex> lock(mutex_);
@@ -104,8 +105,8 @@ std::string Metrics::render(const Gauges& gauges) const {
   }
   header(out, "edgelm_errors_total", "counter", "Error responses by OpenAI error type.");
   for (const auto& [type, count] : errors_) {
-    out += "edgelm_errors_total{type=\"" + label_value(type) + "\"} " + std::to_string(count) +
-           "\n";
+    out +=
+        "edgelm_errors_total{type=\"" + label_value(type) + "\"} " + std::to_string(count) + "\n";
   }
   header(out, "edgelm_requests_cancelled_total", "counter",
          "Generations stopped because the client disconnected or the server shut down.");

@@ -34,15 +34,14 @@ double get_number(const json& body, const char* name, double fallback, double lo
   if (!value->is_number()) throw bad_field(name, str_cat("'", name, "' must be a number"));
   double number = value->get<double>();
   if (!(number >= lo && number <= hi)) {
-    throw bad_field(name, str_cat("'", name, "' must be between ", lo, " and ", hi, ", got ",
-                                  number));
+    throw bad_field(name,
+                    str_cat("'", name, "' must be between ", lo, " and ", hi, ", got ", number));
   }
   return number;
 }
 
 // Integers may arrive as 5 or 5.0; anything fractional or out of range is refused.
-int64_t get_integer(const json& body, const char* name, int64_t fallback, int64_t lo,
-                    int64_t hi) {
+int64_t get_integer(const json& body, const char* name, int64_t fallback, int64_t lo, int64_t hi) {
   const json* value = field(body, name);
   if (!value) return fallback;
   int64_t number = 0;
@@ -63,8 +62,8 @@ int64_t get_integer(const json& body, const char* name, int64_t fallback, int64_
     throw bad_field(name, str_cat("'", name, "' must be an integer"));
   }
   if (number < lo || number > hi) {
-    throw bad_field(name, str_cat("'", name, "' must be between ", lo, " and ", hi, ", got ",
-                                  number));
+    throw bad_field(name,
+                    str_cat("'", name, "' must be between ", lo, " and ", hi, ", got ", number));
   }
   return number;
 }
@@ -127,9 +126,9 @@ std::vector<ChatMessage> parse_messages(const json& body) {
     std::string role_name = role->get<std::string>();
     if (role_name == "developer") role_name = "system";  // OpenAI's newer name for system
     if (role_name != "system" && role_name != "user" && role_name != "assistant") {
-      throw bad_field(param + ".role",
-                      str_cat("'", param, ".role' must be system, user or assistant, got '",
-                              role_name, "'"));
+      throw bad_field(
+          param + ".role",
+          str_cat("'", param, ".role' must be system, user or assistant, got '", role_name, "'"));
     }
     out.push_back({role_name, message_content(message, i)});
   }
@@ -168,7 +167,8 @@ void refuse_unsupported(const json& body, bool chat) {
   if (logprobs && !(logprobs->is_boolean() && !logprobs->get<bool>())) {
     throw bad_field("logprobs", "'logprobs' is not supported");
   }
-  if (field(body, "top_logprobs")) throw bad_field("top_logprobs", "'top_logprobs' is not supported");
+  if (field(body, "top_logprobs"))
+    throw bad_field("top_logprobs", "'top_logprobs' is not supported");
   if (field(body, "logit_bias") && !(*field(body, "logit_bias")).empty()) {
     throw bad_field("logit_bias", "'logit_bias' is not supported");
   }
@@ -260,8 +260,9 @@ CompletionRequest parse_completion_request(const json& body, bool chat) {
     } else if (prompt->is_array() && prompt->size() > 1) {
       throw bad_field("prompt", "only one prompt per request is supported");
     } else {
-      throw bad_field("prompt", "'prompt' must be a string, an array of token ids, or a "
-                                "one-element array of either");
+      throw bad_field("prompt",
+                      "'prompt' must be a string, an array of token ids, or a "
+                      "one-element array of either");
     }
     request.echo = get_bool(body, "echo", false);
   }
@@ -453,7 +454,9 @@ json usage_chunk_json(const ResponseHeader& header, bool chat, int prompt_tokens
   return out;
 }
 
-std::string sse_event(const json& data) { return "data: " + dump_json(data) + "\n\n"; }
+std::string sse_event(const json& data) {
+  return "data: " + dump_json(data) + "\n\n";
+}
 
 std::string base64_encode(const void* data, size_t size) {
   static constexpr char kAlphabet[] =
@@ -485,8 +488,8 @@ json embeddings_json(const std::string& model, const std::vector<std::vector<flo
   json data = json::array();
   for (size_t i = 0; i < vectors.size(); ++i) {
     // base64: little-endian float32 bytes, as OpenAI sends them (x86/ARM are little-endian).
-    json embedding = base64 ? json(base64_encode(vectors[i].data(), vectors[i].size() * 4))
-                            : json(vectors[i]);
+    json embedding =
+        base64 ? json(base64_encode(vectors[i].data(), vectors[i].size() * 4)) : json(vectors[i]);
     data.push_back({{"object", "embedding"}, {"index", i}, {"embedding", std::move(embedding)}});
   }
   return {{"object", "list"},

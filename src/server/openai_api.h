@@ -3,12 +3,11 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "edgelm/edgelm.h"
 
@@ -49,8 +48,8 @@ struct CompletionRequest {
   std::string prompt;                  // completions: text prompt
   std::vector<int32_t> prompt_tokens;  // completions: token-id prompt
   bool prompt_is_tokens = false;
-  bool echo = false;     // completions: prepend the prompt to the text
-  int max_tokens = -1;   // -1: not given
+  bool echo = false;    // completions: prepend the prompt to the text
+  int max_tokens = -1;  // -1: not given
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   bool seed_given = false;
@@ -112,6 +111,6 @@ std::string random_id(std::string_view prefix);
 // models) get the message contents joined by blank lines, so a chat client
 // still works as a plain continuation.
 std::string render_plain_chat(const std::vector<ChatMessage>& messages);
-  // prefix + 24 random alphanumerics
+// prefix + 24 random alphanumerics
 
 }  // namespace edgelm::server

@@ -40,8 +40,8 @@ void check_token_ids(const Model& model, const std::vector<int32_t>& tokens, con
   const int vocab = model.vocab_size();
   for (int32_t token : tokens) {
     if (token < 0 || token >= vocab) {
-      throw ApiError(400, str_cat("token id ", token, " is outside the vocabulary (0..", vocab - 1,
-                                  ")"),
+      throw ApiError(400,
+                     str_cat("token id ", token, " is outside the vocabulary (0..", vocab - 1, ")"),
                      "invalid_request_error", param);
     }
   }

@@ -24,7 +24,8 @@ int64_t parse_int(const std::string& flag, const std::string& value, int64_t lo,
   } catch (const std::exception&) {
     used = 0;
   }
-  if (used == 0 || used != value.size()) fail("serve: ", flag, " expects an integer, got '", value, "'");
+  if (used == 0 || used != value.size())
+    fail("serve: ", flag, " expects an integer, got '", value, "'");
   if (number < lo || number > hi) {
     fail("serve: ", flag, " must be between ", lo, " and ", hi, ", got ", number);
   }
@@ -50,16 +51,21 @@ std::string server_usage() {
          "  -m, --model PATH          model: HF directory, .gguf or llama2.c .bin\n"
          "  --host ADDR               address to listen on (default 127.0.0.1)\n"
          "  --port N                  port (default 8080; 0 picks a free one)\n"
-         "  --api-key KEY             require 'Authorization: Bearer KEY' (default: $EDGELM_API_KEY)\n"
+         "  --api-key KEY             require 'Authorization: Bearer KEY' (default: "
+         "$EDGELM_API_KEY)\n"
          "  -np, --parallel N         requests generating at once, one KV cache each (default 2)\n"
-         "  --queue-limit N           requests that may wait for a slot; more get 429 (default 16)\n"
+         "  --queue-limit N           requests that may wait for a slot; more get 429 (default "
+         "16)\n"
          "  -c, --ctx-size N          context length per slot (default: the model's)\n"
-         "  --max-tokens N            default max_tokens when a request sets none (default: fill the context)\n"
+         "  --max-tokens N            default max_tokens when a request sets none (default: fill "
+         "the context)\n"
          "  --max-body-bytes N        largest accepted request body (default 1048576)\n"
-         "  --cors-origin ORIGIN      send CORS headers for ORIGIN ('*' or a comma list; default off)\n"
+         "  --cors-origin ORIGIN      send CORS headers for ORIGIN ('*' or a comma list; default "
+         "off)\n"
          "  --alias NAME              model id reported by /v1/models (default: the file name)\n"
          "  --timeout S               socket read/write timeout in seconds (default 15)\n"
-         "  --shutdown-timeout S      on SIGINT/SIGTERM, cancel requests still running after S (default 10)\n"
+         "  --shutdown-timeout S      on SIGINT/SIGTERM, cancel requests still running after S "
+         "(default 10)\n"
          "  --quiet                   no per-request log lines\n"
          "  --debug-token-delay-ms N  testing only: sleep N ms after each generated token\n";
 }
@@ -129,7 +135,8 @@ int run_server(std::shared_ptr<Model> model, const ServerOptions& given_options)
   struct sigaction action {};
   action.sa_handler = on_stop_signal;
   sigemptyset(&action.sa_mask);
-  struct sigaction old_int {}, old_term {};
+  struct sigaction old_int {
+  }, old_term{};
   sigaction(SIGINT, &action, &old_int);
   sigaction(SIGTERM, &action, &old_term);
 

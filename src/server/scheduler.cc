@@ -87,9 +87,8 @@ void Scheduler::cancel(const std::shared_ptr<Job>& job) {
       queue_.erase(it);
       was_queued = true;
     }
-    if (queue_.empty() && std::none_of(running_.begin(), running_.end(), [](auto& j) {
-          return !!j;
-        })) {
+    if (queue_.empty() &&
+        std::none_of(running_.begin(), running_.end(), [](auto& j) { return !!j; })) {
       became_idle_.notify_all();
     }
   }

@@ -21,8 +21,8 @@ struct ServerOptions {
   int port = 8080;  // 0: any free port (the chosen one is printed)
   // Empty: no authentication. run_server falls back to $EDGELM_API_KEY.
   std::string api_key;
-  int parallel = 2;      // generation slots, each with its own Session (KV cache)
-  int queue_limit = 16;  // requests that may wait for a slot; more get 429
+  int parallel = 2;                 // generation slots, each with its own Session (KV cache)
+  int queue_limit = 16;             // requests that may wait for a slot; more get 429
   size_t max_body_bytes = 1 << 20;  // larger request bodies get 413
   std::string cors_origin;          // empty: no CORS headers; "*" or an origin
   int context_length = 0;           // per slot; 0: the model's maximum

@@ -256,6 +256,7 @@ describe('edgelm serve: slots, queue, disconnects', () => {
     const cancelledBefore = await metric(server, 'edgelm_requests_cancelled_total');
     const controller = new AbortController();
     const response = await streamRequest(400, controller.signal);  // 400 tokens * 20 ms = 8 s
+    assert.equal(response.status, 200);
     const reader = response.body.getReader();
     await reader.read();  // the first chunk arrived: generation is running
     await sleep(100);
@@ -267,6 +268,7 @@ describe('edgelm serve: slots, queue, disconnects', () => {
       body: JSON.stringify({ prompt: PROMPT, max_tokens: 3 }),
     });
     assert.equal(next.status, 200);
+    assert.equal((await next.json()).usage.completion_tokens, 3);  // headers come early; wait for the body
     const elapsed = Date.now() - started;
     assert.ok(elapsed < 3000, `slot freed after ${elapsed} ms`);
     assert.equal(await metric(server, 'edgelm_requests_cancelled_total'), cancelledBefore + 1);

@@ -1,0 +1,159 @@
+// In-process HTTP tests: HttpServer on a free loopback port with the bundled
+// stories260K model, driven by httplib's client.
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <thread>
+
+#include "edgelm/edgelm.h"
+#include "server/openai_api.h"
+#include "server/server.h"
+
+namespace edgelm::server {
+namespace {
+
+const char* kModel = EDGELM_SOURCE_DIR "/models/stories260K/stories260K.bin";
+
+class HttpServerTest : public ::testing::Test {
+ protected:
+  void start(ServerOptions options) {
+    options.port = 0;
+    options.log_requests = false;
+    server_ = std::make_unique<HttpServer>(Model::load(kModel), options);
+    port_ = server_->bind();
+    thread_ = std::thread([this] { server_->serve(); });
+    client_ = std::make_unique<httplib::Client>("127.0.0.1", port_);
+    client_->set_read_timeout(30, 0);
+  }
+  void TearDown() override {
+    if (!server_) return;
+    server_->shutdown();
+    thread_.join();
+  }
+
+  std::unique_ptr<HttpServer> server_;
+  int port_ = 0;
+  std::thread thread_;
+  std::unique_ptr<httplib::Client> client_;
+};
+
+TEST_F(HttpServerTest, CompletionAndChat) {
+  start({});
+  auto res = client_->Post("/v1/completions",
+                           R"({"prompt": "Once upon a time", "max_tokens": 6, "temperature": 0})",
+                           "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  json out = json::parse(res->body);
+  EXPECT_EQ(out["object"], "text_completion");
+  EXPECT_EQ(out["model"], "stories260K");
+  EXPECT_EQ(out["usage"]["completion_tokens"], 6);
+  EXPECT_EQ(out["choices"][0]["finish_reason"], "length");
+  const std::string text = out["choices"][0]["text"];
+  EXPECT_FALSE(text.empty());
+
+  res = client_->Post("/v1/chat/completions",
+                      R"({"messages": [{"role": "user", "content": "Once upon a time"}],
+                          "max_tokens": 6, "temperature": 0, "stream": true})",
+                      "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200);
+  EXPECT_EQ(res->get_header_value("Content-Type"), "text/event-stream");
+  // Same greedy text as the completion, streamed as chunks ending in [DONE].
+  std::string streamed;
+  size_t pos = 0;
+  int events = 0;
+  while ((pos = res->body.find("data: ", pos)) != std::string::npos) {
+    size_t end = res->body.find("\n\n", pos);
+    std::string data = res->body.substr(pos + 6, end - pos - 6);
+    pos = end;
+    ++events;
+    if (data == "[DONE]") break;
+    json chunk = json::parse(data);
+    EXPECT_EQ(chunk["object"], "chat.completion.chunk");
+    streamed += chunk["choices"][0]["delta"].value("content", "");
+  }
+  EXPECT_EQ(streamed, text);
+  EXPECT_GE(events, 4);
+  EXPECT_EQ(res->body.substr(res->body.size() - 14), "data: [DONE]\n\n");
+}
+
+TEST_F(HttpServerTest, ErrorsAndEmbeddings) {
+  start({});
+  auto res = client_->Post("/v1/chat/completions", "{\"messages\": 5}", "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400);
+  EXPECT_EQ(json::parse(res->body)["error"]["param"], "messages");
+  res =
+      client_->Post("/v1/completions", R"({"prompt": "x", "model": "other"})", "application/json");
+  EXPECT_EQ(res->status, 404);
+  res = client_->Get("/v1/nothing");
+  EXPECT_EQ(res->status, 404);
+  EXPECT_TRUE(json::parse(res->body).contains("error"));
+  res = client_->Post("/v1/embeddings", R"({"input": ["a cat", "a dog"]})", "application/json");
+  ASSERT_EQ(res->status, 200) << res->body;
+  json out = json::parse(res->body);
+  ASSERT_EQ(out["data"].size(), 2u);
+  EXPECT_GT(out["data"][0]["embedding"].size(), 0u);
+  res = client_->Get("/metrics");
+  EXPECT_NE(res->body.find("edgelm_requests_total{route=\"/v1/embeddings\",status=\"200\"} 1"),
+            std::string::npos);
+}
+
+TEST_F(HttpServerTest, ApiKey) {
+  ServerOptions options;
+  options.api_key = "k";
+  start(options);
+  EXPECT_EQ(client_->Get("/health")->status, 200);
+  EXPECT_EQ(client_->Get("/v1/models")->status, 401);
+  auto res =
+      client_->Post("/v1/completions", R"({"prompt": "x", "max_tokens": 1})", "application/json");
+  EXPECT_EQ(res->status, 401);
+  EXPECT_EQ(json::parse(res->body)["error"]["code"], "invalid_api_key");
+  client_->set_bearer_token_auth("k");
+  EXPECT_EQ(client_->Get("/v1/models")->status, 200);
+}
+
+TEST_F(HttpServerTest, BodyLimit) {
+  ServerOptions options;
+  options.max_body_bytes = 4096;
+  start(options);
+  std::string body = R"({"prompt": ")" + std::string(10000, 'a') + "\"}";
+  auto res = client_->Post("/v1/completions", body, "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 413);
+  EXPECT_EQ(json::parse(res->body)["error"]["code"], "request_too_large");
+}
+
+TEST(ServerFlags, ParsesAndRejects) {
+  ServerOptions options;
+  std::string model;
+  std::vector<std::string> args = {
+      "-m",        "model.gguf", "--port",        "9000", "--parallel", "4",
+      "--api-key", "s",          "--cors-origin", "*",    "--ctx-size", "256"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  ASSERT_TRUE(parse_server_flags(int(argv.size()), argv.data(), options, model));
+  EXPECT_EQ(model, "model.gguf");
+  EXPECT_EQ(options.port, 9000);
+  EXPECT_EQ(options.parallel, 4);
+  EXPECT_EQ(options.api_key, "s");
+  EXPECT_EQ(options.cors_origin, "*");
+  EXPECT_EQ(options.context_length, 256);
+
+  auto parse = [](std::vector<std::string> list) {
+    ServerOptions o;
+    std::string m;
+    std::vector<char*> v;
+    for (auto& a : list) v.push_back(a.data());
+    parse_server_flags(int(v.size()), v.data(), o, m);
+  };
+  EXPECT_THROW(parse({"-m", "x", "--port", "70000"}), Error);
+  EXPECT_THROW(parse({"-m", "x", "--parallel", "0"}), Error);
+  EXPECT_THROW(parse({"-m", "x", "--port", "12ab"}), Error);
+  EXPECT_THROW(parse({"-m", "x", "--bogus"}), Error);
+  EXPECT_THROW(parse({"--port", "1"}), Error);  // no model
+}
+
+}  // namespace
+}  // namespace edgelm::server
