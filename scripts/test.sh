@@ -38,6 +38,6 @@ fi
 
 if [[ $skip != *" server "* ]]; then
   echo "== server integration tests"
-  tests/server/run.sh
+  tests/server/run.sh --load
 fi
 echo "== all tests passed"

@@ -28,10 +28,10 @@ struct LoadOptions {
 };
 
 struct SamplingParams {
-  float temperature = 0.8f;  // <= 0: greedy
-  int top_k = 40;            // <= 0: off
-  float top_p = 0.95f;       // >= 1: off
-  float min_p = 0.05f;       // <= 0: off
+  float temperature = 0.8f;         // <= 0: greedy
+  int top_k = 40;                   // <= 0: off
+  float top_p = 0.95f;              // >= 1: off
+  float min_p = 0.05f;              // <= 0: off
   float repetition_penalty = 1.0f;  // 1: off (llama.cpp's repeat_penalty)
   float frequency_penalty = 0.0f;
   float presence_penalty = 0.0f;
@@ -76,12 +76,11 @@ struct ChatMessage {
   std::string content;
 };
 
-
 enum class FinishReason { kStop, kLength, kEndOfText, kCancelled };
 const char* finish_reason_name(FinishReason reason);  // "stop", "length", ...
 
 struct GenerateOptions {
-  int max_tokens = 256;  // < 0: until EOS or the context is full
+  int max_tokens = 256;           // < 0: until EOS or the context is full
   std::vector<std::string> stop;  // stop strings; not included in the output
   SamplingParams sampling;
   // If the prompt does not fit the context: throw (default) or keep its last tokens.
@@ -139,10 +138,16 @@ class Model {
 
 class SessionImpl;
 
+struct SessionOptions {
+  int context_length = 0;       // 0: the model's maximum
+  std::string kv_type = "f16";  // KV cache element type: "f16" or "f32"
+};
+
 class Session {
  public:
   // context_length 0: the model's maximum.
   explicit Session(std::shared_ptr<const Model> model, int context_length = 0);
+  Session(std::shared_ptr<const Model> model, const SessionOptions& options);
   ~Session();
   Session(Session&&) noexcept;
   Session& operator=(Session&&) noexcept;
@@ -153,7 +158,7 @@ class Session {
   // did not change), so they need not be evaluated again.
   void rewind(int n_tokens);
   const std::vector<int32_t>& tokens() const;  // the context
-  int n_past() const;  // tokens in the context
+  int n_past() const;                          // tokens in the context
   int context_length() const;
 
   // Appends tokens to the context (batched prefill) and returns the logits for

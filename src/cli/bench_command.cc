@@ -89,8 +89,8 @@ int bench_command(const BenchFlags& f) {
   std::printf("load time:          %.3f s\n", load_seconds);
   std::printf("prefill:            %.1f tok/s (%d-token prompt, median of %d)\n", prefill,
               f.prompt_tokens, f.repetitions);
-  std::printf("decode:             %.1f tok/s (%d tokens, median of %d)\n", decode,
-              f.decode_tokens, f.repetitions);
+  std::printf("decode:             %.1f tok/s (%d tokens, median of %d)\n", decode, f.decode_tokens,
+              f.repetitions);
   std::printf("weights per token:  %.1f MiB\n", info.weight_bytes_per_token / 1048576.0);
   std::printf("memory bandwidth:   %.1f GB/s (measured)\n", bandwidth);
   std::printf("decode roofline:    %.1f tok/s -> achieved %.0f%% of roofline\n", roofline_tps,

@@ -19,7 +19,7 @@ struct ModelOptions {
 };
 
 struct Command {
-  CLI::App* app;              // the sub-command, with its flags
+  CLI::App* app;             // the sub-command, with its flags
   std::function<int()> run;  // runs it after parsing; returns the exit code
 };
 
@@ -31,8 +31,9 @@ std::shared_ptr<Model> load_model_from_options(const ModelOptions& m);
 std::vector<Command> register_commands(CLI::App& app);
 // Each group of commands lives in its own file.
 void register_generation_commands(CLI::App& app, std::vector<Command>& out);  // run, chat
-void register_model_commands(CLI::App& app, std::vector<Command>& out);  // info, tokenize
+void register_model_commands(CLI::App& app, std::vector<Command>& out);       // info, tokenize
 void register_bench_command(CLI::App& app, std::vector<Command>& out);
+void register_serve_command(CLI::App& app, std::vector<Command>& out);
 void register_eval_commands(CLI::App& app, std::vector<Command>& out);  // perplexity
 
 // One line of progress on stderr: "label [=====>    ] 42% 12.3 it/s ETA 5s".

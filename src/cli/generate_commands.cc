@@ -78,11 +78,12 @@ GenerateOptions to_options(const SamplingFlags& f, const Model& model) {
 }
 
 void print_stats(const GenerateResult& r) {
-  std::fprintf(stderr, "\n[prompt: %d tokens in %.3f s (%.1f tok/s); generated: %d tokens in %.3f s "
-                       "(%.1f tok/s); finish: %s]\n",
+  std::fprintf(stderr,
+               "\n[prompt: %d tokens in %.3f s (%.1f tok/s); generated: %d tokens in %.3f s "
+               "(%.1f tok/s); finish: %s]\n",
                r.prompt_tokens, r.prompt_seconds,
-               r.prompt_seconds > 0 ? r.prompt_tokens / r.prompt_seconds : 0.0,
-               r.completion_tokens, r.decode_seconds,
+               r.prompt_seconds > 0 ? r.prompt_tokens / r.prompt_seconds : 0.0, r.completion_tokens,
+               r.decode_seconds,
                r.decode_seconds > 0 ? r.completion_tokens / r.decode_seconds : 0.0,
                finish_reason_name(r.finish_reason));
 }
@@ -106,7 +107,8 @@ int run_command(const RunFlags& f) {
   Session session(model, f.sampling.context);
   const std::vector<int32_t> prompt = model->tokenize(f.prompt, !f.no_bos, f.raw);
   std::fwrite(f.prompt.data(), 1, f.prompt.size(), stdout);
-  const GenerateResult r = session.generate(prompt, to_options(f.sampling, *model), stream_to_stdout);
+  const GenerateResult r =
+      session.generate(prompt, to_options(f.sampling, *model), stream_to_stdout);
   std::printf("\n");
   if (f.sampling.stats) print_stats(r);
   return 0;
@@ -124,8 +126,9 @@ int chat_command(const ChatFlags& f) {
   std::vector<ChatMessage> history;
   if (!f.system.empty()) history.push_back({"system", f.system});
   const GenerateOptions options = to_options(f.sampling, *model);
-  std::fprintf(stderr, "edgelm chat: %s (%s template). /reset clears the history, /exit or "
-                       "Ctrl-D quits.\n",
+  std::fprintf(stderr,
+               "edgelm chat: %s (%s template). /reset clears the history, /exit or "
+               "Ctrl-D quits.\n",
                model->info().name.c_str(), model->info().chat_template.c_str());
   std::string line;
   while (true) {
@@ -140,8 +143,8 @@ int chat_command(const ChatFlags& f) {
     if (line.empty()) continue;
     history.push_back({"user", line});
     // Re-tokenize the whole conversation; the unchanged prefix stays in the cache.
-    const std::vector<int32_t> all = model->tokenize(model->apply_chat_template(history, true),
-                                                     true, true);
+    const std::vector<int32_t> all =
+        model->tokenize(model->apply_chat_template(history, true), true, true);
     const std::vector<int32_t>& cached = session.tokens();
     size_t common = 0;
     while (common < cached.size() && common < all.size() && cached[common] == all[common]) {

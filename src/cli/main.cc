@@ -47,6 +47,7 @@ std::vector<Command> register_commands(CLI::App& app) {
   register_generation_commands(app, commands);
   register_model_commands(app, commands);
   register_bench_command(app, commands);
+  register_serve_command(app, commands);
   register_eval_commands(app, commands);
   return commands;
 }

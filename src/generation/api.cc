@@ -16,10 +16,14 @@ namespace edgelm {
 
 const char* finish_reason_name(FinishReason reason) {
   switch (reason) {
-    case FinishReason::kStop: return "stop";
-    case FinishReason::kLength: return "length";
-    case FinishReason::kEndOfText: return "stop";
-    case FinishReason::kCancelled: return "cancelled";
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kEndOfText:
+      return "stop";
+    case FinishReason::kCancelled:
+      return "cancelled";
   }
   return "stop";
 }
@@ -29,7 +33,9 @@ double measure_memory_bandwidth(int threads) {
   return measure_read_bandwidth_gbs(pool);
 }
 
-std::string active_kernel_isa() { return isa_name(active_isa()); }
+std::string active_kernel_isa() {
+  return isa_name(active_isa());
+}
 
 // ---------------------------------------------------------------- Model
 
@@ -39,8 +45,8 @@ std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   ModelImpl& m = *model->impl_;
   m.loaded = load_model(path);
   m.tokenizer = std::make_unique<Tokenizer>(m.loaded->vocab);
-  m.threads = options.threads > 0 ? options.threads
-                                  : std::max(1u, std::thread::hardware_concurrency());
+  m.threads =
+      options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
   m.chat_format = options.chat_template_override.empty()
                       ? detect_chat_format(m.loaded->chat_template_source)
                       : chat_format_from_name(options.chat_template_override);
@@ -78,7 +84,9 @@ std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
 
 Model::~Model() = default;
 
-const ModelInfo& Model::info() const { return impl_->info; }
+const ModelInfo& Model::info() const {
+  return impl_->info;
+}
 
 std::vector<int32_t> Model::tokenize(const std::string& text, bool add_special,
                                      bool parse_special) const {
@@ -93,13 +101,21 @@ std::string Model::token_piece(int32_t token) const {
   return impl_->tokenizer->token_to_piece(token, true);
 }
 
-int32_t Model::bos_token() const { return impl_->loaded->vocab.bos; }
-int32_t Model::eos_token() const { return impl_->loaded->vocab.eos; }
+int32_t Model::bos_token() const {
+  return impl_->loaded->vocab.bos;
+}
+int32_t Model::eos_token() const {
+  return impl_->loaded->vocab.eos;
+}
 bool Model::is_end_of_generation(int32_t token) const {
   return impl_->tokenizer->is_end_of_generation(token);
 }
-int Model::vocab_size() const { return impl_->loaded->config.vocab_size; }
-int Model::context_length() const { return impl_->loaded->config.context_length; }
+int Model::vocab_size() const {
+  return impl_->loaded->config.vocab_size;
+}
+int Model::context_length() const {
+  return impl_->loaded->config.context_length;
+}
 
 std::string Model::apply_chat_template(const std::vector<ChatMessage>& messages,
                                        bool add_generation_prompt) const {
@@ -108,12 +124,13 @@ std::string Model::apply_chat_template(const std::vector<ChatMessage>& messages,
 
 // ---------------------------------------------------------------- Session
 
-SessionImpl::SessionImpl(std::shared_ptr<const Model> m, int context)
+SessionImpl::SessionImpl(std::shared_ptr<const Model> m, const SessionOptions& options)
     : model(std::move(m)), loaded(*model->impl().loaded), pool(model->impl().threads) {
   const ModelConfig& c = loaded.config;
+  const int context = options.context_length;
   if (context < 0) fail("context length must be >= 0, got ", context);
   capacity = context == 0 ? c.context_length : std::min(context, c.context_length);
-  cache.allocate(c, capacity);
+  cache.allocate(c, capacity, dtype_from_name(options.kv_type));
   buffers.allocate(c, std::min(kMaxBatch, capacity), capacity, pool.size());
   logits.assign(c.vocab_size, 0.0f);
   sample_logits.assign(c.vocab_size, 0.0f);
@@ -146,7 +163,9 @@ void SessionImpl::run(const int32_t* tokens, int n, std::vector<float>* all) {
 }
 
 Session::Session(std::shared_ptr<const Model> model, int context_length)
-    : impl_(std::make_unique<SessionImpl>(std::move(model), context_length)) {}
+    : Session(std::move(model), SessionOptions{context_length, "f16"}) {}
+Session::Session(std::shared_ptr<const Model> model, const SessionOptions& options)
+    : impl_(std::make_unique<SessionImpl>(std::move(model), options)) {}
 Session::~Session() = default;
 Session::Session(Session&&) noexcept = default;
 Session& Session::operator=(Session&&) noexcept = default;
@@ -172,10 +191,16 @@ void Session::rewind(int n_tokens) {
   }
 }
 
-const std::vector<int32_t>& Session::tokens() const { return impl_->tokens; }
+const std::vector<int32_t>& Session::tokens() const {
+  return impl_->tokens;
+}
 
-int Session::n_past() const { return static_cast<int>(impl_->tokens.size()); }
-int Session::context_length() const { return impl_->capacity; }
+int Session::n_past() const {
+  return static_cast<int>(impl_->tokens.size());
+}
+int Session::context_length() const {
+  return impl_->capacity;
+}
 
 const float* Session::evaluate(const std::vector<int32_t>& tokens) {
   SessionImpl& s = *impl_;
@@ -239,8 +264,8 @@ GenerateResult Session::generate(const std::vector<int32_t>& prompt_in,
   const int room = s.capacity - static_cast<int>(s.tokens.size());
   if (static_cast<int>(prompt.size()) >= room) {
     if (!options.truncate_prompt || room <= 1) {
-      fail("prompt of ", prompt.size(), " tokens does not fit the context (", room,
-           " of ", s.capacity, " positions free, and at least one is needed to generate)");
+      fail("prompt of ", prompt.size(), " tokens does not fit the context (", room, " of ",
+           s.capacity, " positions free, and at least one is needed to generate)");
     }
     const int keep = room - 1;
     result.prompt_truncated_tokens = static_cast<int>(prompt.size()) - keep;

@@ -6,12 +6,18 @@ namespace edgelm {
 
 const char* chat_format_name(ChatFormat format) {
   switch (format) {
-    case ChatFormat::kNone: return "none";
-    case ChatFormat::kChatML: return "chatml";
-    case ChatFormat::kLlama2: return "llama2";
-    case ChatFormat::kLlama3: return "llama3";
-    case ChatFormat::kZephyr: return "zephyr";
-    case ChatFormat::kMistral: return "mistral";
+    case ChatFormat::kNone:
+      return "none";
+    case ChatFormat::kChatML:
+      return "chatml";
+    case ChatFormat::kLlama2:
+      return "llama2";
+    case ChatFormat::kLlama3:
+      return "llama3";
+    case ChatFormat::kZephyr:
+      return "zephyr";
+    case ChatFormat::kMistral:
+      return "mistral";
   }
   return "none";
 }
@@ -31,8 +37,9 @@ ChatFormat detect_chat_format(const std::string& t) {
   if (has("<|start_header_id|>")) return ChatFormat::kLlama3;
   if (has("<|user|>") && has("<|assistant|>")) return ChatFormat::kZephyr;
   if (has("[INST]")) return has("<<SYS>>") ? ChatFormat::kLlama2 : ChatFormat::kMistral;
-  fail("unrecognized chat template (not ChatML, Llama 2/3, Mistral or Zephyr); "
-       "choose one with --chat-template");
+  fail(
+      "unrecognized chat template (not ChatML, Llama 2/3, Mistral or Zephyr); "
+      "choose one with --chat-template");
 }
 
 namespace {

@@ -26,7 +26,7 @@ class SessionImpl {
  public:
   static constexpr int kMaxBatch = 128;  // prefill chunk: bounds scratch memory
 
-  SessionImpl(std::shared_ptr<const Model> model, int context);
+  SessionImpl(std::shared_ptr<const Model> model, const SessionOptions& options);
   void run(const int32_t* tokens, int n, std::vector<float>* all_logits);
 
   std::shared_ptr<const Model> model;

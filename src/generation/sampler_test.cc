@@ -8,7 +8,9 @@
 namespace edgelm {
 namespace {
 
-std::vector<float> logits_of(std::initializer_list<float> values) { return values; }
+std::vector<float> logits_of(std::initializer_list<float> values) {
+  return values;
+}
 
 TEST(Sampler, GreedyPicksArgmax) {
   Sampler s(SamplingParams::greedy(), 5);

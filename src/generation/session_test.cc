@@ -44,11 +44,11 @@ TEST(Session, CallbackTextConcatenatesToResult) {
   auto model = stories();
   Session s(model);
   std::string streamed;
-  const auto r = s.generate(model->tokenize("Once upon a time", true), greedy(40),
-                            [&](const TokenEvent& e) {
-                              streamed += e.text;
-                              return true;
-                            });
+  const auto r =
+      s.generate(model->tokenize("Once upon a time", true), greedy(40), [&](const TokenEvent& e) {
+        streamed += e.text;
+        return true;
+      });
   EXPECT_EQ(streamed, r.text);
   EXPECT_EQ(r.completion_tokens, 40);
   EXPECT_EQ(r.finish_reason, FinishReason::kLength);
@@ -79,9 +79,8 @@ TEST(Session, CallbackCanCancel) {
   auto model = stories();
   Session s(model);
   int calls = 0;
-  const auto r = s.generate(model->tokenize("Once", true), greedy(50), [&](const TokenEvent&) {
-    return ++calls < 5;
-  });
+  const auto r = s.generate(model->tokenize("Once", true), greedy(50),
+                            [&](const TokenEvent&) { return ++calls < 5; });
   EXPECT_EQ(r.finish_reason, FinishReason::kCancelled);
   EXPECT_EQ(r.completion_tokens, 5);
 }

@@ -19,8 +19,7 @@ void validate_config(const ModelConfig& c, const std::string& source) {
           "head_dim must be even and in 2..1024");
   require(c.hidden_dim > 0 && c.hidden_dim <= 1 << 20, "intermediate size must be in 1..2^20");
   require(c.vocab_size > 0 && c.vocab_size <= 1 << 22, "vocab size must be in 1..2^22");
-  require(c.context_length > 0 && c.context_length <= 1 << 24,
-          "context length must be in 1..2^24");
+  require(c.context_length > 0 && c.context_length <= 1 << 24, "context length must be in 1..2^24");
   require(c.rope_theta > 0 && std::isfinite(c.rope_theta), "rope theta must be positive");
   require(c.rms_eps > 0 && c.rms_eps < 1, "rms_norm_eps must be in (0, 1)");
   require(c.rope_factor > 0, "rope scaling factor must be positive");

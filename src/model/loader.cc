@@ -57,11 +57,10 @@ const float* as_f32(LoadedModel& model, const TensorView& t, int64_t expected) {
   return model.converted.back().data();
 }
 
-WeightMatrix as_matrix(const LoadedModel& model, const TensorView& t, int64_t rows,
-                       int64_t cols) {
+WeightMatrix as_matrix(const LoadedModel& model, const TensorView& t, int64_t rows, int64_t cols) {
   if (t.shape.size() != 2 || t.shape[0] != rows || t.shape[1] != cols) {
-    fail(model.path, ": tensor '", t.name, "' has shape ", shape_to_string(t.shape),
-         ", expected [", rows, ", ", cols, "]");
+    fail(model.path, ": tensor '", t.name, "' has shape ", shape_to_string(t.shape), ", expected [",
+         rows, ", ", cols, "]");
   }
   WeightMatrix w;
   w.type = t.dtype;
@@ -157,11 +156,12 @@ void load_gguf(LoadedModel& model) {
   c.n_kv_heads =
       static_cast<int>(gguf->get_int_opt(key("attention.head_count_kv")).value_or(c.n_heads));
   c.head_dim = c.n_heads > 0 ? c.dim / c.n_heads : 0;
-  c.head_dim = static_cast<int>(gguf->get_int_opt(key("attention.key_length")).value_or(c.head_dim));
+  c.head_dim =
+      static_cast<int>(gguf->get_int_opt(key("attention.key_length")).value_or(c.head_dim));
   c.context_length = static_cast<int>(gguf->get_int_opt(key("context_length")).value_or(2048));
   c.rope_theta = static_cast<float>(gguf->get_float_opt(key("rope.freq_base")).value_or(10000.0));
-  c.rms_eps =
-      static_cast<float>(gguf->get_float_opt(key("attention.layer_norm_rms_epsilon")).value_or(1e-5));
+  c.rms_eps = static_cast<float>(
+      gguf->get_float_opt(key("attention.layer_norm_rms_epsilon")).value_or(1e-5));
   // llama.cpp's converter permutes q/k of "llama" into the interleaved layout;
   // qwen2 keeps HF's layout and runs NEOX-style rope.
   c.rope_interleaved = arch != "qwen2";
@@ -205,8 +205,9 @@ std::string find_llama2c_tokenizer(const std::string& model_path, int vocab_size
   for (const std::string& name : {"tok" + n + ".bin", "tok" + n + ".model"}) {
     if (fs::exists(dir / name)) return (dir / name).string();
   }
-  fail(model_path, ": no tokenizer found beside the llama2.c checkpoint (looked for tokenizer.bin, "
-                   "tokenizer.model, tok",
+  fail(model_path,
+       ": no tokenizer found beside the llama2.c checkpoint (looked for tokenizer.bin, "
+       "tokenizer.model, tok",
        n, ".bin, tok", n, ".model in '", dir.string(), "')");
 }
 
@@ -306,8 +307,8 @@ std::string read_chat_template(const std::string& dir) {
   if (it->is_string()) return it->get<std::string>();
   if (it->is_array()) {  // [{"name": "default", "template": "..."}, ...]
     for (const json& entry : *it) {
-      if (entry.is_object() && entry.value("name", "") == "default" &&
-          entry.contains("template") && entry["template"].is_string()) {
+      if (entry.is_object() && entry.value("name", "") == "default" && entry.contains("template") &&
+          entry["template"].is_string()) {
         return entry["template"].get<std::string>();
       }
     }
@@ -358,8 +359,9 @@ void load_hf_dir(LoadedModel& model) {
     }
   }
   static const std::map<std::string, std::string> kArchitectures = {
-      {"llama", "llama"},         {"LlamaForCausalLM", "llama"}, {"mistral", "mistral"},
-      {"MistralForCausalLM", "mistral"}, {"qwen2", "qwen2"},     {"Qwen2ForCausalLM", "qwen2"},
+      {"llama", "llama"},     {"LlamaForCausalLM", "llama"},
+      {"mistral", "mistral"}, {"MistralForCausalLM", "mistral"},
+      {"qwen2", "qwen2"},     {"Qwen2ForCausalLM", "qwen2"},
   };
   auto known = kArchitectures.find(arch);
   if (known == kArchitectures.end()) {
@@ -394,8 +396,7 @@ void load_hf_dir(LoadedModel& model) {
       c.rope_factor = json_get<float>(*rs, "factor", 1.0f, src);
       c.rope_low_freq_factor = json_get<float>(*rs, "low_freq_factor", 1.0f, src);
       c.rope_high_freq_factor = json_get<float>(*rs, "high_freq_factor", 4.0f, src);
-      c.rope_original_context =
-          json_get<int>(*rs, "original_max_position_embeddings", 8192, src);
+      c.rope_original_context = json_get<int>(*rs, "original_max_position_embeddings", 8192, src);
     } else if (type == "linear") {
       c.rope_scaling = "linear";
       c.rope_factor = json_get<float>(*rs, "factor", 1.0f, src);

@@ -6,16 +6,41 @@
 #include "kernels/ops.h"
 #include "kernels/thread_pool.h"
 #include "util/error.h"
+#include "util/half.h"
 
 namespace edgelm {
 
-void KvCache::allocate(const ModelConfig& config, int new_capacity) {
+void KvCache::allocate(const ModelConfig& config, int new_capacity, DType new_type) {
+  if (new_type != DType::F16 && new_type != DType::F32) {
+    fail("KV cache type ", dtype_name(new_type), " is not supported (use f16 or f32)");
+  }
+  type = new_type;
   n_layers = config.n_layers;
+  n_kv_heads = config.n_kv_heads;
+  head_dim = config.head_dim;
   capacity = new_capacity;
-  kv_dim = config.kv_dim();
-  const size_t n = static_cast<size_t>(n_layers) * capacity * kv_dim;
-  keys.reset(new float[n]);
-  values.reset(new float[n]);
+  keys.reset(new uint8_t[bytes() / 2]);
+  values.reset(new uint8_t[bytes() / 2]);
+}
+
+void KvCache::store(int layer, int position, const float* k, const float* v) {
+  for (int g = 0; g < n_kv_heads; ++g) {
+    const float* kh = k + g * head_dim;
+    const float* vh = v + g * head_dim;
+    uint8_t* kd = key_matrix(layer, g) + static_cast<size_t>(position) * head_dim * element_bytes();
+    uint8_t* vd = value_matrix(layer, g) + static_cast<size_t>(position) * element_bytes();
+    const size_t v_stride = static_cast<size_t>(capacity) * element_bytes();
+    if (type == DType::F32) {
+      std::copy(kh, kh + head_dim, reinterpret_cast<float*>(kd));
+      for (int d = 0; d < head_dim; ++d) *reinterpret_cast<float*>(vd + d * v_stride) = vh[d];
+    } else {
+      auto* kd16 = reinterpret_cast<uint16_t*>(kd);
+      for (int d = 0; d < head_dim; ++d) kd16[d] = fp32_to_fp16(kh[d]);
+      for (int d = 0; d < head_dim; ++d) {
+        *reinterpret_cast<uint16_t*>(vd + d * v_stride) = fp32_to_fp16(vh[d]);
+      }
+    }
+  }
 }
 
 void ForwardBuffers::allocate(const ModelConfig& c, int batch, int capacity, int threads) {
@@ -31,10 +56,25 @@ void ForwardBuffers::allocate(const ModelConfig& c, int batch, int capacity, int
   ffn_up.assign(b * c.hidden_dim, 0.0f);
   rope_cos.assign(b * (c.head_dim / 2), 0.0f);
   rope_sin.assign(b * (c.head_dim / 2), 0.0f);
-  scores.assign(static_cast<size_t>(threads) * capacity, 0.0f);
+  scores.assign(static_cast<size_t>(threads) * (c.n_heads / c.n_kv_heads) * capacity, 0.0f);
+}
+
+std::string matrix_tensor_name(int layer, MatrixKind kind) {
+  static const char* kNames[] = {"attn_q",   "attn_k", "attn_v",   "attn_output",
+                                 "ffn_gate", "ffn_up", "ffn_down", "output"};
+  const char* name = kNames[static_cast<int>(kind)];
+  if (kind == MatrixKind::kOutput) return "output.weight";
+  return "blk." + std::to_string(layer) + "." + name + ".weight";
 }
 
 namespace {
+
+// y = x W^T for a batch, telling the hook (if any) what went in.
+void project(const WeightMatrix& w, const float* x, int n, float* y, ForwardBuffers& buf,
+             ThreadPool& pool, int layer, MatrixKind kind) {
+  if (buf.hook != nullptr) buf.hook(buf.hook_context, layer, kind, x, n, static_cast<int>(w.cols));
+  matmul(w, x, n, y, &pool);
+}
 
 void add_bias(float* rows, const float* bias, int n, int width) {
   if (bias == nullptr) return;
@@ -42,38 +82,58 @@ void add_bias(float* rows, const float* bias, int n, int width) {
 }
 
 // Causal attention of n new tokens (at positions [position, position+n)) over
-// the cache, one (token, head) pair at a time, split across threads.
+// the cache. Work items are (token, KV head) pairs; the query heads sharing a KV
+// head go through the matmul kernels together as a small batch.
 void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache,
             ForwardBuffers& buf, ThreadPool& pool) {
   const int head_dim = c.head_dim;
   const int group = c.n_heads / c.n_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-  const int64_t pairs = static_cast<int64_t>(n) * c.n_heads;
+  const int64_t items = static_cast<int64_t>(n) * c.n_kv_heads;
   const int threads = pool.size();
-  pool.run_on_all([&](int thread) {
-    float* scores = buf.scores.data() + static_cast<size_t>(thread) * cache.capacity;
-    const int64_t begin = pairs * thread / threads;
-    const int64_t end = pairs * (thread + 1) / threads;
-    for (int64_t pair = begin; pair < end; ++pair) {
-      const int i = static_cast<int>(pair / c.n_heads);
-      const int h = static_cast<int>(pair % c.n_heads);
-      const int kv_head = h / group;
-      const int last = position + i;  // attends to positions 0..last
-      const float* q = buf.q.data() + static_cast<size_t>(i) * c.q_dim() + h * head_dim;
-      for (int t = 0; t <= last; ++t) {
-        const float* k = cache.key(layer, t) + kv_head * head_dim;
-        float dot = 0.0f;
-        for (int d = 0; d < head_dim; ++d) dot += q[d] * k[d];
-        scores[t] = dot * scale;
+  const size_t scores_per_thread = static_cast<size_t>(group) * cache.capacity;
+  struct Context {
+    const ModelConfig* c;
+    KvCache* cache;
+    ForwardBuffers* buf;
+    int layer, position, head_dim, group, threads;
+    float scale;
+    int64_t items;
+    size_t scores_per_thread;
+  } ctx{&c,    &cache,  &buf,  layer, position,         head_dim,
+        group, threads, scale, items, scores_per_thread};
+  // One pointer of capture: the callable fits std::function's inline storage.
+  pool.run_on_all([p = &ctx](int thread) {
+    const Context& x = *p;
+    float* scores = x.buf->scores.data() + thread * x.scores_per_thread;
+    const int64_t begin = x.items * thread / x.threads;
+    const int64_t end = x.items * (thread + 1) / x.threads;
+    const int q_dim = x.c->q_dim();
+    for (int64_t item = begin; item < end; ++item) {
+      const int i = static_cast<int>(item / x.c->n_kv_heads);
+      const int g = static_cast<int>(item % x.c->n_kv_heads);
+      const int length = x.position + i + 1;  // attends to positions 0..position+i
+      const size_t offset =
+          static_cast<size_t>(i) * q_dim + static_cast<size_t>(g) * x.group * x.head_dim;
+      WeightMatrix keys;
+      keys.type = x.cache->type;
+      keys.rows = length;
+      keys.cols = x.head_dim;
+      keys.data = x.cache->key_matrix(x.layer, g);
+      keys.row_bytes = x.head_dim * x.cache->element_bytes();
+      matmul(keys, x.buf->q.data() + offset, x.group, scores, nullptr);  // [group][length]
+      for (int j = 0; j < x.group; ++j) {
+        float* row = scores + static_cast<size_t>(j) * length;
+        for (int t = 0; t < length; ++t) row[t] *= x.scale;
+        softmax(row, length);
       }
-      softmax(scores, last + 1);
-      float* out = buf.attention.data() + static_cast<size_t>(i) * c.q_dim() + h * head_dim;
-      std::fill(out, out + head_dim, 0.0f);
-      for (int t = 0; t <= last; ++t) {
-        const float* v = cache.value(layer, t) + kv_head * head_dim;
-        const float w = scores[t];
-        for (int d = 0; d < head_dim; ++d) out[d] += w * v[d];
-      }
+      WeightMatrix values;
+      values.type = x.cache->type;
+      values.rows = x.head_dim;
+      values.cols = length;
+      values.data = x.cache->value_matrix(x.layer, g);
+      values.row_bytes = static_cast<size_t>(x.cache->capacity) * x.cache->element_bytes();
+      matmul(values, scores, x.group, x.buf->attention.data() + offset, nullptr);
     }
   });
 }
@@ -111,9 +171,9 @@ void run_layers(const LoadedModel& model, const int32_t* tokens, int n, int posi
       rmsnorm(buf.x_norm.data() + static_cast<size_t>(i) * dim,
               buf.x.data() + static_cast<size_t>(i) * dim, L.attn_norm, dim, c.rms_eps);
     }
-    matmul(L.wq, buf.x_norm.data(), n, buf.q.data(), &pool);
-    matmul(L.wk, buf.x_norm.data(), n, buf.k.data(), &pool);
-    matmul(L.wv, buf.x_norm.data(), n, buf.v.data(), &pool);
+    project(L.wq, buf.x_norm.data(), n, buf.q.data(), buf, pool, l, MatrixKind::kAttnQ);
+    project(L.wk, buf.x_norm.data(), n, buf.k.data(), buf, pool, l, MatrixKind::kAttnK);
+    project(L.wv, buf.x_norm.data(), n, buf.v.data(), buf, pool, l, MatrixKind::kAttnV);
     add_bias(buf.q.data(), L.bq, n, c.q_dim());
     add_bias(buf.k.data(), L.bk, n, c.kv_dim());
     add_bias(buf.v.data(), L.bv, n, c.kv_dim());
@@ -122,14 +182,17 @@ void run_layers(const LoadedModel& model, const int32_t* tokens, int n, int posi
       const float* sin = buf.rope_sin.data() + static_cast<size_t>(i) * half;
       float* q = buf.q.data() + static_cast<size_t>(i) * c.q_dim();
       float* k = buf.k.data() + static_cast<size_t>(i) * c.kv_dim();
-      for (int h = 0; h < c.n_heads; ++h) rope(q + h * c.head_dim, c.head_dim, cos, sin, c.rope_interleaved);
-      for (int h = 0; h < c.n_kv_heads; ++h) rope(k + h * c.head_dim, c.head_dim, cos, sin, c.rope_interleaved);
-      std::copy(k, k + c.kv_dim(), cache.key(l, position + i));
-      const float* v = buf.v.data() + static_cast<size_t>(i) * c.kv_dim();
-      std::copy(v, v + c.kv_dim(), cache.value(l, position + i));
+      for (int h = 0; h < c.n_heads; ++h) {
+        rope(q + h * c.head_dim, c.head_dim, cos, sin, c.rope_interleaved);
+      }
+      for (int h = 0; h < c.n_kv_heads; ++h) {
+        rope(k + h * c.head_dim, c.head_dim, cos, sin, c.rope_interleaved);
+      }
+      cache.store(l, position + i, k, buf.v.data() + static_cast<size_t>(i) * c.kv_dim());
     }
     attend(c, l, n, position, cache, buf, pool);
-    matmul(L.wo, buf.attention.data(), n, buf.x_norm.data(), &pool);
+    project(L.wo, buf.attention.data(), n, buf.x_norm.data(), buf, pool, l,
+            MatrixKind::kAttnOutput);
     add_inplace(buf.x.data(), buf.x_norm.data(), static_cast<int64_t>(n) * dim);
 
     // Feed-forward block (SwiGLU).
@@ -137,11 +200,13 @@ void run_layers(const LoadedModel& model, const int32_t* tokens, int n, int posi
       rmsnorm(buf.x_norm.data() + static_cast<size_t>(i) * dim,
               buf.x.data() + static_cast<size_t>(i) * dim, L.ffn_norm, dim, c.rms_eps);
     }
-    matmul(L.w_gate, buf.x_norm.data(), n, buf.ffn_gate.data(), &pool);
-    matmul(L.w_up, buf.x_norm.data(), n, buf.ffn_up.data(), &pool);
+    project(L.w_gate, buf.x_norm.data(), n, buf.ffn_gate.data(), buf, pool, l,
+            MatrixKind::kFfnGate);
+    project(L.w_up, buf.x_norm.data(), n, buf.ffn_up.data(), buf, pool, l, MatrixKind::kFfnUp);
     silu_mul(buf.ffn_gate.data(), buf.ffn_gate.data(), buf.ffn_up.data(),
              static_cast<int64_t>(n) * c.hidden_dim);
-    matmul(L.w_down, buf.ffn_gate.data(), n, buf.x_norm.data(), &pool);
+    project(L.w_down, buf.ffn_gate.data(), n, buf.x_norm.data(), buf, pool, l,
+            MatrixKind::kFfnDown);
     add_inplace(buf.x.data(), buf.x_norm.data(), static_cast<int64_t>(n) * dim);
   }
   for (int i = 0; i < n; ++i) {
@@ -152,16 +217,17 @@ void run_layers(const LoadedModel& model, const int32_t* tokens, int n, int posi
 
 }  // namespace
 
-void forward(const LoadedModel& model, const int32_t* tokens, int n, int position,
-             KvCache& cache, ForwardBuffers& buf, ThreadPool& pool, float* logits,
-             bool all_logits) {
+void forward(const LoadedModel& model, const int32_t* tokens, int n, int position, KvCache& cache,
+             ForwardBuffers& buf, ThreadPool& pool, float* logits, bool all_logits) {
   run_layers(model, tokens, n, position, cache, buf, pool);
   const int dim = model.config.dim;
+  const int last = model.config.n_layers;
   if (all_logits) {
-    matmul(model.weights.output, buf.x_norm.data(), n, logits, &pool);
+    project(model.weights.output, buf.x_norm.data(), n, logits, buf, pool, last,
+            MatrixKind::kOutput);
   } else {
-    matmul(model.weights.output, buf.x_norm.data() + static_cast<size_t>(n - 1) * dim, 1, logits,
-           &pool);
+    project(model.weights.output, buf.x_norm.data() + static_cast<size_t>(n - 1) * dim, 1, logits,
+            buf, pool, last, MatrixKind::kOutput);
   }
 }
 

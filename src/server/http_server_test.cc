@@ -125,35 +125,5 @@ TEST_F(HttpServerTest, BodyLimit) {
   EXPECT_EQ(json::parse(res->body)["error"]["code"], "request_too_large");
 }
 
-TEST(ServerFlags, ParsesAndRejects) {
-  ServerOptions options;
-  std::string model;
-  std::vector<std::string> args = {
-      "-m",        "model.gguf", "--port",        "9000", "--parallel", "4",
-      "--api-key", "s",          "--cors-origin", "*",    "--ctx-size", "256"};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  ASSERT_TRUE(parse_server_flags(int(argv.size()), argv.data(), options, model));
-  EXPECT_EQ(model, "model.gguf");
-  EXPECT_EQ(options.port, 9000);
-  EXPECT_EQ(options.parallel, 4);
-  EXPECT_EQ(options.api_key, "s");
-  EXPECT_EQ(options.cors_origin, "*");
-  EXPECT_EQ(options.context_length, 256);
-
-  auto parse = [](std::vector<std::string> list) {
-    ServerOptions o;
-    std::string m;
-    std::vector<char*> v;
-    for (auto& a : list) v.push_back(a.data());
-    parse_server_flags(int(v.size()), v.data(), o, m);
-  };
-  EXPECT_THROW(parse({"-m", "x", "--port", "70000"}), Error);
-  EXPECT_THROW(parse({"-m", "x", "--parallel", "0"}), Error);
-  EXPECT_THROW(parse({"-m", "x", "--port", "12ab"}), Error);
-  EXPECT_THROW(parse({"-m", "x", "--bogus"}), Error);
-  EXPECT_THROW(parse({"--port", "1"}), Error);  // no model
-}
-
 }  // namespace
 }  // namespace edgelm::server

@@ -37,12 +37,6 @@ struct ServerOptions {
   int debug_token_delay_ms = 0;
 };
 
-// Parses `serve` flags (argv excludes the program and subcommand names) into
-// `options`; fills `model_path` from -m/--model. Throws edgelm::Error on a bad
-// flag. Returns false if --help was given (usage already printed).
-bool parse_server_flags(int argc, char** argv, ServerOptions& options, std::string& model_path);
-std::string server_usage();
-
 // Serves until SIGINT/SIGTERM; returns the process exit code (0 on a clean shutdown).
 int run_server(std::shared_ptr<edgelm::Model> model, const ServerOptions& options);
 

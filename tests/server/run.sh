@@ -14,7 +14,8 @@ if [[ -z "${EDGELM_BIN:-}" && ! -x ../../build/bin/edgelm ]]; then
   exit 1
 fi
 if [[ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]]; then
-  echo "run.sh: no Chromium; the browser test will be skipped (apt-get install chromium)" >&2
+  echo "run.sh: no Chromium at ${CHROMIUM:-/usr/bin/chromium} for the browser test (apt-get install chromium)" >&2
+  exit 1
 fi
 
 npm ci --no-audit --no-fund --loglevel=error
