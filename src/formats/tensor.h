@@ -41,6 +41,9 @@ enum class DType : uint32_t {
   BF16 = 30,
   TQ1_0 = 34,
   TQ2_0 = 35,
+  // edgelm's own: FP8 E4M3 in blocks of 32 with an F16 scale (kernels/quant_formats.h).
+  // Outside ggml's id range, so llama.cpp rejects such files instead of misreading them.
+  FP8_E4M3 = 1000,
 };
 
 struct DTypeTraits {

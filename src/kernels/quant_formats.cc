@@ -5,7 +5,7 @@
 // `w * x[i] * l` (= (w * x[i]) * l) as they are, keep int->uint8 wrap-arounds
 // where ggml stores an int into a uint8_t, and never let the compiler contract
 // a*b+c into an FMA (CMakeLists.txt passes -ffp-contract=off).
-#include "compression/quant_formats.h"
+#include "kernels/quant_formats.h"
 
 #include <algorithm>
 #include <cmath>

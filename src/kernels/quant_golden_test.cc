@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "compression/quant_formats.h"
+#include "kernels/quant_formats.h"
 
 namespace edgelm {
 namespace {

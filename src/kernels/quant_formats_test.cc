@@ -1,4 +1,4 @@
-#include "compression/quant_formats.h"
+#include "kernels/quant_formats.h"
 
 #include <gtest/gtest.h>
 
