@@ -69,13 +69,13 @@ Weights make_weights(DType type, Shape shape, size_t min_total_bytes) {
     }
   }
   for (size_t c = 0; c < count; ++c) {
-    w.copies.push_back({type, shape.rows, shape.cols, w.bytes.data() + c * matrix_bytes, row_bytes});
+    w.copies.push_back(
+        {type, shape.rows, shape.cols, w.bytes.data() + c * matrix_bytes, row_bytes});
   }
   return w;
 }
 
-void run_matmul(benchmark::State& state, Isa isa, DType type, Shape shape, int threads,
-                int64_t n) {
+void run_matmul(benchmark::State& state, Isa isa, DType type, Shape shape, int threads, int64_t n) {
   set_active_isa(isa);
   ThreadPool& pool = pool_of(threads);
   const bool decode = n == 1;
@@ -120,9 +120,8 @@ void register_all() {
           for (int threads : {1, 2}) {
             const std::string name = std::string(n == 1 ? "matvec/" : "matmul_n64/") +
                                      dtype_name(type) + "/" + isa_name(isa) + "/" +
-                                     std::to_string(shape.rows) + "x" +
-                                     std::to_string(shape.cols) + "/threads:" +
-                                     std::to_string(threads);
+                                     std::to_string(shape.rows) + "x" + std::to_string(shape.cols) +
+                                     "/threads:" + std::to_string(threads);
             benchmark::RegisterBenchmark(name.c_str(), run_matmul, isa, type, shape, threads, n)
                 ->UseRealTime()
                 ->Unit(benchmark::kMicrosecond);

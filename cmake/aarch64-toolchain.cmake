@@ -23,5 +23,9 @@ set(CMAKE_IGNORE_PATH /usr/lib/x86_64-linux-gnu /usr/lib/x86_64-linux-gnu/cmake)
 set(ENV{PKG_CONFIG_LIBDIR} "/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig")
 set(ENV{PKG_CONFIG_PATH} "")
 
+# Static executables: under Debian 12's qemu-user (7.2) a dynamically linked
+# aarch64 program hangs when it starts its first thread; static ones run fine.
+set(CMAKE_EXE_LINKER_FLAGS_INIT "-static")
+
 # Lets gtest_discover_tests and ctest run target binaries.
 set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64 -L /usr/aarch64-linux-gnu)

@@ -5,7 +5,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config clang clang-format
   nlohmann-json3-dev libpcre2-dev libutf8proc-dev libcli11-dev libcpp-httplib-dev
   googletest libgtest-dev libbenchmark-dev
-  python3 python3-numpy
+  python3 python3-numpy python3-matplotlib
 )
 if [[ "${EDGELM_WITH_ARM64:-1}" == 1 ]]; then
   packages+=(g++-aarch64-linux-gnu qemu-user)

@@ -44,9 +44,13 @@ cmake --build "$build" --target "${targets[@]}" -j "$jobs"
 status=0
 for cpu in max cortex-a72 cortex-a53; do
   echo "=== kernels_tests on qemu-aarch64 -cpu $cpu"
-  if ! qemu-aarch64 -cpu "$cpu" -L /usr/aarch64-linux-gnu "$build/src/kernels/kernels_tests" \
-      --gtest_brief=1; then
-    echo "FAILED on -cpu $cpu"
+  log="$build/kernels_tests-$cpu.log"
+  if qemu-aarch64 -cpu "$cpu" -L /usr/aarch64-linux-gnu "$build/src/kernels/kernels_tests" \
+      >"$log" 2>&1; then
+    grep -E "^(isa|\[==========\]|\[  PASSED  \])" "$log" || true
+  else
+    grep -E "FAILED|Failure|isa" "$log" || tail -20 "$log"
+    echo "FAILED on -cpu $cpu (log: $log)"
     status=1
   fi
 done

@@ -1,36 +1,69 @@
 // `edgelm bench`: load time, prefill and decode speed, peak memory, and decode
 // speed as a fraction of the memory-bandwidth roofline, measured in one run.
+// Several -m and -t values give a matrix (models x thread counts) as one table;
+// with --quality-text and --base, every model also gets KLD / top-1 / PPL
+// against the base. tools/plot_bench.py turns the JSON into a PNG.
 #include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "cli/commands.h"
+#include "evaluation/perplexity.h"
+#include "util/mapped_file.h"
 
 namespace edgelm::cli {
 namespace {
 
 struct BenchFlags {
-  ModelOptions model;
+  std::vector<std::string> models;
+  std::vector<int> threads;
+  std::string chat_template;
   int prompt_tokens = 128;
   int decode_tokens = 64;
   int repetitions = 3;
+  std::string kv_type = "f16";
   std::string json_path;
+  std::string markdown_path;
+  std::string quality_text;  // with base: KLD / top-1 / PPL per model
+  std::string base_model;
+  int quality_context = 256;
+  int quality_chunks = 8;
+};
+
+struct Row {
+  ModelInfo info;
+  int threads = 0;
+  double load_seconds = 0, prefill = 0, decode = 0, bandwidth = 0, roofline = 0, rss = 0;
+  double bits_per_weight = 0;
+  bool has_quality = false;
+  double ppl = 0, ppl_uncertainty = 0, kld = 0, top1 = 0;
 };
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// Peak RSS since the last reset_peak_rss() (VmHWM), so each row of a matrix gets
+// its own peak rather than the largest model's.
+void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
+
 double peak_rss_mib() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;  // kB
+  }
   struct rusage usage {};
   getrusage(RUSAGE_SELF, &usage);
-  return usage.ru_maxrss / 1024.0;  // ru_maxrss is in KiB on Linux
+  return usage.ru_maxrss / 1024.0;
 }
 
 double median(std::vector<double> v) {
@@ -38,81 +71,208 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-int bench_command(const BenchFlags& f) {
-  const auto t_load = std::chrono::steady_clock::now();
-  auto model = load_model_from_options(f.model);
-  const double load_seconds = seconds_since(t_load);
-  const ModelInfo& info = model->info();
-  const int threads = f.model.threads;
+int effective_threads(int t) {
+  return t > 0 ? t : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
 
-  // Random but fixed prompt tokens (avoid special tokens at the start of the vocab).
-  std::mt19937 rng(1234);
-  std::uniform_int_distribution<int> pick(std::min(100, info.vocab_size - 1), info.vocab_size - 1);
-  std::vector<int32_t> prompt(f.prompt_tokens);
-  for (int32_t& t : prompt) t = pick(rng);
-  const int context = std::min(info.context_length, f.prompt_tokens + f.decode_tokens + 1);
+// Prefill and decode speed of one model at one thread count.
+void measure_speed(const std::shared_ptr<Model>& model, const BenchFlags& f, Row& row) {
+  const ModelInfo& info = model->info();
   if (f.prompt_tokens + f.decode_tokens + 1 > info.context_length) {
     throw Error("bench: prompt + decode tokens exceed the model context of " +
                 std::to_string(info.context_length));
   }
+  // Random but fixed prompt tokens (avoiding the special tokens at the start of most vocabs).
+  std::mt19937 rng(1234);
+  std::uniform_int_distribution<int> pick(std::min(100, info.vocab_size - 1), info.vocab_size - 1);
+  std::vector<int32_t> prompt(f.prompt_tokens);
+  for (int32_t& t : prompt) t = pick(rng);
 
-  Session session(model, context);
-  std::vector<double> prefill_tps, decode_tps;
+  SessionOptions session_options;
+  session_options.context_length = f.prompt_tokens + f.decode_tokens + 1;
+  session_options.kv_type = f.kv_type;
+  session_options.threads = row.threads;
+  Session session(model, session_options);
   GenerateOptions options;
   options.max_tokens = f.decode_tokens;
   options.ignore_eos = true;
   options.sampling = SamplingParams::greedy();
-  ProgressBar progress("bench", f.repetitions + 1);
+  std::vector<double> prefill_tps, decode_tps;
+  ProgressBar progress(info.name + " t" + std::to_string(row.threads), f.repetitions + 1);
   for (int rep = 0; rep <= f.repetitions; ++rep) {  // rep 0 warms caches and pages
     session.reset();
     const GenerateResult r = session.generate(prompt, options);
     if (rep > 0) {
       prefill_tps.push_back(r.prompt_tokens / r.prompt_seconds);
-      // The first sampled token comes from the prefill logits; decode steps = tokens - 1.
+      // The first token comes from the prefill logits: decode steps = tokens - 1.
       decode_tps.push_back((r.completion_tokens - 1) / r.decode_seconds);
     }
     progress.update(rep + 1);
   }
   progress.finish();
+  row.prefill = median(prefill_tps);
+  row.decode = median(decode_tps);
+}
 
-  const double rss = peak_rss_mib();  // before the bandwidth test's own buffer
-  const double bandwidth = measure_memory_bandwidth(threads);
-  const double prefill = median(prefill_tps);
-  const double decode = median(decode_tps);
-  const double roofline_tps = bandwidth * 1e9 / static_cast<double>(info.weight_bytes_per_token);
-  const double roofline_fraction = decode / roofline_tps;
+void measure_quality(const std::shared_ptr<Model>& base, const std::shared_ptr<Model>& model,
+                     const std::string& text, const BenchFlags& f, Row& row) {
+  namespace ev = edgelm::evaluation;
+  const std::vector<int32_t> tokens = ev::tokenize_shared_text(*base, *model, text);
+  ev::PerplexityOptions options;
+  options.context = f.quality_context;
+  options.max_chunks = f.quality_chunks;
+  const ev::ComparisonResult r = ev::compare_models(base, model, tokens, options);
+  row.has_quality = true;
+  row.ppl = r.stats.model.value;
+  row.ppl_uncertainty = r.stats.model.uncertainty;
+  row.kld = r.stats.mean_kld;
+  row.top1 = r.stats.top1_agreement;
+}
 
-  std::printf("model:              %s (%s, %s)\n", info.path.c_str(), info.format.c_str(),
-              info.dtypes.empty() ? "?" : info.dtypes.front().c_str());
-  std::printf("kernels:            %s, %d threads\n", active_kernel_isa().c_str(),
-              threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()));
-  std::printf("load time:          %.3f s\n", load_seconds);
-  std::printf("prefill:            %.1f tok/s (%d-token prompt, median of %d)\n", prefill,
-              f.prompt_tokens, f.repetitions);
-  std::printf("decode:             %.1f tok/s (%d tokens, median of %d)\n", decode, f.decode_tokens,
-              f.repetitions);
-  std::printf("weights per token:  %.1f MiB\n", info.weight_bytes_per_token / 1048576.0);
-  std::printf("memory bandwidth:   %.1f GB/s (measured)\n", bandwidth);
-  std::printf("decode roofline:    %.1f tok/s -> achieved %.0f%% of roofline\n", roofline_tps,
-              roofline_fraction * 100);
-  std::printf("peak RSS:           %.1f MiB\n", rss);
+std::string markdown_table(const std::vector<Row>& rows, bool quality) {
+  std::ostringstream out;
+  out << "| model | types | size MiB | bpw | threads | prefill tok/s | decode tok/s | roofline "
+         "| peak RSS MiB |";
+  if (quality) out << " PPL | KLD | top-1 |";
+  out << "\n|---|---|---:|---:|---:|---:|---:|---:|---:|";
+  if (quality) out << "---:|---:|---:|";
+  out << "\n";
+  char buf[512];
+  for (const Row& r : rows) {
+    std::string types;
+    for (const std::string& d : r.info.dtypes) types += (types.empty() ? "" : "+") + d;
+    std::snprintf(buf, sizeof buf, "| %s | %s | %.1f | %.2f | %d | %.1f | %.1f | %.0f%% | %.0f |",
+                  std::filesystem::path(r.info.path).filename().c_str(), types.c_str(), r.info.file_bytes / 1048576.0,
+                  r.bits_per_weight, r.threads, r.prefill, r.decode, r.roofline * 100, r.rss);
+    out << buf;
+    if (quality) {
+      if (r.has_quality) {
+        std::snprintf(buf, sizeof buf, " %.3f ± %.3f | %.5f | %.1f%% |", r.ppl, r.ppl_uncertainty,
+                      r.kld, r.top1 * 100);
+      } else {
+        std::snprintf(buf, sizeof buf, " | | |");
+      }
+      out << buf;
+    }
+    out << "\n";
+  }
+  return out.str();
+}
 
+nlohmann::json row_json(const Row& r) {
+  nlohmann::json j = {{"model", r.info.path},
+                      {"name", r.info.name},
+                      {"format", r.info.format},
+                      {"dtypes", r.info.dtypes},
+                      {"file_bytes", r.info.file_bytes},
+                      {"n_params", r.info.n_params},
+                      {"bits_per_weight", r.bits_per_weight},
+                      {"threads", r.threads},
+                      {"load_seconds", r.load_seconds},
+                      {"prefill_tokens_per_second", r.prefill},
+                      {"decode_tokens_per_second", r.decode},
+                      {"weight_bytes_per_token", r.info.weight_bytes_per_token},
+                      {"memory_bandwidth_gbs", r.bandwidth},
+                      {"roofline_fraction", r.roofline},
+                      {"peak_rss_mib", r.rss}};
+  if (r.has_quality) {
+    j["perplexity"] = r.ppl;
+    j["perplexity_uncertainty"] = r.ppl_uncertainty;
+    j["mean_kld"] = r.kld;
+    j["top1_agreement"] = r.top1;
+  }
+  return j;
+}
+
+int bench_command(const BenchFlags& f) {
+  std::vector<std::string> models = f.models;
+  if (models.empty()) models.push_back(default_model_path());
+  std::vector<int> thread_counts = f.threads;
+  if (thread_counts.empty()) thread_counts.push_back(0);
+  const bool quality = !f.quality_text.empty();
+  if (quality != !f.base_model.empty()) {
+    throw Error("bench: --quality-text and --base go together");
+  }
+  std::shared_ptr<Model> base;
+  std::string text;
+  if (quality) {
+    base = Model::load(f.base_model);
+    text = read_file(f.quality_text);
+  }
+
+  // Bandwidth per thread count, measured once (the roofline's denominator).
+  std::vector<std::pair<int, double>> bandwidths;
+  auto bandwidth_for = [&](int threads) {
+    for (const auto& [t, bw] : bandwidths) {
+      if (t == threads) return bw;
+    }
+    const double bw = measure_memory_bandwidth(threads);
+    bandwidths.emplace_back(threads, bw);
+    return bw;
+  };
+
+  std::vector<Row> rows;
+  for (const std::string& path : models) {
+    LoadOptions load_options;
+    load_options.chat_template_override = f.chat_template;
+    const auto t0 = std::chrono::steady_clock::now();
+    std::shared_ptr<Model> model = Model::load(path, load_options);
+    const double load_seconds = seconds_since(t0);
+    Row quality_row;
+    if (quality) measure_quality(base, model, text, f, quality_row);
+    for (int threads : thread_counts) {
+      reset_peak_rss();
+      Row row;
+      row.info = model->info();
+      row.threads = effective_threads(threads);
+      row.load_seconds = load_seconds;
+      row.bits_per_weight =
+          row.info.n_params > 0 ? 8.0 * row.info.file_bytes / row.info.n_params : 0;
+      measure_speed(model, f, row);
+      row.rss = peak_rss_mib();  // before the bandwidth test's own buffer
+      row.bandwidth = bandwidth_for(row.threads);
+      const double roofline_tps =
+          row.bandwidth * 1e9 / static_cast<double>(row.info.weight_bytes_per_token);
+      row.roofline = row.decode / roofline_tps;
+      row.has_quality = quality_row.has_quality;
+      row.ppl = quality_row.ppl;
+      row.ppl_uncertainty = quality_row.ppl_uncertainty;
+      row.kld = quality_row.kld;
+      row.top1 = quality_row.top1;
+      rows.push_back(row);
+    }
+  }
+
+  if (rows.size() == 1) {
+    const Row& r = rows[0];
+    std::printf("model:              %s (%s)\n", r.info.path.c_str(), r.info.format.c_str());
+    std::printf("kernels:            %s, %d threads, KV cache %s\n", active_kernel_isa().c_str(),
+                r.threads, f.kv_type.c_str());
+    std::printf("load time:          %.3f s\n", r.load_seconds);
+    std::printf("prefill:            %.1f tok/s (%d-token prompt, median of %d)\n", r.prefill,
+                f.prompt_tokens, f.repetitions);
+    std::printf("decode:             %.1f tok/s (%d tokens, median of %d)\n", r.decode,
+                f.decode_tokens, f.repetitions);
+    std::printf("weights per token:  %.1f MiB\n", r.info.weight_bytes_per_token / 1048576.0);
+    std::printf("memory bandwidth:   %.1f GB/s (measured, %d threads)\n", r.bandwidth, r.threads);
+    std::printf("decode roofline:    %.1f tok/s -> achieved %.0f%% of roofline\n",
+                r.bandwidth * 1e9 / r.info.weight_bytes_per_token, r.roofline * 100);
+    std::printf("peak RSS:           %.1f MiB\n", r.rss);
+  }
+  const std::string table = markdown_table(rows, quality);
+  if (rows.size() > 1) std::printf("%s", table.c_str());
+  if (!f.markdown_path.empty()) std::ofstream(f.markdown_path) << table;
   if (!f.json_path.empty()) {
-    nlohmann::json j = {{"model", info.path},
-                        {"format", info.format},
-                        {"dtypes", info.dtypes},
-                        {"isa", active_kernel_isa()},
-                        {"threads", threads},
-                        {"load_seconds", load_seconds},
-                        {"prompt_tokens", f.prompt_tokens},
-                        {"prefill_tokens_per_second", prefill},
-                        {"decode_tokens", f.decode_tokens},
-                        {"decode_tokens_per_second", decode},
-                        {"weight_bytes_per_token", info.weight_bytes_per_token},
-                        {"memory_bandwidth_gbs", bandwidth},
-                        {"roofline_fraction", roofline_fraction},
-                        {"peak_rss_mib", rss}};
-    std::ofstream(f.json_path) << j.dump(2) << "\n";
+    nlohmann::json j;
+    j["isa"] = active_kernel_isa();
+    j["kv_type"] = f.kv_type;
+    j["prompt_tokens"] = f.prompt_tokens;
+    j["decode_tokens"] = f.decode_tokens;
+    j["rows"] = nlohmann::json::array();
+    for (const Row& r : rows) j["rows"].push_back(row_json(r));
+    std::ofstream out(f.json_path);
+    out << j.dump(2) << "\n";
+    if (!out) throw Error("bench: cannot write '" + f.json_path + "'");
   }
   return 0;
 }
@@ -121,8 +281,13 @@ int bench_command(const BenchFlags& f) {
 
 void register_bench_command(CLI::App& app, std::vector<Command>& out) {
   auto flags = std::make_shared<BenchFlags>();
-  CLI::App* cmd = app.add_subcommand("bench", "measure load, prefill and decode speed and memory");
-  add_model_options(cmd, flags->model);
+  CLI::App* cmd = app.add_subcommand(
+      "bench", "measure load, prefill and decode speed, memory, roofline (models x threads)");
+  cmd->add_option("-m,--model", flags->models, "model(s) (repeatable; default: bundled model)");
+  cmd->add_option("-t,--threads", flags->threads, "thread count(s), e.g. -t 1,2 (default: all)")
+      ->delimiter(',')
+      ->check(CLI::Range(0, 1024));
+  cmd->add_option("--chat-template", flags->chat_template, "override the chat template");
   cmd->add_option("-p,--prompt-tokens", flags->prompt_tokens, "prompt length")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 20));
@@ -132,7 +297,17 @@ void register_bench_command(CLI::App& app, std::vector<Command>& out) {
   cmd->add_option("-r,--repetitions", flags->repetitions, "measured repetitions")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
-  cmd->add_option("--json", flags->json_path, "also write the results as JSON to this file");
+  cmd->add_option("--kv-type", flags->kv_type, "KV cache type: f16 or f32")->capture_default_str();
+  cmd->add_option("--json", flags->json_path,
+                  "write the results as JSON (for tools/plot_bench.py)");
+  cmd->add_option("--markdown", flags->markdown_path, "write the table as markdown");
+  cmd->add_option("--quality-text", flags->quality_text,
+                  "text for KLD / top-1 / PPL of each model against --base");
+  cmd->add_option("--base", flags->base_model, "base model for --quality-text");
+  cmd->add_option("--quality-ctx", flags->quality_context, "context per quality chunk")
+      ->capture_default_str();
+  cmd->add_option("--quality-chunks", flags->quality_chunks, "chunks of the quality text")
+      ->capture_default_str();
   out.push_back({cmd, [flags] { return bench_command(*flags); }});
 }
 

@@ -35,6 +35,7 @@ void register_model_commands(CLI::App& app, std::vector<Command>& out);       //
 void register_bench_command(CLI::App& app, std::vector<Command>& out);
 void register_serve_command(CLI::App& app, std::vector<Command>& out);
 void register_eval_commands(CLI::App& app, std::vector<Command>& out);  // perplexity
+void register_compress_commands(CLI::App&, std::vector<Command>&);      // quantize, imatrix
 
 // One line of progress on stderr: "label [=====>    ] 42% 12.3 it/s ETA 5s".
 class ProgressBar {

@@ -49,6 +49,7 @@ std::vector<Command> register_commands(CLI::App& app) {
   register_bench_command(app, commands);
   register_serve_command(app, commands);
   register_eval_commands(app, commands);
+  register_compress_commands(app, commands);
   return commands;
 }
 

@@ -125,7 +125,7 @@ std::string Model::apply_chat_template(const std::vector<ChatMessage>& messages,
 // ---------------------------------------------------------------- Session
 
 SessionImpl::SessionImpl(std::shared_ptr<const Model> m, const SessionOptions& options)
-    : model(std::move(m)), loaded(*model->impl().loaded), pool(model->impl().threads) {
+    : model(std::move(m)), loaded(*model->impl().loaded), pool(options.threads > 0 ? options.threads : model->impl().threads) {
   const ModelConfig& c = loaded.config;
   const int context = options.context_length;
   if (context < 0) fail("context length must be >= 0, got ", context);
@@ -163,7 +163,7 @@ void SessionImpl::run(const int32_t* tokens, int n, std::vector<float>* all) {
 }
 
 Session::Session(std::shared_ptr<const Model> model, int context_length)
-    : Session(std::move(model), SessionOptions{context_length, "f16"}) {}
+    : Session(std::move(model), SessionOptions{context_length, "f16", 0}) {}
 Session::Session(std::shared_ptr<const Model> model, const SessionOptions& options)
     : impl_(std::make_unique<SessionImpl>(std::move(model), options)) {}
 Session::~Session() = default;

@@ -80,7 +80,9 @@ const KernelTables& tables() {
   return t;
 }
 
-const IsaKernels& isa_kernels(Isa isa) { return tables().resolved[static_cast<int>(isa)]; }
+const IsaKernels& isa_kernels(Isa isa) {
+  return tables().resolved[static_cast<int>(isa)];
+}
 
 const TypeKernels* find_type_kernels(const IsaKernels& k, DType type) {
   const uint32_t s = slot(type);
@@ -139,8 +141,7 @@ void scalar_matvec(const WeightMatrix& w, const float* x, float* y, int64_t row_
 }
 
 void scalar_panel_matmul(const float* panel, int64_t panel_stride, int64_t rows, int64_t cols,
-                         const float* x, int64_t x_stride, int64_t n, float* y,
-                         int64_t y_stride) {
+                         const float* x, int64_t x_stride, int64_t n, float* y, int64_t y_stride) {
   for (int64_t t = 0; t < n; ++t) {
     const float* xt = x + t * x_stride;
     for (int64_t r = 0; r < rows; ++r) {
@@ -373,7 +374,9 @@ Isa best_supported_isa() {
   return Isa::kScalar;
 }
 
-Isa active_isa() { return static_cast<Isa>(active_isa_slot().load(std::memory_order_relaxed)); }
+Isa active_isa() {
+  return static_cast<Isa>(active_isa_slot().load(std::memory_order_relaxed));
+}
 
 void set_active_isa(Isa isa) {
   if (!isa_supported(isa)) fail("instruction set ", isa_name(isa), " is not supported by this CPU");

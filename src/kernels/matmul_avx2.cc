@@ -137,7 +137,8 @@ inline void panel_tile(const float* panel, int64_t panel_stride, int64_t cols, c
   if (i < cols) {
     __m256 wv[R];
 #pragma GCC unroll 2
-    for (int r = 0; r < R; ++r) wv[r] = load_tail<F32Weights>(panel + r * panel_stride, i, cols - i);
+    for (int r = 0; r < R; ++r)
+      wv[r] = load_tail<F32Weights>(panel + r * panel_stride, i, cols - i);
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const __m256 xv = load_tail<F32Weights>(x + t * x_stride, i, cols - i);

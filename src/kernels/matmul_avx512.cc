@@ -41,8 +41,8 @@ struct F32Weights {
 struct F16Weights {
   static constexpr int kBytes = 2;
   static __m512 load(const void* row, int64_t i) {
-    return _mm512_cvtph_ps(
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(row) + i)));
+    return _mm512_cvtph_ps(_mm256_loadu_si256(
+        reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(row) + i)));
   }
   static __m512 load_tail(const void* row, int64_t i, __mmask16 m) {
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(row) + i));
@@ -56,8 +56,8 @@ struct BF16Weights {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
   }
   static __m512 load(const void* row, int64_t i) {
-    return widen(
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(row) + i)));
+    return widen(_mm256_loadu_si256(
+        reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(row) + i)));
   }
   static __m512 load_tail(const void* row, int64_t i, __mmask16 m) {
     return widen(_mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(row) + i));
@@ -233,9 +233,12 @@ void to_f32(const void* src, float* dst, int64_t n) {
 
 void register_avx512_kernels(IsaKernels* table) {
   table->panel_matmul = panel_matmul;
-  table->types[static_cast<uint32_t>(DType::F32)] = {matvec<F32Weights>, to_f32<F32Weights>, nullptr};
-  table->types[static_cast<uint32_t>(DType::F16)] = {matvec<F16Weights>, to_f32<F16Weights>, nullptr};
-  table->types[static_cast<uint32_t>(DType::BF16)] = {matvec<BF16Weights>, to_f32<BF16Weights>, nullptr};
+  table->types[static_cast<uint32_t>(DType::F32)] = {matvec<F32Weights>, to_f32<F32Weights>,
+                                                     nullptr};
+  table->types[static_cast<uint32_t>(DType::F16)] = {matvec<F16Weights>, to_f32<F16Weights>,
+                                                     nullptr};
+  table->types[static_cast<uint32_t>(DType::BF16)] = {matvec<BF16Weights>, to_f32<BF16Weights>,
+                                                      nullptr};
 }
 
 }  // namespace edgelm::kernels_internal

@@ -27,9 +27,9 @@ using MatmulRowsFn = void (*)(const WeightMatrix& w, const float* x, int64_t n, 
                               int64_t y_stride, int64_t row_begin, int64_t row_end);
 // F32 panel product: y[t * y_stride + r] = dot(panel[r * panel_stride ...], x[t * x_stride ...])
 // for r < rows, t < n, over `cols` values.
-using PanelMatmulFn = void (*)(const float* panel, int64_t panel_stride, int64_t rows,
-                               int64_t cols, const float* x, int64_t x_stride, int64_t n,
-                               float* y, int64_t y_stride);
+using PanelMatmulFn = void (*)(const float* panel, int64_t panel_stride, int64_t rows, int64_t cols,
+                               const float* x, int64_t x_stride, int64_t n, float* y,
+                               int64_t y_stride);
 
 struct TypeKernels {
   MatvecFn matvec = nullptr;
@@ -54,6 +54,8 @@ void register_avx512_kernels(IsaKernels* table);
 void register_neon_kernels(IsaKernels* table);
 #endif
 
-inline constexpr uint32_t slot(DType type) { return static_cast<uint32_t>(type); }
+inline constexpr uint32_t slot(DType type) {
+  return static_cast<uint32_t>(type);
+}
 
 }  // namespace edgelm::kernels_internal

@@ -24,8 +24,7 @@ struct F32Weights {
 struct F16Weights {
   using Elem = uint16_t;
   static void load8(const void* row, int64_t i, float32x4_t* lo, float32x4_t* hi) {
-    const float16x8_t h =
-        vreinterpretq_f16_u16(vld1q_u16(static_cast<const uint16_t*>(row) + i));
+    const float16x8_t h = vreinterpretq_f16_u16(vld1q_u16(static_cast<const uint16_t*>(row) + i));
     *lo = vcvt_f32_f16(vget_low_f16(h));
     *hi = vcvt_high_f32_f16(h);
   }
@@ -105,31 +104,34 @@ void matvec(const WeightMatrix& w, const float* x, float* y, int64_t row_begin, 
   }
 }
 
-// R weight rows x T tokens of F32 (4x3: 12 accumulators of 32 registers).
+// R weight rows x T tokens of F32. The R weight vectors stay in registers
+// while the T token vectors stream through one: 4x6 uses 24 accumulators + 4
+// weights + 1 token of the 32 registers, and each weight vector (the
+// L2-resident operand) feeds 6 FMAs. Tails (< 4 values) are summed in scalar.
 template <int R, int T>
 inline void panel_tile(const float* panel, int64_t panel_stride, int64_t cols, const float* x,
                        int64_t x_stride, float* y, int64_t y_stride) {
   float32x4_t acc[R][T];
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) acc[r][t] = vdupq_n_f32(0.0f);
   }
   int64_t i = 0;
   for (; i + 4 <= cols; i += 4) {
-    float32x4_t xv[T];
+    float32x4_t wv[R];
 #pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) xv[t] = vld1q_f32(x + t * x_stride + i);
+    for (int r = 0; r < R; ++r) wv[r] = vld1q_f32(panel + r * panel_stride + i);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const float32x4_t xv = vld1q_f32(x + t * x_stride + i);
 #pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) {
-      const float32x4_t wv = vld1q_f32(panel + r * panel_stride + i);
-#pragma GCC unroll 4
-      for (int t = 0; t < T; ++t) acc[r][t] = vfmaq_f32(acc[r][t], wv, xv[t]);
+      for (int r = 0; r < R; ++r) acc[r][t] = vfmaq_f32(acc[r][t], wv[r], xv);
     }
   }
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       float sum = vaddvq_f32(acc[r][t]);
       for (int64_t j = i; j < cols; ++j) sum += panel[r * panel_stride + j] * x[t * x_stride + j];
@@ -138,22 +140,34 @@ inline void panel_tile(const float* panel, int64_t panel_stride, int64_t cols, c
   }
 }
 
+constexpr int64_t kTokenBlock = 6;
+
+// One tile of R rows x nt (<= kTokenBlock) tokens.
 template <int R>
 inline void panel_tokens(const float* panel, int64_t panel_stride, int64_t cols, const float* x,
                          int64_t x_stride, int64_t nt, float* y, int64_t y_stride) {
-  if (nt == 3) {
-    panel_tile<R, 3>(panel, panel_stride, cols, x, x_stride, y, y_stride);
-  } else if (nt == 2) {
-    panel_tile<R, 2>(panel, panel_stride, cols, x, x_stride, y, y_stride);
-  } else {
-    panel_tile<R, 1>(panel, panel_stride, cols, x, x_stride, y, y_stride);
+  switch (nt) {
+    case 6:
+      return panel_tile<R, 6>(panel, panel_stride, cols, x, x_stride, y, y_stride);
+    case 5:
+      return panel_tile<R, 5>(panel, panel_stride, cols, x, x_stride, y, y_stride);
+    case 4:
+      return panel_tile<R, 4>(panel, panel_stride, cols, x, x_stride, y, y_stride);
+    case 3:
+      return panel_tile<R, 3>(panel, panel_stride, cols, x, x_stride, y, y_stride);
+    case 2:
+      return panel_tile<R, 2>(panel, panel_stride, cols, x, x_stride, y, y_stride);
+    default:
+      return panel_tile<R, 1>(panel, panel_stride, cols, x, x_stride, y, y_stride);
   }
 }
 
 void panel_matmul(const float* panel, int64_t panel_stride, int64_t rows, int64_t cols,
                   const float* x, int64_t x_stride, int64_t n, float* y, int64_t y_stride) {
-  for (int64_t t0 = 0; t0 < n; t0 += 3) {
-    const int64_t nt = n - t0 < 3 ? n - t0 : 3;
+  // Token blocks outermost, so those x rows stay in L1 while the (L2-resident)
+  // panel streams past them.
+  for (int64_t t0 = 0; t0 < n; t0 += kTokenBlock) {
+    const int64_t nt = n - t0 < kTokenBlock ? n - t0 : kTokenBlock;
     const float* xt = x + t0 * x_stride;
     float* yt = y + t0 * y_stride;
     int64_t r = 0;

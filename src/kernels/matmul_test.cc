@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
@@ -241,6 +242,10 @@ TEST(MatmulTest, ZeroColumnsGiveZeros) {
 
 TEST(MatmulTest, SetActiveIsaRejectsMissingIsa) {
   IsaGuard guard;
+  // Shown in the log so cross-CPU runs (scripts/test-arm64.sh) say what they tested.
+  std::string names;
+  for (Isa isa : available_isas()) names += std::string(" ") + isa_name(isa);
+  std::printf("isa: best %s, available%s\n", isa_name(best_supported_isa()), names.c_str());
   EXPECT_TRUE(isa_supported(Isa::kScalar));
   EXPECT_TRUE(isa_supported(best_supported_isa()));
   EXPECT_EQ(active_isa(), best_supported_isa());
@@ -274,8 +279,8 @@ TEST(MatmulTest, DequantizeRowIsExactForAllHalfValues) {
         const uint16_t h = all[i];
         const float want = type == DType::F16 ? fp16_to_fp32(h) : bf16_to_fp32(h);
         const float got = out[i];
-        const bool ok = std::isnan(want) ? std::isnan(got)
-                                         : float_to_bits(want) == float_to_bits(got);
+        const bool ok =
+            std::isnan(want) ? std::isnan(got) : float_to_bits(want) == float_to_bits(got);
         if (!ok && ++mismatches < 5) {
           ADD_FAILURE() << isa_name(isa) << " " << dtype_name(type) << " bits " << h;
         }

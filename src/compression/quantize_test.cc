@@ -1,0 +1,406 @@
+// edgelm quantize end to end: files read back with the edgelm loader, compared with the input
+// model, with the convert_hf_to_gguf layout written by tools/make_random_checkpoint.py, and
+// with the type's error bound.
+#include "compression/quantize.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "compression/imatrix.h"
+#include "compression/quant_plan.h"
+#include "compression/test_helpers.h"
+#include "formats/gguf.h"
+#include "kernels/quant_formats.h"
+
+namespace edgelm::compression {
+namespace {
+
+using namespace testing;
+
+QuantizeSummary quantize(const std::string& in, const std::string& out, const std::string& type,
+                         bool pure = false) {
+  QuantizeOptions o;
+  o.input = in;
+  o.output = out;
+  o.type = type;
+  o.pure = pure;
+  o.threads = 2;
+  return quantize_model(o);
+}
+
+std::vector<int32_t> some_tokens(int vocab, int n) {
+  std::vector<int32_t> t;
+  uint32_t s = 12345;
+  for (int i = 0; i < n; ++i) {
+    s = s * 1664525u + 1013904223u;
+    t.push_back(static_cast<int32_t>((s >> 8) % static_cast<uint32_t>(vocab)));
+  }
+  return t;
+}
+
+float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  float m = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
+  return m;
+}
+
+// Every tensor the reference converter wrote must be in our file, same type and bytes.
+void expect_same_tensors_as_converter(const std::string& reference, const std::string& ours) {
+  auto ref = GgufFile::open(reference);
+  auto out = GgufFile::open(ours);
+  EXPECT_EQ(ref->tensors().size(), out->tensors().size());
+  for (const TensorView& r : ref->tensors()) {
+    const TensorView* o = out->find_tensor(r.name);
+    ASSERT_NE(o, nullptr) << r.name;
+    EXPECT_EQ(o->dtype, r.dtype) << r.name;
+    EXPECT_EQ(o->shape, r.shape) << r.name;
+    ASSERT_EQ(o->nbytes, r.nbytes) << r.name;
+    if (r.name == "rope_freqs.weight") {  // computed in float vs double: within an ulp or two
+      for (int64_t i = 0; i < r.numel(); ++i) {
+        EXPECT_NEAR(static_cast<const float*>(o->data)[i], static_cast<const float*>(r.data)[i],
+                    1e-5f * static_cast<const float*>(r.data)[i]);
+      }
+    } else {
+      EXPECT_EQ(std::memcmp(o->data, r.data, r.nbytes), 0) << r.name << " differs";
+    }
+  }
+}
+
+// Every metadata key of the reference converter's file, with the same value.
+void expect_same_metadata_as_converter(const std::string& reference, const std::string& ours) {
+  auto ref = GgufFile::open(reference);
+  auto out = GgufFile::open(ours);
+  for (const std::string& key : ref->keys()) {
+    if (key == "general.name") continue;
+    const GgufValue* o = out->find(key);
+    ASSERT_NE(o, nullptr) << "missing metadata key " << key;
+    EXPECT_EQ(gguf_value_to_string(*o), gguf_value_to_string(*ref->find(key))) << key;
+  }
+}
+
+TEST(Quantize, Stories260KToF32IsBitExact) {
+  TempDir dir;
+  const std::string out = dir.file("s.gguf");
+  const QuantizeSummary s = quantize(kStories + "/stories260K.bin", out, "f32");
+  EXPECT_FALSE(s.permuted_qk);  // llama2.c weights are interleaved already
+  EXPECT_TRUE(s.fallbacks.empty());
+  auto a = load_model(kStories + "/stories260K.bin");
+  auto b = load_model(out);
+  EXPECT_EQ(b->format, "gguf");
+  EXPECT_EQ(b->config.dim, 64);
+  EXPECT_EQ(b->config.hidden_dim, 172);
+  EXPECT_TRUE(b->config.rope_interleaved);
+  EXPECT_EQ(b->vocab.tokens, a->vocab.tokens);
+  EXPECT_EQ(b->vocab.scores, a->vocab.scores);
+  EXPECT_EQ(b->vocab.bos, a->vocab.bos);
+  EXPECT_EQ(b->vocab.add_bos, a->vocab.add_bos);
+  const std::vector<int32_t> tokens = some_tokens(512, 40);
+  EXPECT_EQ(all_logits(*a, tokens), all_logits(*b, tokens));  // bit for bit
+
+  // Same tokenizer metadata as the llama.cpp-made stories260K.gguf.
+  auto ours = GgufFile::open(out);
+  auto theirs = GgufFile::open(kStories + "/stories260K.gguf");
+  for (const char* key :
+       {"tokenizer.ggml.model", "tokenizer.ggml.tokens", "tokenizer.ggml.scores",
+        "tokenizer.ggml.token_type", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+        "tokenizer.ggml.unknown_token_id", "llama.embedding_length", "llama.block_count",
+        "llama.feed_forward_length", "llama.attention.head_count", "llama.rope.dimension_count"}) {
+    ASSERT_NE(ours->find(key), nullptr) << key;
+    if (theirs->find(key) == nullptr) continue;
+    EXPECT_EQ(gguf_value_to_string(*ours->find(key)), gguf_value_to_string(*theirs->find(key)))
+        << key;
+  }
+}
+
+TEST(Quantize, MetadataIsComplete) {
+  TempDir dir;
+  const std::string out = dir.file("m.gguf");
+  quantize(random_checkpoint("smollm2-135m", kSmallShape), out, "q8_0");
+  auto g = GgufFile::open(out);
+  EXPECT_EQ(g->version(), 3u);
+  for (const char* key : {"general.architecture",
+                          "general.file_type",
+                          "general.quantization_version",
+                          "llama.context_length",
+                          "llama.embedding_length",
+                          "llama.feed_forward_length",
+                          "llama.block_count",
+                          "llama.attention.head_count",
+                          "llama.attention.head_count_kv",
+                          "llama.attention.layer_norm_rms_epsilon",
+                          "llama.rope.freq_base",
+                          "llama.rope.dimension_count",
+                          "llama.attention.key_length",
+                          "tokenizer.ggml.model",
+                          "tokenizer.ggml.pre",
+                          "tokenizer.ggml.tokens",
+                          "tokenizer.ggml.token_type",
+                          "tokenizer.ggml.merges",
+                          "tokenizer.ggml.bos_token_id",
+                          "tokenizer.ggml.eos_token_id",
+                          "tokenizer.ggml.padding_token_id",
+                          "tokenizer.ggml.add_bos_token",
+                          "tokenizer.chat_template"}) {
+    EXPECT_TRUE(g->has(key)) << key;
+  }
+  EXPECT_EQ(g->get_string("general.architecture"), "llama");
+  EXPECT_EQ(g->get_int("general.file_type"), 7);  // LLAMA_FTYPE_MOSTLY_Q8_0
+  EXPECT_EQ(g->get_int("general.quantization_version"), 2);
+  EXPECT_EQ(g->get_string("tokenizer.ggml.model"), "gpt2");
+  EXPECT_EQ(g->get_string("tokenizer.ggml.pre"), "smollm");
+  EXPECT_EQ(g->get_string_array("tokenizer.ggml.tokens").size(), 512u);
+}
+
+// HF "llama" checkpoint: q/k rows permuted exactly as convert_hf_to_gguf does, every tensor
+// and metadata value equal to the reference converter's, same logits as the HF input.
+TEST(Quantize, LlamaHfToF32MatchesConverterAndLogits) {
+  TempDir dir;
+  const std::string hf = random_checkpoint("smollm2-135m", kSmallShape);
+  const std::string out = dir.file("llama.gguf");
+  const QuantizeSummary s = quantize(hf, out, "f32");
+  EXPECT_TRUE(s.permuted_qk);
+  expect_same_tensors_as_converter(hf + ".gguf", out);
+  expect_same_metadata_as_converter(hf + ".gguf", out);
+  auto a = load_model(hf);
+  auto b = load_model(out);
+  EXPECT_FALSE(a->config.rope_interleaved);
+  EXPECT_TRUE(b->config.rope_interleaved);
+  EXPECT_EQ(b->vocab.tokens, a->vocab.tokens);
+  EXPECT_EQ(b->vocab.merges, a->vocab.merges);
+  EXPECT_EQ(b->vocab.end_of_generation, a->vocab.end_of_generation);
+  EXPECT_EQ(b->chat_template_source, a->chat_template_source);
+  const std::vector<int32_t> tokens = some_tokens(512, 48);
+  const std::vector<float> la = all_logits(*a, tokens), lb = all_logits(*b, tokens);
+  // The same math; only the order of the q.k sums differs.
+  EXPECT_LT(max_abs_diff(la, lb), 1e-4f);
+}
+
+TEST(Quantize, Qwen2KeepsHfLayoutAndBiases) {
+  TempDir dir;
+  const std::string hf = random_checkpoint("qwen2.5-0.5b", kSmallShape);
+  const std::string out = dir.file("qwen.gguf");
+  const QuantizeSummary s = quantize(hf, out, "f32");
+  EXPECT_FALSE(s.permuted_qk);
+  EXPECT_EQ(s.architecture, "qwen2");
+  expect_same_tensors_as_converter(hf + ".gguf", out);
+  expect_same_metadata_as_converter(hf + ".gguf", out);
+  auto a = load_model(hf);
+  auto b = load_model(out);
+  EXPECT_TRUE(b->config.attention_bias);
+  const std::vector<int32_t> tokens = some_tokens(512, 32);
+  EXPECT_EQ(all_logits(*a, tokens), all_logits(*b, tokens));  // same layout, same arithmetic
+}
+
+TEST(Quantize, Llama3RopeScalingBecomesRopeFreqs) {
+  TempDir dir;
+  const std::string hf = random_checkpoint("llama-3.2-1b", kSmallShape);
+  const std::string out = dir.file("l3.gguf");
+  quantize(hf, out, "f32");
+  expect_same_tensors_as_converter(hf + ".gguf", out);
+  auto g = GgufFile::open(out);
+  ASSERT_NE(g->find_tensor("rope_freqs.weight"), nullptr);
+  EXPECT_FALSE(g->has("llama.rope.scaling.type"));
+  auto a = load_model(hf);
+  auto b = load_model(out);
+  ASSERT_EQ(a->rope_inv_freq.size(), b->rope_inv_freq.size());
+  for (size_t i = 0; i < a->rope_inv_freq.size(); ++i) {
+    EXPECT_NEAR(b->rope_inv_freq[i], a->rope_inv_freq[i], 1e-6f * a->rope_inv_freq[i]) << i;
+  }
+  const std::vector<int32_t> tokens = some_tokens(512, 32);
+  EXPECT_LT(max_abs_diff(all_logits(*a, tokens), all_logits(*b, tokens)), 1e-3f);
+  // A GGUF input keeps its rope_freqs.
+  const std::string again = dir.file("l3b.gguf");
+  quantize(out, again, "f32");
+  expect_same_tensors_as_converter(out, again);
+}
+
+// Relative RMS error of the dequantized weights that random (uniform) weights must stay under.
+double error_bound(DType t) {
+  switch (t) {
+    case DType::F16:
+      return 1e-3;
+    case DType::BF16:
+      return 5e-3;
+    case DType::Q8_0:
+      return 0.01;
+    case DType::FP8_E4M3:
+    case DType::Q6_K:
+      return 0.04;
+    case DType::Q5_0:
+    case DType::Q5_1:
+    case DType::Q5_K:
+      return 0.06;
+    case DType::Q4_0:
+    case DType::Q4_1:
+    case DType::Q4_K:
+      return 0.12;
+    case DType::Q3_K:
+      return 0.25;
+    case DType::Q2_K:
+      return 0.5;
+    default:
+      return 0;
+  }
+}
+
+// Every type: the file holds exactly quantize_row of the (permuted) input rows, and the
+// dequantized weights are within the type's error bound of the input.
+TEST(Quantize, EveryTypeRoundTripsWithinItsErrorBound) {
+  const std::string hf = random_checkpoint(
+      "smollm2-135m", "--layers 1 --vocab 512 --hidden 256 --heads 4 --kv-heads 2 --ffn 256");
+  auto original = load_model(hf);
+  const ModelConfig& c = original->config;
+  for (const char* type : {"f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k",
+                           "q4_k", "q5_k", "q6_k", "fp8_e4m3"}) {
+    SCOPED_TRACE(type);
+    TempDir dir;
+    const std::string out = dir.file("t.gguf");
+    const QuantizeSummary s = quantize(hf, out, type, /*pure=*/true);
+    EXPECT_TRUE(s.fallbacks.empty());
+    auto q = load_model(out);  // the edgelm loader accepts it
+    const DType want = parse_scheme(type).base;
+    EXPECT_EQ(s.tensors_per_type.at(dtype_name(want)), 8);  // 7 per layer + embedding
+    auto check = [&](const std::string& name, const WeightMatrix& in, const WeightMatrix& got,
+                     int heads) {
+      ASSERT_EQ(got.type, want) << name;
+      std::vector<float> x(static_cast<size_t>(in.cols)), y(x.size());
+      std::vector<uint8_t> expected(got.row_bytes);
+      double err = 0, ref = 0;
+      for (int64_t r = 0; r < in.rows; ++r) {
+        const int64_t src = heads ? source_row_for_interleaved(r, in.rows, heads) : r;
+        std::memcpy(x.data(), static_cast<const uint8_t*>(in.data) + src * in.row_bytes,
+                    x.size() * sizeof(float));
+        const auto* row = static_cast<const uint8_t*>(got.data) + r * got.row_bytes;
+        if (want == DType::FP8_E4M3) {
+          quantize_row_fp8_e4m3(x.data(), expected.data(), in.cols);
+          dequantize_row_fp8_e4m3(row, y.data(), in.cols);
+        } else {
+          quantize_row(want, x.data(), expected.data(), in.cols);
+          dequantize_row_quant(want, row, y.data(), in.cols);
+        }
+        ASSERT_EQ(std::memcmp(row, expected.data(), got.row_bytes), 0) << name << " row " << r;
+        for (int64_t i = 0; i < in.cols; ++i) {
+          err += (y[i] - x[i]) * (y[i] - x[i]);
+          ref += x[i] * x[i];
+        }
+      }
+      EXPECT_LT(std::sqrt(err / ref), error_bound(want)) << name;
+      if (want == DType::F16 || want == DType::Q8_0) {
+        EXPECT_GT(std::sqrt(err / ref), 0) << name;  // really converted
+      }
+    };
+    const LayerWeights& a = original->weights.layers[0];
+    const LayerWeights& b = q->weights.layers[0];
+    check("token_embd", original->weights.token_embedding, q->weights.token_embedding, 0);
+    check("attn_q", a.wq, b.wq, c.n_heads);
+    check("attn_k", a.wk, b.wk, c.n_kv_heads);
+    check("attn_v", a.wv, b.wv, 0);
+    check("attn_output", a.wo, b.wo, 0);
+    check("ffn_gate", a.w_gate, b.w_gate, 0);
+    check("ffn_up", a.w_up, b.w_up, 0);
+    check("ffn_down", a.w_down, b.w_down, 0);
+    for (int i = 0; i < c.dim; ++i) EXPECT_EQ(b.attn_norm[i], a.attn_norm[i]);  // 1-D: F32
+  }
+}
+
+TEST(Quantize, Stories260KFallbacksAreReported) {
+  TempDir dir;
+  const QuantizeSummary s = quantize(kStories + "/stories260K.bin", dir.file("q.gguf"), "q4_0");
+  // ffn_down rows are 172 wide: no 32-block fits, F16; the tied embedding is the output head
+  // (Q6_K, which needs 256-wide rows -> Q8_0).
+  ASSERT_EQ(s.fallbacks.size(), 6u);
+  EXPECT_NE(s.fallbacks[0].find("token_embd.weight: q6_K -> q8_0"), std::string::npos)
+      << s.fallbacks[0];
+  EXPECT_NE(s.fallbacks[1].find("blk.0.ffn_down.weight: q4_0 -> f16"), std::string::npos)
+      << s.fallbacks[1];
+  EXPECT_EQ(s.tensors_per_type.at("q4_0"), 30);
+  EXPECT_EQ(s.tensors_per_type.at("f16"), 5);
+  EXPECT_EQ(s.tensors_per_type.at("q8_0"), 1);
+  EXPECT_EQ(s.tensors_per_type.at("f32"), 11);
+  EXPECT_EQ(s.matrix_params, 259328);
+  EXPECT_NEAR(s.bits_per_weight_in(), 32.0, 1e-9);
+  EXPECT_GT(s.bits_per_weight_out(), 4.5);
+  EXPECT_LT(s.bits_per_weight_out(), 8.0);
+  EXPECT_GT(s.output_bytes, 0);
+  EXPECT_LT(s.output_bytes, s.input_bytes / 3);
+
+  // Requantizing a quantized file needs --allow-requantize; converting it to F32 does not.
+  const std::string e = error_of([&] { quantize(dir.file("q.gguf"), dir.file("r.gguf"), "q8_0"); });
+  EXPECT_NE(e.find("already quantized"), std::string::npos) << e;
+  EXPECT_FALSE(fs::exists(dir.file("r.gguf")));
+  quantize(dir.file("q.gguf"), dir.file("f.gguf"), "f32");
+  EXPECT_TRUE(fs::exists(dir.file("f.gguf")));
+}
+
+// Failed runs leave neither OUT nor OUT.tmp, and an existing OUT untouched.
+TEST(Quantize, ErrorsAreClearAndLeaveNoOutput) {
+  TempDir dir;
+  const std::string in = kStories + "/stories260K.bin";
+  const std::string out = dir.file("out.gguf");
+  auto run = [&](const std::function<void(QuantizeOptions&)>& edit) {
+    QuantizeOptions o;
+    o.input = in;
+    o.output = out;
+    o.type = "q8_0";
+    edit(o);
+    const std::string e = error_of([&] { quantize_model(o); });
+    EXPECT_FALSE(fs::exists(out + ".tmp"));
+    return e;
+  };
+  std::ofstream(out) << "old";
+  EXPECT_NE(run([](QuantizeOptions& o) { o.type = "q4_2"; }).find("unknown quantization type"),
+            std::string::npos);
+  EXPECT_NE(
+      run([](QuantizeOptions& o) { o.input = "/nonexistent/model.bin"; }).find("model not found"),
+      std::string::npos);
+  EXPECT_NE(run([&](QuantizeOptions& o) {
+              o.output = dir.file("no/such/dir/out.gguf");
+            }).find("does not exist"),
+            std::string::npos);
+  EXPECT_NE(run([&](QuantizeOptions& o) { o.output = dir.file(""); }).find("is a directory"),
+            std::string::npos);
+  std::string e = run([](QuantizeOptions& o) { o.overrides = {"ffn_down=q8_0"}; });
+  EXPECT_NE(e.find("blk.0.ffn_down.weight"), std::string::npos) << e;
+  EXPECT_NE(e.find("172"), std::string::npos) << e;
+  e = run([](QuantizeOptions& o) { o.overrides = {"attn_qq=q8_0"}; });
+  EXPECT_NE(e.find("matches no weight matrix"), std::string::npos) << e;
+  e = run([](QuantizeOptions& o) { o.imatrix = "/nonexistent.dat"; });
+  EXPECT_NE(e.find("imatrix file not found"), std::string::npos) << e;
+
+  // An imatrix of another model: names or sizes that do not fit.
+  Imatrix other;
+  other.entries["blk.0.attn_q.weight"].importance.assign(128, 1.0f);
+  other.entries["blk.0.attn_q.weight"].ncall = 1;
+  write_imatrix_dat(other, dir.file("other.dat"));
+  e = run([&](QuantizeOptions& o) { o.imatrix = dir.file("other.dat"); });
+  EXPECT_NE(e.find("'blk.0.attn_q.weight' has 128 values but the tensor has rows of 64"),
+            std::string::npos)
+      << e;
+  Imatrix deeper;
+  deeper.entries["blk.9.attn_q.weight"].importance.assign(64, 1.0f);
+  write_imatrix_dat(deeper, dir.file("deeper.dat"));
+  e = run([&](QuantizeOptions& o) { o.imatrix = dir.file("deeper.dat"); });
+  EXPECT_NE(e.find("'blk.9.attn_q.weight' is not a weight matrix"), std::string::npos) << e;
+
+  EXPECT_EQ(read_text(out), "old");  // never replaced by a failed run
+
+  // An unwritable output directory is refused before any work.
+  if (::geteuid() != 0) {
+    fs::create_directories(dir.file("ro"));
+    fs::permissions(dir.file("ro"), fs::perms::owner_read | fs::perms::owner_exec);
+    e = run([&](QuantizeOptions& o) { o.output = dir.file("ro/out.gguf"); });
+    EXPECT_NE(e.find("not writable"), std::string::npos) << e;
+    fs::permissions(dir.file("ro"), fs::perms::owner_all);
+  }
+
+  // A successful run replaces OUT atomically and leaves no temporary.
+  quantize(in, out, "q8_0");
+  EXPECT_FALSE(fs::exists(out + ".tmp"));
+  EXPECT_EQ(GgufFile::open(out)->get_int("general.file_type"), 7);
+}
+
+}  // namespace
+}  // namespace edgelm::compression
