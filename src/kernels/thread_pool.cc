@@ -51,7 +51,7 @@ thread_local bool t_inside_pool = false;
 
 struct ThreadPool::Impl {
   std::vector<std::thread> workers;
-  const std::function<void(int)>* job = nullptr;
+  const FunctionRef<void(int)>* job = nullptr;
   std::atomic<uint64_t> generation{0};  // bumped once per dispatch
   std::atomic<int> pending{0};          // workers still running the current job
   std::atomic<int> sleepers{0};         // threads blocked (or about to block) on cv
@@ -119,7 +119,7 @@ ThreadPool::~ThreadPool() {
   for (std::thread& t : impl_->workers) t.join();
 }
 
-void ThreadPool::run_on_all(const std::function<void(int thread_index)>& fn) {
+void ThreadPool::run_on_all(FunctionRef<void(int thread_index)> fn) {
   if (n_threads_ == 1 || t_inside_pool) {
     // No workers, or a nested call from pool work: run every index here.
     for (int i = 0; i < n_threads_; ++i) fn(i);
@@ -161,7 +161,7 @@ void ThreadPool::run_on_all(const std::function<void(int thread_index)>& fn) {
 }
 
 void ThreadPool::parallel_for(int64_t n, int64_t grain,
-                              const std::function<void(int64_t begin, int64_t end)>& fn) {
+                              FunctionRef<void(int64_t begin, int64_t end)> fn) {
   if (n <= 0) return;
   grain = std::max<int64_t>(grain, 1);
   // Each chunk gets at least `grain` items: n / grain chunks at most.

@@ -3,8 +3,9 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <memory>
+
+#include "util/function_ref.h"
 
 namespace edgelm {
 
@@ -16,12 +17,12 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   int size() const { return n_threads_; }
+  // Work is passed by reference, not copied: dispatch never allocates.
   // Calls fn(thread_index) once on each of the size() threads and waits for all.
-  void run_on_all(const std::function<void(int thread_index)>& fn);
+  void run_on_all(FunctionRef<void(int thread_index)> fn);
   // Splits [0, n) into contiguous chunks of at least `grain` items and calls
   // fn(begin, end) for each, in parallel; returns when all are done.
-  void parallel_for(int64_t n, int64_t grain,
-                    const std::function<void(int64_t begin, int64_t end)>& fn);
+  void parallel_for(int64_t n, int64_t grain, FunctionRef<void(int64_t begin, int64_t end)> fn);
 
  private:
   struct Impl;

@@ -83,7 +83,7 @@ void add_bias(float* rows, const float* bias, int n, int width) {
 
 // Causal attention of n new tokens (at positions [position, position+n)) over
 // the cache. Work items are (token, KV head) pairs; the query heads sharing a KV
-// head go through the matmul kernels together as a small batch.
+// head are done together while that head's keys and values are in cache.
 void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache,
             ForwardBuffers& buf, ThreadPool& pool) {
   const int head_dim = c.head_dim;
@@ -102,7 +102,6 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
     size_t scores_per_thread;
   } ctx{&c,    &cache,  &buf,  layer, position,         head_dim,
         group, threads, scale, items, scores_per_thread};
-  // One pointer of capture: the callable fits std::function's inline storage.
   pool.run_on_all([p = &ctx](int thread) {
     const Context& x = *p;
     float* scores = x.buf->scores.data() + thread * x.scores_per_thread;
@@ -121,7 +120,12 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
       keys.cols = x.head_dim;
       keys.data = x.cache->key_matrix(x.layer, g);
       keys.row_bytes = x.head_dim * x.cache->element_bytes();
-      matmul(keys, x.buf->q.data() + offset, x.group, scores, nullptr);  // [group][length]
+      // One matvec per query head: n = 1 keeps the kernels on their allocation-free
+      // decode path, and this head's keys stay in cache between the group's heads.
+      for (int j = 0; j < x.group; ++j) {
+        matmul(keys, x.buf->q.data() + offset + static_cast<size_t>(j) * x.head_dim, 1,
+               scores + static_cast<size_t>(j) * length, nullptr);
+      }
       for (int j = 0; j < x.group; ++j) {
         float* row = scores + static_cast<size_t>(j) * length;
         for (int t = 0; t < length; ++t) row[t] *= x.scale;
@@ -133,7 +137,10 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
       values.cols = length;
       values.data = x.cache->value_matrix(x.layer, g);
       values.row_bytes = static_cast<size_t>(x.cache->capacity) * x.cache->element_bytes();
-      matmul(values, scores, x.group, x.buf->attention.data() + offset, nullptr);
+      for (int j = 0; j < x.group; ++j) {
+        matmul(values, scores + static_cast<size_t>(j) * length, 1,
+               x.buf->attention.data() + offset + static_cast<size_t>(j) * x.head_dim, nullptr);
+      }
     }
   });
 }
