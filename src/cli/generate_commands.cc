@@ -20,6 +20,7 @@ struct SamplingFlags {
   uint64_t seed = 0xED6E11;
   std::vector<std::string> stop;
   int context = 0;
+  std::string kv_type = "f16";
   bool ignore_eos = false;
   bool stats = false;
   CLI::App* command = nullptr;  // to tell flags given from defaults
@@ -51,12 +52,20 @@ void add_sampling_flags(CLI::App* cmd, SamplingFlags& f) {
   cmd->add_option("--stop", f.stop, "stop string (repeatable)");
   cmd->add_option("-c,--ctx", f.context, "context length (default: the model's)")
       ->check(CLI::Range(0, 1 << 24));
+  cmd->add_option("--kv-type", f.kv_type, "KV cache type: f16 or f32")->capture_default_str();
   cmd->add_flag("--ignore-eos", f.ignore_eos, "keep generating after end-of-text tokens");
   cmd->add_flag("--stats", f.stats, "print timing statistics to stderr");
 }
 
 // Flags given on the command line win; otherwise the checkpoint's
 // generation_config.json defaults (ModelInfo::default_sampling) apply.
+SessionOptions session_options(const SamplingFlags& f) {
+  SessionOptions o;
+  o.context_length = f.context;
+  o.kv_type = f.kv_type;
+  return o;
+}
+
 GenerateOptions to_options(const SamplingFlags& f, const Model& model) {
   GenerateOptions o;
   o.max_tokens = f.max_tokens;
@@ -104,7 +113,7 @@ struct RunFlags {
 
 int run_command(const RunFlags& f) {
   auto model = load_model_from_options(f.model);
-  Session session(model, f.sampling.context);
+  Session session(model, session_options(f.sampling));
   const std::vector<int32_t> prompt = model->tokenize(f.prompt, !f.no_bos, f.raw);
   std::fwrite(f.prompt.data(), 1, f.prompt.size(), stdout);
   const GenerateResult r =
@@ -122,7 +131,7 @@ struct ChatFlags {
 
 int chat_command(const ChatFlags& f) {
   auto model = load_model_from_options(f.model);
-  Session session(model, f.sampling.context);
+  Session session(model, session_options(f.sampling));
   std::vector<ChatMessage> history;
   if (!f.system.empty()) history.push_back({"system", f.system});
   const GenerateOptions options = to_options(f.sampling, *model);
