@@ -23,6 +23,7 @@ struct ModelConfig {
   bool rope_interleaved = false;  // see kernels/ops.h rope()
   bool tied_embeddings = false;
   bool attention_bias = false;  // Qwen2: q/k/v projections have biases
+  int sliding_window = 0;       // Mistral: attend to at most this many positions (0: all)
 
   // RoPE scaling: "" (none), "linear" or "llama3".
   std::string rope_scaling;

@@ -165,6 +165,8 @@ void load_gguf(LoadedModel& model) {
   // llama.cpp's converter permutes q/k of "llama" into the interleaved layout;
   // qwen2 keeps HF's layout and runs NEOX-style rope.
   c.rope_interleaved = arch != "qwen2";
+  c.sliding_window =
+      static_cast<int>(gguf->get_int_opt(key("attention.sliding_window")).value_or(0));
   c.attention_bias = gguf->find_tensor("blk.0.attn_q.bias") != nullptr;
   c.tied_embeddings = gguf->find_tensor("output.weight") == nullptr;
   if (auto type = gguf->get_string_opt(key("rope.scaling.type"))) {
@@ -383,6 +385,12 @@ void load_hf_dir(LoadedModel& model) {
   c.tied_embeddings = json_get<bool>(j, "tie_word_embeddings", false, src);
   c.attention_bias = c.architecture == "qwen2" || json_get<bool>(j, "attention_bias", false, src);
   c.rope_interleaved = false;
+  // Mistral attends to a sliding window; Qwen2 configs carry one but only use it when
+  // use_sliding_window is set.
+  if (c.architecture == "mistral" || json_get<bool>(j, "use_sliding_window", false, src)) {
+    c.sliding_window = json_get<int>(j, "sliding_window", 0, src);
+    if (c.sliding_window < 0) fail(config_path, ": 'sliding_window' must be >= 0");
+  }
   if (json_get<std::string>(j, "hidden_act", "silu", src) != "silu") {
     fail(config_path, ": unsupported hidden_act '", j["hidden_act"].get<std::string>(),
          "' (only silu)");

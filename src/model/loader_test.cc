@@ -10,6 +10,8 @@
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
 #include "formats/test_util.h"
+#include "kernels/thread_pool.h"
+#include "model/transformer.h"
 
 namespace edgelm {
 namespace {
@@ -38,7 +40,12 @@ struct TinyHf {
   void add(const std::string& name, std::vector<int64_t> shape) {
     int64_t n = 1;
     for (int64_t d : shape) n *= d;
-    storage.emplace_back(n, 0.01f);
+    storage.emplace_back(n);
+    uint32_t state = 12345u + static_cast<uint32_t>(storage.size());
+    for (float& v : storage.back()) {  // small pseudo-random weights
+      state = state * 1664525u + 1013904223u;
+      v = (static_cast<float>(state >> 8) / 16777216.0f - 0.5f) * 0.5f;
+    }
     TensorView t;
     t.name = name;
     t.dtype = DType::F32;
@@ -149,6 +156,40 @@ TEST(Loader, Llama2cAndGgufAgreeOnConfig) {
   EXPECT_TRUE(gguf->config.rope_interleaved);
   EXPECT_EQ(bin->n_params, 260032);  // the published parameter count
   EXPECT_EQ(bin->rope_inv_freq, gguf->rope_inv_freq);
+}
+
+// With one layer, the last token's logits under a sliding window of W equal those of
+// a fresh run over just the last W tokens (RoPE scores depend on relative positions only).
+TEST(SlidingWindow, OneLayerWindowEqualsTruncatedSequence) {
+  TinyHf hf(R"({"model_type": "mistral", "hidden_size": 8, "num_hidden_layers": 1,
+    "num_attention_heads": 2, "num_key_value_heads": 2, "intermediate_size": 16,
+    "vocab_size": 49152, "tie_word_embeddings": true, "max_position_embeddings": 64,
+    "sliding_window": 4})");
+  auto model = load_model(hf.path());
+  ASSERT_EQ(model->config.sliding_window, 4);
+  ThreadPool pool(1);
+  auto last_logits = [&](const std::vector<int32_t>& tokens) {
+    KvCache cache;
+    cache.allocate(model->config, 64, DType::F32);
+    ForwardBuffers buffers;
+    buffers.allocate(model->config, 16, 64, 1);
+    std::vector<float> logits(model->config.vocab_size);
+    forward(*model, tokens.data(), static_cast<int>(tokens.size()), 0, cache, buffers, pool,
+            logits.data(), false);
+    return logits;
+  };
+  const std::vector<int32_t> all = {5, 17, 300, 42, 9, 1000, 77, 8};
+  const std::vector<float> windowed = last_logits(all);
+  const std::vector<float> exact = last_logits({9, 1000, 77, 8});
+  model->config.sliding_window = 0;
+  const std::vector<float> full = last_logits(all);
+  float max_diff = 0, max_diff_wrong = 0;
+  for (size_t v = 0; v < windowed.size(); ++v) {
+    max_diff = std::max(max_diff, std::abs(windowed[v] - exact[v]));
+    max_diff_wrong = std::max(max_diff_wrong, std::abs(windowed[v] - full[v]));
+  }
+  EXPECT_LT(max_diff, 1e-4f);
+  EXPECT_GT(max_diff_wrong, 1e-3f);  // without the window the result differs
 }
 
 TEST(RopeFrequencies, Llama3ScalingMatchesTransformers) {

@@ -111,14 +111,19 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
     for (int64_t item = begin; item < end; ++item) {
       const int i = static_cast<int>(item / x.c->n_kv_heads);
       const int g = static_cast<int>(item % x.c->n_kv_heads);
-      const int length = x.position + i + 1;  // attends to positions 0..position+i
+      // Attends to positions [first, position + i]: all of them, or a sliding window.
+      const int end = x.position + i + 1;
+      const int window = x.c->sliding_window;
+      const int first = window > 0 && end > window ? end - window : 0;
+      const int length = end - first;
       const size_t offset =
           static_cast<size_t>(i) * q_dim + static_cast<size_t>(g) * x.group * x.head_dim;
       WeightMatrix keys;
       keys.type = x.cache->type;
       keys.rows = length;
       keys.cols = x.head_dim;
-      keys.data = x.cache->key_matrix(x.layer, g);
+      keys.data = x.cache->key_matrix(x.layer, g) +
+                  static_cast<size_t>(first) * x.head_dim * x.cache->element_bytes();
       keys.row_bytes = x.head_dim * x.cache->element_bytes();
       // One matvec per query head: n = 1 keeps the kernels on their allocation-free
       // decode path, and this head's keys stay in cache between the group's heads.
@@ -135,7 +140,8 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
       values.type = x.cache->type;
       values.rows = x.head_dim;
       values.cols = length;
-      values.data = x.cache->value_matrix(x.layer, g);
+      values.data =
+          x.cache->value_matrix(x.layer, g) + static_cast<size_t>(first) * x.cache->element_bytes();
       values.row_bytes = static_cast<size_t>(x.cache->capacity) * x.cache->element_bytes();
       for (int j = 0; j < x.group; ++j) {
         matmul(values, scores + static_cast<size_t>(j) * length, 1,
