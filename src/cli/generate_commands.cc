@@ -22,6 +22,7 @@ struct SamplingFlags {
   int context = 0;
   std::string kv_type = "f16";
   bool ignore_eos = false;
+  bool truncate_prompt = false;
   bool stats = false;
   CLI::App* command = nullptr;  // to tell flags given from defaults
 };
@@ -54,6 +55,8 @@ void add_sampling_flags(CLI::App* cmd, SamplingFlags& f) {
       ->check(CLI::Range(0, 1 << 24));
   cmd->add_option("--kv-type", f.kv_type, "KV cache type: f16 or f32")->capture_default_str();
   cmd->add_flag("--ignore-eos", f.ignore_eos, "keep generating after end-of-text tokens");
+  cmd->add_flag("--truncate-prompt", f.truncate_prompt,
+                "keep the end of a prompt longer than the context (reported) instead of failing");
   cmd->add_flag("--stats", f.stats, "print timing statistics to stderr");
 }
 
@@ -71,6 +74,7 @@ GenerateOptions to_options(const SamplingFlags& f, const Model& model) {
   o.max_tokens = f.max_tokens;
   o.stop = f.stop;
   o.ignore_eos = f.ignore_eos;
+  o.truncate_prompt = f.truncate_prompt;
   SamplingParams& s = o.sampling;
   s = model.info().default_sampling;
   auto given = [&](const char* flag) { return f.command->count(flag) > 0; };
@@ -115,10 +119,23 @@ int run_command(const RunFlags& f) {
   auto model = load_model_from_options(f.model);
   Session session(model, session_options(f.sampling));
   const std::vector<int32_t> prompt = model->tokenize(f.prompt, !f.no_bos, f.raw);
-  std::fwrite(f.prompt.data(), 1, f.prompt.size(), stdout);
+  // The prompt is echoed once generation has started, so a rejected prompt shows only the error.
+  bool echoed = false;
+  auto echo_prompt = [&] {
+    if (!echoed) std::fwrite(f.prompt.data(), 1, f.prompt.size(), stdout);
+    echoed = true;
+  };
   const GenerateResult r =
-      session.generate(prompt, to_options(f.sampling, *model), stream_to_stdout);
+      session.generate(prompt, to_options(f.sampling, *model), [&](const TokenEvent& ev) {
+        echo_prompt();
+        return stream_to_stdout(ev);
+      });
+  echo_prompt();
   std::printf("\n");
+  if (r.prompt_truncated_tokens > 0) {
+    std::fprintf(stderr, "[prompt truncated: dropped its first %d tokens to fit the context]\n",
+                 r.prompt_truncated_tokens);
+  }
   if (f.sampling.stats) print_stats(r);
   return 0;
 }
