@@ -52,12 +52,18 @@ struct KernelTables {
 
   KernelTables() {
     kernels_internal::register_scalar_kernels(&registered[static_cast<int>(Isa::kScalar)]);
+    kernels_internal::register_quant_scalar_kernels(&registered[static_cast<int>(Isa::kScalar)]);
 #if defined(__x86_64__) || defined(_M_X64)
     kernels_internal::register_avx2_kernels(&registered[static_cast<int>(Isa::kAvx2)]);
     kernels_internal::register_avx512_kernels(&registered[static_cast<int>(Isa::kAvx512)]);
+    kernels_internal::register_quant_avx2_kernels(&registered[static_cast<int>(Isa::kAvx2)]);
+    kernels_internal::register_quant_avx512_kernels(&registered[static_cast<int>(Isa::kAvx512)]);
 #endif
 #if defined(__aarch64__)
     kernels_internal::register_neon_kernels(&registered[static_cast<int>(Isa::kNeon)]);
+    kernels_internal::register_quant_neon_kernels(&registered[static_cast<int>(Isa::kNeon)]);
+    kernels_internal::register_quant_dotprod_kernels(
+        &registered[static_cast<int>(Isa::kNeonDotprod)]);
 #endif
     for (Isa isa : kAllIsas) {
       IsaKernels& out = resolved[static_cast<int>(isa)];
@@ -68,6 +74,8 @@ struct KernelTables {
           if (!out.types[s].matvec) out.types[s].matvec = in.types[s].matvec;
           if (!out.types[s].to_f32) out.types[s].to_f32 = in.types[s].to_f32;
           if (!out.types[s].matmul_rows) out.types[s].matmul_rows = in.types[s].matmul_rows;
+          if (!out.types[s].quant_matvec) out.types[s].quant_matvec = in.types[s].quant_matvec;
+          if (!out.types[s].quant_matmul) out.types[s].quant_matmul = in.types[s].quant_matmul;
         }
         if (from == Isa::kScalar) break;
       }
@@ -251,6 +259,10 @@ void matmul(const WeightMatrix& weights, const float* x, int64_t n, float* y, Th
   }
   const IsaKernels& k = isa_kernels(active_isa());
   const TypeKernels* tk = find_type_kernels(k, w.type);
+  if (tk != nullptr && tk->quant_matvec != nullptr && tk->quant_matmul != nullptr) {
+    kernels_internal::quant_matmul(w, *tk, x, n, y, pool);
+    return;
+  }
   if (tk == nullptr || tk->matvec == nullptr || (tk->to_f32 == nullptr && !tk->matmul_rows)) {
     fail("matmul: no kernel for weight type ", type_label(w.type));
   }

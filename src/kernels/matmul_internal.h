@@ -31,10 +31,34 @@ using PanelMatmulFn = void (*)(const float* panel, int64_t panel_stride, int64_t
                                const float* x, int64_t x_stride, int64_t n, float* y,
                                int64_t y_stride);
 
+// Activations of n tokens quantized once per matmul call for the integer
+// kernels of quantized weights (matmul_quant.cc): the values of ggml's Q8_0
+// (blocks of 32) or Q8_K (blocks of 256) quantization, stored as arrays.
+// Every array of a token starts 64-byte aligned and is zero-padded to a
+// multiple of 16 entries, so kernels may load whole vectors past the end.
+struct QuantActs {
+  const int8_t* q = nullptr;     // token t: q + t * q_stride, cols values
+  const float* d = nullptr;      // token t: d + t * d_stride, scale per block (32 or 256)
+  const float* dsum = nullptr;   // token t: dsum + t * d32_stride, block scale * (sum of q) per 32
+  const int16_t* s32 = nullptr;  // token t: s32 + t * d32_stride, sum of q per 32 values
+  const int16_t* s16 = nullptr;  // token t: s16 + t * s16_stride, sum of q per 16 (ggml's bsums)
+  int64_t q_stride = 0, d_stride = 0, d32_stride = 0, s16_stride = 0;
+};
+// y[r - row_begin] = dot(W[r], x) for rows [row_begin, row_end), x quantized.
+using QuantMatvecFn = void (*)(const WeightMatrix& w, const QuantActs& x, float* y,
+                               int64_t row_begin, int64_t row_end);
+// y[t * y_stride + r] for t < n, r in [row_begin, row_end), x quantized.
+using QuantMatmulFn = void (*)(const WeightMatrix& w, const QuantActs& x, int64_t n, float* y,
+                               int64_t y_stride, int64_t row_begin, int64_t row_end);
+
 struct TypeKernels {
   MatvecFn matvec = nullptr;
   RowToF32Fn to_f32 = nullptr;
   MatmulRowsFn matmul_rows = nullptr;  // nullptr: generic panel path
+  // Quantized weight types: integer kernels on quantized activations (these
+  // replace matvec / matmul_rows; matmul() hands such types to quant_matmul()).
+  QuantMatvecFn quant_matvec = nullptr;
+  QuantMatmulFn quant_matmul = nullptr;
 };
 
 // DType ids are ggml's and small; one slot per id.
@@ -54,8 +78,23 @@ void register_avx512_kernels(IsaKernels* table);
 void register_neon_kernels(IsaKernels* table);
 #endif
 
+// Quantized types (matmul_quant*.cc).
+void register_quant_scalar_kernels(IsaKernels* table);
+#if defined(__x86_64__) || defined(_M_X64)
+void register_quant_avx2_kernels(IsaKernels* table);
+void register_quant_avx512_kernels(IsaKernels* table);  // only with AVX512-VNNI
+#endif
+#if defined(__aarch64__)
+void register_quant_neon_kernels(IsaKernels* table);
+void register_quant_dotprod_kernels(IsaKernels* table);
+#endif
+// Quantizes x once and runs tk's integer kernels over the pool.
+void quant_matmul(const WeightMatrix& w, const TypeKernels& tk, const float* x, int64_t n, float* y,
+                  ThreadPool* pool);
+
+// FP8_E4M3's id (1000) is outside ggml's range; it takes the last slot.
 inline constexpr uint32_t slot(DType type) {
-  return static_cast<uint32_t>(type);
+  return type == DType::FP8_E4M3 ? 63 : static_cast<uint32_t>(type);
 }
 
 }  // namespace edgelm::kernels_internal
