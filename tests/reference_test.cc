@@ -86,6 +86,12 @@ bool load_reference(const std::string& name, Reference& ref, std::string& why) {
   return true;
 }
 
+// Q8_0 KV caches store keys and values with 8 bits per value (blocks of 32) and
+// the key product also rounds the query to 8 bits. On these random checkpoints
+// that moves logits by up to 0.2-0.53 (14-32 x atol, 1.5-3.5% of the largest
+// logit); a wrong block layout moves them by the size of the logits themselves.
+constexpr double kQ8KvToleranceFactor = 40.0;
+
 struct Diff {
   double max_abs = 0;
   int at = -1;
@@ -190,6 +196,44 @@ TEST_P(ReferenceTest, IncrementalLogitsMatchReference) {
       s->evaluate(std::vector<int32_t>(ref_.prompt.begin() + half, ref_.prompt.end()));
   const Diff d = compare(last, ref_.row(ref_.prompt.size() - 1), ref_.vocab);
   EXPECT_LE(d.max_abs, ref_.atol) << "prefill in two batches";
+}
+
+// The KV cache types: f32 within the same tolerance as the default f16; q8_0 (8-bit keys
+// and values) within a looser, stated bound, token by token through the cache.
+TEST_P(ReferenceTest, KvCacheTypesMatchReference) {
+  struct Case {
+    const char* type;
+    double tolerance_factor;  // x atol
+  };
+  for (const Case& c : {Case{"f32", 1.0}, Case{"q8_0", kQ8KvToleranceFactor}}) {
+    SessionOptions options;
+    options.context_length = ref_.json.at("context_length").get<int>();
+    options.kv_type = c.type;
+    Session s(model_, options);
+    double worst = 0;
+    for (size_t p = 0; p < ref_.prompt.size(); ++p) {
+      const float* logits = s.evaluate({ref_.prompt[p]});
+      worst = std::max(worst, compare(logits, ref_.row(p), ref_.vocab).max_abs);
+    }
+    EXPECT_LE(worst, c.tolerance_factor * ref_.atol) << "KV cache " << c.type << " on " << path_;
+    RecordProperty(std::string("max_abs_diff_kv_") + c.type, std::to_string(worst));
+    // Batch and token-by-token evaluation store the same values (up to rounding: with
+    // 8-bit storage a last-bit difference in a key can flip a quantization step), and a
+    // rewind into the middle of a 32-position block must rebuild that block.
+    const double same_tolerance = ref_.atol * (c.tolerance_factor > 1 ? 10.0 : 1.0);
+    Session batch(model_, options);
+    const std::vector<float> all = batch.evaluate_all(ref_.prompt);
+    const size_t last = ref_.prompt.size() - 1;
+    const float* step = s.evaluate({});
+    EXPECT_LE(compare(all.data() + last * ref_.vocab, step, ref_.vocab).max_abs, same_tolerance)
+        << "KV cache " << c.type << ": batch vs incremental";
+    const int keep = static_cast<int>(ref_.prompt.size()) - 3;
+    batch.rewind(keep);
+    const float* again =
+        batch.evaluate(std::vector<int32_t>(ref_.prompt.begin() + keep, ref_.prompt.end()));
+    EXPECT_LE(compare(again, step, ref_.vocab).max_abs, same_tolerance)
+        << "KV cache " << c.type << ": after a rewind";
+  }
 }
 
 // (c) Greedy generation reproduces the reference tokens. Only the first `greedy_checked`

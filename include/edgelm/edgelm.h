@@ -140,7 +140,7 @@ class SessionImpl;
 
 struct SessionOptions {
   int context_length = 0;       // 0: the model's maximum
-  std::string kv_type = "f16";  // KV cache element type: "f16" or "f32"
+  std::string kv_type = "f16";  // KV cache element type: "f16", "f32" or "q8_0"
   int threads = 0;              // 0: the model's LoadOptions::threads
 };
 

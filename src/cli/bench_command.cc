@@ -297,7 +297,7 @@ void register_bench_command(CLI::App& app, std::vector<Command>& out) {
   cmd->add_option("-r,--repetitions", flags->repetitions, "measured repetitions")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
-  cmd->add_option("--kv-type", flags->kv_type, "KV cache type: f16 or f32")->capture_default_str();
+  cmd->add_option("--kv-type", flags->kv_type, "KV cache type: f16, f32 or q8_0")->capture_default_str();
   cmd->add_option("--json", flags->json_path,
                   "write the results as JSON (for tools/plot_bench.py)");
   cmd->add_option("--markdown", flags->markdown_path, "write the table as markdown");

@@ -53,7 +53,7 @@ void add_sampling_flags(CLI::App* cmd, SamplingFlags& f) {
   cmd->add_option("--stop", f.stop, "stop string (repeatable)");
   cmd->add_option("-c,--ctx", f.context, "context length (default: the model's)")
       ->check(CLI::Range(0, 1 << 24));
-  cmd->add_option("--kv-type", f.kv_type, "KV cache type: f16 or f32")->capture_default_str();
+  cmd->add_option("--kv-type", f.kv_type, "KV cache type: f16, f32 or q8_0")->capture_default_str();
   cmd->add_flag("--ignore-eos", f.ignore_eos, "keep generating after end-of-text tokens");
   cmd->add_flag("--truncate-prompt", f.truncate_prompt,
                 "keep the end of a prompt longer than the context (reported) instead of failing");

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "kernels/ops.h"
+#include "kernels/quant_formats.h"
 #include "kernels/thread_pool.h"
 #include "util/error.h"
 #include "util/half.h"
@@ -11,36 +13,90 @@
 namespace edgelm {
 
 void KvCache::allocate(const ModelConfig& config, int new_capacity, DType new_type) {
-  if (new_type != DType::F16 && new_type != DType::F32) {
-    fail("KV cache type ", dtype_name(new_type), " is not supported (use f16 or f32)");
+  if (new_type != DType::F16 && new_type != DType::F32 && new_type != DType::Q8_0) {
+    fail("KV cache type ", dtype_name(new_type), " is not supported (use f16, f32 or q8_0)");
+  }
+  if (new_type == DType::Q8_0 && config.head_dim % 32 != 0) {
+    fail("KV cache type q8_0 needs head_dim to be a multiple of 32 (this model has ",
+         config.head_dim, ")");
   }
   type = new_type;
   n_layers = config.n_layers;
   n_kv_heads = config.n_kv_heads;
   head_dim = config.head_dim;
   capacity = new_capacity;
-  keys.reset(new uint8_t[bytes() / 2]);
-  values.reset(new uint8_t[bytes() / 2]);
+  const int64_t block = block_size();
+  value_columns = static_cast<int>((capacity + block - 1) / block * block);
+  key_row_bytes = dtype_row_bytes(type, head_dim);
+  value_row_bytes = dtype_row_bytes(type, value_columns);
+  const size_t matrices = static_cast<size_t>(n_layers) * n_kv_heads;
+  keys.reset(new uint8_t[matrices * capacity * key_row_bytes]);
+  values.reset(new uint8_t[matrices * head_dim * value_row_bytes]);
+  if (type == DType::Q8_0) {
+    staging.assign(matrices * head_dim * 32, 0.0f);
+    next_position.assign(n_layers, 0);
+  } else {
+    staging.clear();
+    next_position.clear();
+  }
 }
 
 void KvCache::store(int layer, int position, const float* k, const float* v) {
   for (int g = 0; g < n_kv_heads; ++g) {
     const float* kh = k + g * head_dim;
-    const float* vh = v + g * head_dim;
-    uint8_t* kd = key_matrix(layer, g) + static_cast<size_t>(position) * head_dim * element_bytes();
-    uint8_t* vd = value_matrix(layer, g) + static_cast<size_t>(position) * element_bytes();
-    const size_t v_stride = static_cast<size_t>(capacity) * element_bytes();
+    uint8_t* key_row = key_matrix(layer, g) + static_cast<size_t>(position) * key_row_bytes;
     if (type == DType::F32) {
-      std::copy(kh, kh + head_dim, reinterpret_cast<float*>(kd));
-      for (int d = 0; d < head_dim; ++d) *reinterpret_cast<float*>(vd + d * v_stride) = vh[d];
+      std::copy(kh, kh + head_dim, reinterpret_cast<float*>(key_row));
+    } else if (type == DType::F16) {
+      auto* k16 = reinterpret_cast<uint16_t*>(key_row);
+      for (int d = 0; d < head_dim; ++d) k16[d] = fp32_to_fp16(kh[d]);
     } else {
-      auto* kd16 = reinterpret_cast<uint16_t*>(kd);
-      for (int d = 0; d < head_dim; ++d) kd16[d] = fp32_to_fp16(kh[d]);
-      for (int d = 0; d < head_dim; ++d) {
-        *reinterpret_cast<uint16_t*>(vd + d * v_stride) = fp32_to_fp16(vh[d]);
+      quantize_row_q8_0_reference(kh, key_row, head_dim);
+    }
+  }
+  if (type == DType::Q8_0) {
+    store_q8_0_values(layer, position, v);
+    return;
+  }
+  for (int g = 0; g < n_kv_heads; ++g) {
+    const float* vh = v + g * head_dim;
+    uint8_t* column =
+        value_matrix(layer, g) + static_cast<size_t>(position) * (type == DType::F32 ? 4 : 2);
+    for (int d = 0; d < head_dim; ++d) {
+      uint8_t* dst = column + d * value_row_bytes;
+      if (type == DType::F32) {
+        std::memcpy(dst, &vh[d], sizeof(float));
+      } else {
+        const uint16_t h = fp32_to_fp16(vh[d]);
+        std::memcpy(dst, &h, sizeof h);
       }
     }
   }
+}
+
+// Values are transposed, so one position is one element of 32-wide blocks in
+// every row: keep the block being filled in F32 and re-quantize it whole.
+void KvCache::store_q8_0_values(int layer, int position, const float* v) {
+  const int slot = position % 32;
+  const int block = position / 32;
+  const size_t block_bytes = dtype_row_bytes(DType::Q8_0, 32);
+  const bool continues = next_position[layer] == position;
+  for (int g = 0; g < n_kv_heads; ++g) {
+    for (int d = 0; d < head_dim; ++d) {
+      float* stage = staging.data() + ((matrix_index(layer, g) * head_dim) + d) * 32;
+      uint8_t* dst = value_matrix(layer, g) + d * value_row_bytes + block * block_bytes;
+      if (slot == 0) {
+        std::fill(stage, stage + 32, 0.0f);
+      } else if (!continues) {
+        // After a rewind: rebuild the block's earlier positions from the cache.
+        dequantize_row_q8_0(dst, stage, 32);
+        std::fill(stage + slot, stage + 32, 0.0f);
+      }
+      stage[slot] = v[g * head_dim + d];
+      quantize_row_q8_0_reference(stage, dst, 32);
+    }
+  }
+  next_position[layer] = position + 1;
 }
 
 void ForwardBuffers::allocate(const ModelConfig& c, int batch, int capacity, int threads) {
@@ -56,7 +112,10 @@ void ForwardBuffers::allocate(const ModelConfig& c, int batch, int capacity, int
   ffn_up.assign(b * c.hidden_dim, 0.0f);
   rope_cos.assign(b * (c.head_dim / 2), 0.0f);
   rope_sin.assign(b * (c.head_dim / 2), 0.0f);
-  scores.assign(static_cast<size_t>(threads) * (c.n_heads / c.n_kv_heads) * capacity, 0.0f);
+  // Room for a row of scores padded to whole 32-blocks (Q8_0 caches) per query head.
+  const size_t padded = (static_cast<size_t>(capacity) + 31) / 32 * 32;
+  scores.assign(static_cast<size_t>(threads) * (c.n_heads / c.n_kv_heads) * padded, 0.0f);
+  value_rows.assign(static_cast<size_t>(threads) * padded, 0.0f);
 }
 
 std::string matrix_tensor_name(int layer, MatrixKind kind) {
@@ -91,7 +150,7 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   const int64_t items = static_cast<int64_t>(n) * c.n_kv_heads;
   const int threads = pool.size();
-  const size_t scores_per_thread = static_cast<size_t>(group) * cache.capacity;
+  const size_t scores_per_thread = buf.scores.size() / threads;
   struct Context {
     const ModelConfig* c;
     KvCache* cache;
@@ -100,15 +159,16 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
     float scale;
     int64_t items;
     size_t scores_per_thread;
-  } ctx{&c,    &cache,  &buf,  layer, position,         head_dim,
-        group, threads, scale, items, scores_per_thread};
+    size_t value_row_floats;
+  } ctx{&c,    &cache,  &buf,  layer, position,          head_dim,
+        group, threads, scale, items, scores_per_thread, buf.value_rows.size() / threads};
   pool.run_on_all([p = &ctx](int thread) {
     const Context& x = *p;
     float* scores = x.buf->scores.data() + thread * x.scores_per_thread;
-    const int64_t begin = x.items * thread / x.threads;
-    const int64_t end = x.items * (thread + 1) / x.threads;
+    const int64_t item_begin = x.items * thread / x.threads;
+    const int64_t item_end = x.items * (thread + 1) / x.threads;
     const int q_dim = x.c->q_dim();
-    for (int64_t item = begin; item < end; ++item) {
+    for (int64_t item = item_begin; item < item_end; ++item) {
       const int i = static_cast<int>(item / x.c->n_kv_heads);
       const int g = static_cast<int>(item % x.c->n_kv_heads);
       // Attends to positions [first, position + i]: all of them, or a sliding window.
@@ -116,36 +176,59 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
       const int window = x.c->sliding_window;
       const int first = window > 0 && end > window ? end - window : 0;
       const int length = end - first;
+      // The value product runs over whole blocks: [vfirst, vend) around [first, end),
+      // with zero weights on the padding.
+      const int64_t block = x.cache->block_size();
+      const int vfirst = static_cast<int>(first / block * block);
+      const int vend = static_cast<int>((end + block - 1) / block * block);
+      const int width = vend - vfirst;
+      const int lead = first - vfirst;
       const size_t offset =
           static_cast<size_t>(i) * q_dim + static_cast<size_t>(g) * x.group * x.head_dim;
       WeightMatrix keys;
       keys.type = x.cache->type;
       keys.rows = length;
       keys.cols = x.head_dim;
-      keys.data = x.cache->key_matrix(x.layer, g) +
-                  static_cast<size_t>(first) * x.head_dim * x.cache->element_bytes();
-      keys.row_bytes = x.head_dim * x.cache->element_bytes();
-      // One matvec per query head: n = 1 keeps the kernels on their allocation-free
-      // decode path, and this head's keys stay in cache between the group's heads.
-      for (int j = 0; j < x.group; ++j) {
-        matmul(keys, x.buf->q.data() + offset + static_cast<size_t>(j) * x.head_dim, 1,
-               scores + static_cast<size_t>(j) * length, nullptr);
-      }
-      for (int j = 0; j < x.group; ++j) {
-        float* row = scores + static_cast<size_t>(j) * length;
-        for (int t = 0; t < length; ++t) row[t] *= x.scale;
-        softmax(row, length);
-      }
+      keys.data =
+          x.cache->key_matrix(x.layer, g) + static_cast<size_t>(first) * x.cache->key_row_bytes;
+      keys.row_bytes = x.cache->key_row_bytes;
       WeightMatrix values;
       values.type = x.cache->type;
       values.rows = x.head_dim;
-      values.cols = length;
-      values.data =
-          x.cache->value_matrix(x.layer, g) + static_cast<size_t>(first) * x.cache->element_bytes();
-      values.row_bytes = static_cast<size_t>(x.cache->capacity) * x.cache->element_bytes();
+      values.cols = width;
+      values.data = x.cache->value_matrix(x.layer, g) + dtype_row_bytes(x.cache->type, vfirst);
+      values.row_bytes = x.cache->value_row_bytes;
+      // One matvec per query head: n = 1 keeps the kernels on their allocation-free
+      // decode path, and this head's keys stay in cache between the group's heads.
       for (int j = 0; j < x.group; ++j) {
-        matmul(values, scores + static_cast<size_t>(j) * length, 1,
-               x.buf->attention.data() + offset + static_cast<size_t>(j) * x.head_dim, nullptr);
+        float* row = scores + static_cast<size_t>(j) * width;
+        std::fill(row, row + lead, 0.0f);
+        std::fill(row + lead + length, row + width, 0.0f);
+        float* live = row + lead;
+        matmul(keys, x.buf->q.data() + offset + static_cast<size_t>(j) * x.head_dim, 1, live,
+               nullptr);
+        for (int t = 0; t < length; ++t) live[t] *= x.scale;
+        softmax(live, length);
+        float* out = x.buf->attention.data() + offset + static_cast<size_t>(j) * x.head_dim;
+        if (x.cache->type == DType::Q8_0) {
+          // The quantized matmul would also round the attention weights to 8 bits;
+          // dequantize each value row instead and keep the weights in F32.
+          float* value_row = x.buf->value_rows.data() + thread * x.value_row_floats;
+          WeightMatrix dense;
+          dense.type = DType::F32;
+          dense.rows = 1;
+          dense.cols = width;
+          dense.data = value_row;
+          dense.row_bytes = static_cast<size_t>(width) * sizeof(float);
+          for (int d = 0; d < x.head_dim; ++d) {
+            dequantize_row(DType::Q8_0,
+                           static_cast<const uint8_t*>(values.data) + d * values.row_bytes,
+                           value_row, width);
+            matmul(dense, row, 1, out + d, nullptr);
+          }
+        } else {
+          matmul(values, row, 1, out, nullptr);
+        }
       }
     }
   });

@@ -14,38 +14,48 @@ namespace edgelm {
 
 class ThreadPool;
 
-// Keys and values of every layer, F16 (default) or F32. Per layer and KV head,
-// keys are a [capacity][head_dim] matrix and values are stored transposed,
-// [head_dim][capacity], so that both attention products (q.K^T and p.V) are
-// plain matrix products for the matmul kernels.
+// Keys and values of every layer: F16 (default), F32 or Q8_0. Per layer and KV
+// head, keys are a [capacity][head_dim] matrix and values are stored transposed,
+// [head_dim][value_columns], so that both attention products (q.K^T and p.V)
+// are plain matrix products for the matmul kernels.
+//
+// Q8_0 values are quantized in blocks of 32 positions; the block being filled
+// is kept in F32 (`staging`) and re-quantized as each position arrives.
 struct KvCache {
   DType type = DType::F16;
   int n_layers = 0;
   int n_kv_heads = 0;
   int head_dim = 0;
   int capacity = 0;
+  int value_columns = 0;  // capacity rounded up to the type's block size
+  size_t key_row_bytes = 0, value_row_bytes = 0;
   // Left uninitialized on purpose: pages of a long context cost memory only
   // once a position is written.
   std::unique_ptr<uint8_t[]> keys, values;
+  std::vector<float> staging;      // Q8_0: [layer][kv_head][head_dim][32]
+  std::vector<int> next_position;  // Q8_0: per layer, the position staging continues at
 
+  // Throws edgelm::Error for types other than f16/f32/q8_0, or q8_0 with head_dim % 32 != 0.
   void allocate(const ModelConfig& config, int capacity, DType type);
-  size_t element_bytes() const { return type == DType::F32 ? 4 : 2; }
+  int64_t block_size() const { return type == DType::Q8_0 ? 32 : 1; }
   size_t bytes() const {
-    return 2 * element_bytes() * n_layers * static_cast<size_t>(n_kv_heads) * head_dim * capacity;
+    const size_t matrices = static_cast<size_t>(n_layers) * n_kv_heads;
+    return matrices * (capacity * key_row_bytes + head_dim * value_row_bytes);
   }
-  // Start of the key matrix / transposed value matrix of one layer and KV head.
-  uint8_t* key_matrix(int layer, int kv_head) { return keys.get() + block_offset(layer, kv_head); }
+  uint8_t* key_matrix(int layer, int kv_head) {
+    return keys.get() + matrix_index(layer, kv_head) * capacity * key_row_bytes;
+  }
   uint8_t* value_matrix(int layer, int kv_head) {
-    return values.get() + block_offset(layer, kv_head);
+    return values.get() + matrix_index(layer, kv_head) * head_dim * value_row_bytes;
   }
   // Stores one token's keys and values (kv_dim floats each) at `position`.
   void store(int layer, int position, const float* k, const float* v);
 
  private:
-  size_t block_offset(int layer, int kv_head) const {
-    return (static_cast<size_t>(layer) * n_kv_heads + kv_head) * head_dim * capacity *
-           element_bytes();
+  size_t matrix_index(int layer, int kv_head) const {
+    return static_cast<size_t>(layer) * n_kv_heads + kv_head;
   }
+  void store_q8_0_values(int layer, int position, const float* v);
 };
 
 // The weight matrices of a layer (and the output head), for hooks and names.
@@ -66,6 +76,7 @@ struct ForwardBuffers {
   std::vector<float> x, x_norm, q, k, v, attention, ffn_gate, ffn_up;
   std::vector<float> rope_cos, rope_sin;  // [max_batch][head_dim/2]
   std::vector<float> scores;              // [threads][heads per KV head][capacity]
+  std::vector<float> value_rows;          // [threads][capacity]: Q8_0 value rows in F32
 
   void allocate(const ModelConfig& config, int max_batch, int capacity, int threads);
 };

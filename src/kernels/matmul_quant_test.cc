@@ -1,0 +1,420 @@
+// Kernels for quantized weights (matmul_quant*.cc).
+//
+// What is checked, and within which bound:
+//  1. The scalar reference against a double-precision product of the
+//     dequantized weights and the dequantized activations, quantized by
+//     quant_formats' ggml reference (Q8_0 / Q8_K): only float rounding differs,
+//     so within 1e-5 * sum |w * xq|. This pins the block unpacking, the integer
+//     math and the activation quantization (same values as ggml's).
+//  2. The scalar reference against the F32 product with unquantized
+//     activations, within the activation quantization error:
+//       sum_i |w_i| * e_i + 1e-5 * sum |w_i * x_i|,
+//     e_i = d_x / 2 (Q8_K), d_x * (1/2 + 127 * 2^-11) (Q8_0, whose scale is
+//     stored as f16), d_x = the block's amax / 127.
+//  3. Every ISA against the scalar reference on awkward shapes (rows 1..70,
+//     cols a few multiples of the block, 1..19 tokens, 1..3 threads): EXACTLY
+//     equal on data whose scales are powers of two (random quant bytes; all
+//     float products and sums are then exact, so any order of the float
+//     combination gives the same bits and any integer error shows), and within
+//     1e-5 * sum |w * x| on realistic data. Prefill rows equal decode exactly.
+//  4. dequantize_row (embedding lookup) for every type on every ISA equals
+//     quant_formats' dequantizers bit for bit.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstddef>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "edgelm/error.h"
+#include "kernels/matmul.h"
+#include "kernels/quant_formats.h"
+#include "kernels/thread_pool.h"
+#include "util/half.h"
+
+namespace edgelm {
+namespace {
+
+std::vector<Isa> available_isas() {
+  std::vector<Isa> out;
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon, Isa::kNeonDotprod}) {
+    if (isa_supported(isa)) out.push_back(isa);
+  }
+  return out;
+}
+
+class IsaGuard {
+ public:
+  IsaGuard() : saved_(active_isa()) {}
+  ~IsaGuard() { set_active_isa(saved_); }
+
+ private:
+  Isa saved_;
+};
+
+const DType kIntTypes[] = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1,
+                           DType::Q8_0, DType::Q2_K, DType::Q3_K, DType::Q4_K,
+                           DType::Q5_K, DType::Q6_K};
+
+bool is_k(DType type) {
+  return dtype_traits(type).block_size == kQK_K;
+}
+
+struct QuantMatrix {
+  std::vector<uint8_t> bytes;
+  std::vector<float> values;  // dequantized
+  WeightMatrix w;
+};
+
+void finish(QuantMatrix* m, DType type, int64_t rows, int64_t cols) {
+  m->w.type = type;
+  m->w.rows = rows;
+  m->w.cols = cols;
+  m->w.data = m->bytes.data();
+  m->w.row_bytes = dtype_row_bytes(type, cols);
+  m->values.resize(static_cast<size_t>(rows * cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* row = m->bytes.data() + r * m->w.row_bytes;
+    if (type == DType::FP8_E4M3) {
+      dequantize_row_fp8_e4m3(row, m->values.data() + r * cols, cols);
+    } else {
+      dequantize_row_quant(type, row, m->values.data() + r * cols, cols);
+    }
+  }
+}
+
+// Random normal weights quantized the way `edgelm quantize` does.
+QuantMatrix realistic_matrix(DType type, int64_t rows, int64_t cols, std::mt19937& rng) {
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(cols));
+  QuantMatrix m;
+  const size_t row_bytes = dtype_row_bytes(type, cols);
+  m.bytes.resize(row_bytes * rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (float& v : x) v = dist(rng);
+    if (type == DType::FP8_E4M3) {
+      quantize_row_fp8_e4m3(x.data(), m.bytes.data() + r * row_bytes, cols);
+    } else {
+      quantize_row(type, x.data(), m.bytes.data() + r * row_bytes, cols);
+    }
+  }
+  finish(&m, type, rows, cols);
+  return m;
+}
+
+// Offsets of the f16 scale fields of a block (d, and dmin or m where present).
+std::vector<size_t> scale_offsets(DType type) {
+  switch (type) {
+    case DType::Q4_0:
+      return {offsetof(BlockQ4_0, d)};
+    case DType::Q4_1:
+      return {offsetof(BlockQ4_1, d), offsetof(BlockQ4_1, m)};
+    case DType::Q5_0:
+      return {offsetof(BlockQ5_0, d)};
+    case DType::Q5_1:
+      return {offsetof(BlockQ5_1, d), offsetof(BlockQ5_1, m)};
+    case DType::Q8_0:
+      return {offsetof(BlockQ8_0, d)};
+    case DType::Q2_K:
+      return {offsetof(BlockQ2_K, d), offsetof(BlockQ2_K, dmin)};
+    case DType::Q3_K:
+      return {offsetof(BlockQ3_K, d)};
+    case DType::Q4_K:
+      return {offsetof(BlockQ4_K, d), offsetof(BlockQ4_K, dmin)};
+    case DType::Q5_K:
+      return {offsetof(BlockQ5_K, d), offsetof(BlockQ5_K, dmin)};
+    case DType::Q6_K:
+      return {offsetof(BlockQ6_K, d)};
+    default:
+      return {};
+  }
+}
+
+// Random quant bytes (every bit pattern, e.g. Q8_0's -128 and 6-bit scales of
+// 63) with power-of-two scales +-2^-2, 2^-3, so kernel results are exact.
+QuantMatrix exact_matrix(DType type, int64_t rows, int64_t cols, std::mt19937& rng) {
+  QuantMatrix m;
+  const size_t row_bytes = dtype_row_bytes(type, cols);
+  m.bytes.resize(row_bytes * rows);
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (uint8_t& b : m.bytes) b = static_cast<uint8_t>(byte(rng));
+  const size_t block_bytes = dtype_traits(type).block_bytes;
+  std::uniform_int_distribution<int> exponent(2, 3);
+  for (size_t off = 0; off < m.bytes.size(); off += block_bytes) {
+    for (size_t field : scale_offsets(type)) {
+      const uint16_t h = static_cast<uint16_t>((15 - exponent(rng)) << 10 | (byte(rng) & 1) << 15);
+      std::memcpy(m.bytes.data() + off + field, &h, 2);
+    }
+    if (type == DType::Q6_K) {
+      // Scales in -32..31: a super-block's integer sum must stay below 2^24 to
+      // convert to float exactly (the scalar code converts it whole).
+      for (int8_t& sc : reinterpret_cast<BlockQ6_K*>(m.bytes.data() + off)->scales) {
+        sc = static_cast<int8_t>(sc % 32);
+      }
+    }
+  }
+  finish(&m, type, rows, cols);
+  return m;
+}
+
+// Activations k * 2^-j (|k| <= 127, j in 0..1 per 256 values) with a +-127 in
+// every 32 values: Q8_0 and Q8_K quantize them exactly (scale 2^-j).
+std::vector<float> exact_activations(int64_t n, int64_t cols, std::mt19937& rng) {
+  std::uniform_int_distribution<int> k(-127, 127), j(0, 1), sign(0, 1);
+  std::vector<float> x(static_cast<size_t>(n * cols));
+  for (int64_t i = 0; i < n * cols; i += kQK_K) {
+    const float scale = std::ldexp(1.0f, -j(rng));
+    for (int64_t e = i; e < i + kQK_K && e < n * cols; ++e) {
+      x[e] = static_cast<float>(e % kQK == 5 ? (sign(rng) ? 127 : -127) : k(rng)) * scale;
+    }
+  }
+  return x;
+}
+
+std::vector<float> normal_activations(int64_t n, int64_t cols, std::mt19937& rng) {
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(n * cols));
+  for (float& v : x) v = dist(rng);
+  return x;
+}
+
+std::vector<float> run(const QuantMatrix& m, const std::vector<float>& x, int64_t n,
+                       ThreadPool* pool) {
+  std::vector<float> y(static_cast<size_t>(n * m.w.rows), NAN);
+  matmul(m.w, x.data(), n, y.data(), pool);
+  return y;
+}
+
+// x as the integer kernels see it: quantized by ggml's reference, dequantized.
+std::vector<float> act_roundtrip(DType weight_type, const std::vector<float>& x, int64_t cols) {
+  const DType act = is_k(weight_type) ? DType::Q8_K : DType::Q8_0;
+  std::vector<uint8_t> q(dtype_row_bytes(act, cols));
+  std::vector<float> out(x.size());
+  for (size_t t = 0; t < x.size() / cols; ++t) {
+    quantize_row(act, x.data() + t * cols, q.data(), cols);
+    dequantize_row_quant(act, q.data(), out.data() + t * cols, cols);
+  }
+  return out;
+}
+
+TEST(MatmulQuantTest, ScalarMatchesDequantizedProduct) {
+  IsaGuard guard;
+  set_active_isa(Isa::kScalar);
+  std::mt19937 rng(3);
+  for (DType type : kIntTypes) {
+    const int64_t rows = 9, cols = is_k(type) ? 512 : 96, n = 3;
+    const QuantMatrix m = realistic_matrix(type, rows, cols, rng);
+    const std::vector<float> x = normal_activations(n, cols, rng);
+    const std::vector<float> xq = act_roundtrip(type, x, cols);
+    const std::vector<float> y = run(m, x, n, nullptr);
+    const int64_t block = is_k(type) ? kQK_K : kQK;
+    const double q8_0_extra = is_k(type) ? 0.0 : 127.0 / 2048.0;  // f16 scale of Q8_0
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t r = 0; r < rows; ++r) {
+        double exact_q = 0, scale_q = 0, exact = 0, scale = 0, act_err = 0;
+        for (int64_t b = 0; b < cols; b += block) {
+          double amax = 0;
+          for (int64_t i = b; i < b + block; ++i) amax = std::max(amax, std::fabs(double(x[t * cols + i])));
+          const double err = amax / 127 * (0.5 + q8_0_extra) * (1 + 1e-6);
+          for (int64_t i = b; i < b + block; ++i) {
+            const double w = m.values[r * cols + i];
+            exact_q += w * xq[t * cols + i];
+            scale_q += std::fabs(w * xq[t * cols + i]);
+            exact += w * x[t * cols + i];
+            scale += std::fabs(w * x[t * cols + i]);
+            act_err += std::fabs(w) * err;
+          }
+        }
+        const double got = y[t * rows + r];
+        EXPECT_LE(std::fabs(got - exact_q), 1e-5 * scale_q)
+            << dtype_name(type) << " t " << t << " r " << r << ": " << got << " vs " << exact_q;
+        EXPECT_LE(std::fabs(got - exact), act_err + 1e-5 * scale)
+            << dtype_name(type) << " t " << t << " r " << r << ": " << got << " vs " << exact;
+      }
+    }
+  }
+}
+
+TEST(MatmulQuantTest, EveryIsaMatchesScalarExactly) {
+  IsaGuard guard;
+  std::mt19937 rng(7);
+  ThreadPool pool2(2), pool3(3);
+  ThreadPool* pools[] = {nullptr, &pool2, &pool3};
+  const int64_t row_list[] = {1, 2, 3, 4, 5, 7, 8, 13, 31, 70};
+  const int64_t n_list[] = {1, 2, 3, 5, 8, 9, 19};
+  int checked = 0;
+  for (DType type : kIntTypes) {
+    const std::vector<int64_t> col_list =
+        is_k(type) ? std::vector<int64_t>{256, 512, 768} : std::vector<int64_t>{32, 64, 96, 288, 544};
+    for (size_t ri = 0; ri < std::size(row_list); ++ri) {
+      const int64_t rows = row_list[ri];
+      const int64_t cols = col_list[ri % col_list.size()];
+      const int64_t n = n_list[ri % std::size(n_list)];
+      const QuantMatrix m = exact_matrix(type, rows, cols, rng);
+      const std::vector<float> x = exact_activations(n, cols, rng);
+      set_active_isa(Isa::kScalar);
+      const std::vector<float> want = run(m, x, n, nullptr);
+      for (Isa isa : available_isas()) {
+        set_active_isa(isa);
+        const std::string what = std::string(dtype_name(type)) + " " + isa_name(isa) + " rows " +
+                                 std::to_string(rows) + " cols " + std::to_string(cols) + " n " +
+                                 std::to_string(n);
+        for (size_t p = 0; p < 3; ++p) {
+          const std::vector<float> got = run(m, x, n, pools[(ri + p) % 3]);
+          for (size_t i = 0; i < got.size(); ++i) {
+            ASSERT_EQ(got[i], want[i]) << std::hexfloat << what << " threads " << ((ri + p) % 3 + 1) << " at " << i;
+          }
+          ++checked;
+        }
+        // Each prefill row equals the decode result for that token.
+        for (int64_t t = 0; t < n; ++t) {
+          const std::vector<float> xt(x.begin() + t * cols, x.begin() + (t + 1) * cols);
+          const std::vector<float> one = run(m, xt, 1, pools[t % 3]);
+          for (int64_t r = 0; r < rows; ++r) {
+            ASSERT_EQ(one[r], want[t * rows + r]) << what << " decode token " << t << " row " << r;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GT(checked, 300);
+}
+
+TEST(MatmulQuantTest, EveryIsaCloseToScalarOnRealisticData) {
+  IsaGuard guard;
+  std::mt19937 rng(11);
+  ThreadPool pool2(2);
+  for (DType type : kIntTypes) {
+    const int64_t rows = 37, cols = is_k(type) ? 1024 : 320, n = 11;
+    const QuantMatrix m = realistic_matrix(type, rows, cols, rng);
+    const std::vector<float> x = normal_activations(n, cols, rng);
+    const std::vector<float> xq = act_roundtrip(type, x, cols);
+    set_active_isa(Isa::kScalar);
+    const std::vector<float> want = run(m, x, n, nullptr);
+    for (Isa isa : available_isas()) {
+      set_active_isa(isa);
+      for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2}) {
+        const std::vector<float> got = run(m, x, n, pool);
+        for (int64_t t = 0; t < n; ++t) {
+          for (int64_t r = 0; r < rows; ++r) {
+            double scale = 0;
+            for (int64_t i = 0; i < cols; ++i) {
+              scale += std::fabs(double(m.values[r * cols + i]) * xq[t * cols + i]);
+            }
+            ASSERT_LE(std::fabs(got[t * rows + r] - want[t * rows + r]), 1e-5 * scale)
+                << dtype_name(type) << " " << isa_name(isa) << " t " << t << " r " << r;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(MatmulQuantTest, Fp8MatchesExactProductOnEveryIsa) {
+  IsaGuard guard;
+  std::mt19937 rng(5);
+  ThreadPool pool3(3);
+  for (Isa isa : available_isas()) {
+    set_active_isa(isa);
+    for (int64_t rows : {1, 6, 33}) {
+      for (int64_t n : {1, 4, 13}) {
+        const int64_t cols = 32 * (1 + rows % 5);
+        const QuantMatrix m = realistic_matrix(DType::FP8_E4M3, rows, cols, rng);
+        const std::vector<float> x = normal_activations(n, cols, rng);
+        const std::vector<float> y = run(m, x, n, rows > 5 ? &pool3 : nullptr);
+        for (int64_t t = 0; t < n; ++t) {
+          for (int64_t r = 0; r < rows; ++r) {
+            double exact = 0, scale = 0;
+            for (int64_t i = 0; i < cols; ++i) {
+              const double p = double(m.values[r * cols + i]) * x[t * cols + i];
+              exact += p;
+              scale += std::fabs(p);
+            }
+            ASSERT_LE(std::fabs(y[t * rows + r] - exact), 1e-5 * scale)
+                << isa_name(isa) << " rows " << rows << " n " << n << " t " << t << " r " << r;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(MatmulQuantTest, DequantizeRowEveryTypeEveryIsa) {
+  IsaGuard guard;
+  std::mt19937 rng(9);
+  std::vector<DType> types(std::begin(kIntTypes), std::end(kIntTypes));
+  types.push_back(DType::FP8_E4M3);
+  for (DType type : types) {
+    const int64_t cols = is_k(type) ? 512 : 64;
+    const QuantMatrix m = realistic_matrix(type, 2, cols, rng);
+    for (Isa isa : available_isas()) {
+      set_active_isa(isa);
+      std::vector<float> row(static_cast<size_t>(cols));
+      dequantize_row(type, m.bytes.data() + m.w.row_bytes, row.data(), cols);
+      for (int64_t i = 0; i < cols; ++i) {
+        ASSERT_EQ(row[i], m.values[cols + i]) << dtype_name(type) << " " << isa_name(isa) << " " << i;
+      }
+    }
+  }
+}
+
+TEST(MatmulQuantTest, PaddedRowStrideAndTinyMatrices) {
+  IsaGuard guard;
+  std::mt19937 rng(13);
+  for (DType type : {DType::Q4_0, DType::Q4_K, DType::Q6_K, DType::Q8_0}) {
+    const int64_t cols = is_k(type) ? 256 : 64, rows = 5, n = 6;
+    const QuantMatrix m = exact_matrix(type, rows, cols, rng);
+    // Same rows 8 bytes apart more than needed.
+    const size_t stride = m.w.row_bytes + 8;
+    std::vector<uint8_t> padded(stride * rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(padded.data() + r * stride, m.bytes.data() + r * m.w.row_bytes, m.w.row_bytes);
+    }
+    WeightMatrix pw = m.w;
+    pw.data = padded.data();
+    pw.row_bytes = stride;
+    const std::vector<float> x = exact_activations(n, cols, rng);
+    set_active_isa(Isa::kScalar);
+    const std::vector<float> want = run(m, x, n, nullptr);
+    for (Isa isa : available_isas()) {
+      set_active_isa(isa);
+      std::vector<float> got(want.size(), NAN);
+      matmul(pw, x.data(), n, got.data(), nullptr);
+      for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want[i]) << isa_name(isa) << " " << i;
+    }
+  }
+}
+
+TEST(MatmulQuantTest, ZeroAndNonFiniteActivationsDoNotCrash) {
+  std::mt19937 rng(17);
+  for (DType type : kIntTypes) {
+    const int64_t cols = is_k(type) ? 256 : 64;
+    const QuantMatrix m = realistic_matrix(type, 4, cols, rng);
+    std::vector<float> x(static_cast<size_t>(2 * cols), 0.0f);
+    std::vector<float> y = run(m, x, 2, nullptr);
+    for (float v : y) EXPECT_EQ(v, 0.0f) << dtype_name(type);
+    x[3] = NAN;
+    x[cols + 1] = INFINITY;
+    y = run(m, x, 2, nullptr);  // garbage in, garbage out, but no UB or crash
+  }
+}
+
+TEST(MatmulQuantTest, Errors) {
+  std::vector<uint8_t> bytes(4096);
+  WeightMatrix w{DType::Q8_K, 2, 256, bytes.data(), 0};
+  std::vector<float> x(512), y(4);
+  try {
+    matmul(w, x.data(), 1, y.data(), nullptr);
+    FAIL() << "Q8_K weights have no kernel";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("q8_K"), std::string::npos) << e.what();
+  }
+  w = {DType::Q4_K, 2, 100, bytes.data(), 0};  // not whole super-blocks
+  EXPECT_THROW(matmul(w, x.data(), 1, y.data(), nullptr), Error);
+  EXPECT_THROW(dequantize_row(DType::Q4_0, bytes.data(), y.data(), 31), Error);
+}
+
+}  // namespace
+}  // namespace edgelm

@@ -1,0 +1,454 @@
+// Integer kernels for quantized weights on x86-64 with 256-bit vectors,
+// included by matmul_quant_avx2.cc (EDGELM_QUANT_VNNI 0: maddubs + madd) and
+// matmul_quant_avx512.cc (EDGELM_QUANT_VNNI 1: vpdpbusd / vpdpwssd on ymm).
+// Everything here is in an anonymous namespace, so each ISA file gets its own
+// copy compiled with its own flags (see matmul_internal.h). The block structs
+// of quant_formats.h are used for their layout only; its inline functions
+// must not be called from here.
+//
+// The integer dot product of each (sub-)block is exact, so results differ from
+// the scalar reference only by the order of the float operations combining
+// blocks (exactly equal when every scale is a power of two).
+//
+// A tile is R weight rows x T tokens: each weight block is unpacked once and
+// used for T tokens (prefill); decode uses R = 4, T = 1 so that four row
+// streams are in flight and each activation vector is loaded once per 4 rows.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "kernels/matmul_internal.h"
+#include "kernels/quant_formats.h"
+
+#ifndef EDGELM_QUANT_VNNI
+#error "define EDGELM_QUANT_VNNI before including matmul_quant_x86.h"
+#endif
+
+namespace edgelm::kernels_internal {
+namespace {
+
+// acc + per int32 lane sum of four u8 * s8 products (no int16 saturation for
+// the ranges used here: |u| <= 128, |s| <= 127, and pairs stay below 2^15).
+inline __m256i dot_u8s8(__m256i acc, __m256i u, __m256i s) {
+#if EDGELM_QUANT_VNNI
+  return _mm256_dpbusd_epi32(acc, u, s);
+#else
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+#endif
+}
+
+// acc + per int32 lane sum of two int16 products.
+inline __m256i madd_i16(__m256i acc, __m256i a, __m256i b) {
+#if EDGELM_QUANT_VNNI
+  return _mm256_dpwssd_epi32(acc, a, b);
+#else
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+#endif
+}
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float f16(uint16_t h) {
+  return _cvtsh_ss(h);
+}
+
+inline __m256i load256(const void* p) {
+  return _mm256_loadu_si256(static_cast<const __m256i*>(p));
+}
+
+// 32 values from 16 bytes: low nibbles then high nibbles (ggml's Q4 order).
+inline __m256i nibbles_32(const uint8_t* qs) {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m256i both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
+  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+}
+
+// 0x10 in byte j where bit j of the little-endian 32-bit qh is set.
+inline __m256i high_bits_32(const uint8_t* qh) {
+  uint32_t bits;
+  std::memcpy(&bits, qh, 4);
+  const __m256i spread = _mm256_shuffle_epi8(
+      _mm256_set1_epi32(static_cast<int>(bits)),
+      _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0));
+  const __m256i others = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);  // all bits but bit j % 8
+  const __m256i set = _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi8(-1));
+  return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+}
+
+// ---- 32-value formats ----
+// unpack(): the block's 32 quants as unsigned bytes (signed for Q8_0).
+// kOffset: quants are stored + kOffset; kMin: value = d * q + m.
+
+struct X86Q4_0 {
+  using Block = BlockQ4_0;
+  static constexpr int kOffset = 8;
+  static constexpr bool kMin = false;
+  static constexpr bool kSigned = false;
+  static __m256i unpack(const Block* b) { return nibbles_32(b->qs); }
+  static float min(const Block*) { return 0; }
+};
+struct X86Q4_1 {
+  using Block = BlockQ4_1;
+  static constexpr int kOffset = 0;
+  static constexpr bool kMin = true;
+  static constexpr bool kSigned = false;
+  static __m256i unpack(const Block* b) { return nibbles_32(b->qs); }
+  static float min(const Block* b) { return f16(b->m); }
+};
+struct X86Q5_0 {
+  using Block = BlockQ5_0;
+  static constexpr int kOffset = 16;
+  static constexpr bool kMin = false;
+  static constexpr bool kSigned = false;
+  static __m256i unpack(const Block* b) {
+    return _mm256_or_si256(nibbles_32(b->qs), high_bits_32(b->qh));
+  }
+  static float min(const Block*) { return 0; }
+};
+struct X86Q5_1 {
+  using Block = BlockQ5_1;
+  static constexpr int kOffset = 0;
+  static constexpr bool kMin = true;
+  static constexpr bool kSigned = false;
+  static __m256i unpack(const Block* b) {
+    return _mm256_or_si256(nibbles_32(b->qs), high_bits_32(b->qh));
+  }
+  static float min(const Block* b) { return f16(b->m); }
+};
+#if EDGELM_QUANT_VNNI
+// vpdpbusd sums in 32 bits, so q + 128 (one xor) fits as the unsigned operand.
+struct X86Q8_0 {
+  using Block = BlockQ8_0;
+  static constexpr int kOffset = 128;
+  static constexpr bool kMin = false;
+  static constexpr bool kSigned = false;
+  static __m256i unpack(const Block* b) {
+    return _mm256_xor_si256(load256(b->qs), _mm256_set1_epi8(static_cast<char>(0x80)));
+  }
+  static float min(const Block*) { return 0; }
+};
+#else
+// maddubs would saturate on q + 128: move the sign onto x instead.
+struct X86Q8_0 {
+  using Block = BlockQ8_0;
+  static constexpr int kOffset = 0;
+  static constexpr bool kMin = false;
+  static constexpr bool kSigned = true;
+  static __m256i unpack(const Block* b) { return load256(b->qs); }
+  static float min(const Block*) { return 0; }
+};
+#endif
+
+template <typename F>
+inline __m256i block_dot(__m256i w, __m256i abs_w, const int8_t* xq) {
+  const __m256i x = load256(xq);
+  if constexpr (F::kSigned) {
+    // u8 x s8 only: move w's sign onto x.
+    return dot_u8s8(_mm256_setzero_si256(), abs_w, _mm256_sign_epi8(x, w));
+  } else {
+    return dot_u8s8(_mm256_setzero_si256(), w, x);
+  }
+}
+
+// R rows starting at `rows` x T tokens; y[t * y_stride + r].
+template <typename F, int R, int T>
+inline void tile_32(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a,
+                    float* y, int64_t y_stride) {
+  __m256 acc[R][T];
+  for (int r = 0; r < R; ++r) {
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+  }
+  constexpr bool kCorrect = F::kOffset != 0 || F::kMin;
+  for (int64_t b0 = 0; b0 < nb; b0 += 8) {
+    const int64_t b1 = b0 + 8 < nb ? b0 + 8 : nb;
+    // Per row and block: -offset * d or m, times the activation block sums
+    // (a.dsum = dx * sum q) eight blocks at a time below.
+    alignas(32) float corr[R][8];
+    if constexpr (kCorrect) {
+      for (int r = 0; r < R; ++r) _mm256_store_ps(corr[r], _mm256_setzero_ps());
+    }
+    for (int64_t b = b0; b < b1; ++b) {
+      for (int r = 0; r < R; ++r) {
+        const auto* blk = reinterpret_cast<const typename F::Block*>(rows + r * row_bytes) + b;
+        const __m256i w = F::unpack(blk);
+        __m256i abs_w = w;
+        if constexpr (F::kSigned) abs_w = _mm256_sign_epi8(w, w);
+        const float dw = f16(blk->d);
+        if constexpr (F::kMin) corr[r][b - b0] = F::min(blk);
+        if constexpr (F::kOffset != 0) corr[r][b - b0] = -static_cast<float>(F::kOffset) * dw;
+        for (int t = 0; t < T; ++t) {
+          const __m256i s = block_dot<F>(w, abs_w, a.q + t * a.q_stride + b * kQK);
+          const __m256 scale = _mm256_set1_ps(dw * a.d[t * a.d_stride + b]);
+          acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, acc[r][t]);
+        }
+      }
+    }
+    if constexpr (kCorrect) {
+      for (int r = 0; r < R; ++r) {
+        const __m256 c = _mm256_load_ps(corr[r]);
+        for (int t = 0; t < T; ++t) {
+          acc[r][t] = _mm256_fmadd_ps(c, _mm256_loadu_ps(a.dsum + t * a.d32_stride + b0), acc[r][t]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int t = 0; t < T; ++t) y[t * y_stride + r] = hsum(acc[r][t]);
+  }
+}
+
+// ---- K-quants (super-blocks of 256, activations Q8_K) ----
+
+// Q4_K/Q5_K: the eight 6-bit scales in bytes 0..7 and mins in bytes 8..15.
+inline void k4_scales_mins(const uint8_t* packed, uint8_t out[16]) {
+  uint32_t u[4];
+  std::memcpy(u, packed, 12);
+  const uint32_t kLow6 = 0x3f3f3f3f, kLow4 = 0x0f0f0f0f, kLow2 = 0x03030303;
+  u[3] = ((u[2] >> 4) & kLow4) | (((u[1] >> 6) & kLow2) << 4);
+  const uint32_t mins_low = u[1] & kLow6;
+  u[1] = (u[2] & kLow4) | (((u[0] >> 6) & kLow2) << 4);
+  u[2] = mins_low;
+  u[0] &= kLow6;
+  std::memcpy(out, u, 16);
+}
+
+struct X86Q4_K {
+  using Block = BlockQ4_K;
+  // 64 values of chunk c (sub-blocks 2c, 2c+1) as unsigned bytes.
+  struct Unpacked {
+    const Block* b;
+    explicit Unpacked(const Block* blk) : b(blk) {}
+    void chunk(int c, __m256i* lo, __m256i* hi) const {
+      const __m256i raw = load256(b->qs + 32 * c);
+      *lo = _mm256_and_si256(raw, _mm256_set1_epi8(0x0F));
+      *hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), _mm256_set1_epi8(0x0F));
+    }
+  };
+};
+struct X86Q5_K {
+  using Block = BlockQ5_K;
+  struct Unpacked {
+    const Block* b;
+    __m256i qh;
+    explicit Unpacked(const Block* blk) : b(blk), qh(load256(blk->qh)) {}
+    void chunk(int c, __m256i* lo, __m256i* hi) const {
+      const __m256i raw = load256(b->qs + 32 * c);
+      const __m256i bit_lo = _mm256_set1_epi8(static_cast<char>(1 << (2 * c)));
+      const __m256i bit_hi = _mm256_set1_epi8(static_cast<char>(1 << (2 * c + 1)));
+      const __m256i h16 = _mm256_set1_epi8(0x10);
+      const __m256i h_lo =
+          _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, bit_lo), bit_lo), h16);
+      const __m256i h_hi =
+          _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, bit_hi), bit_hi), h16);
+      *lo = _mm256_or_si256(_mm256_and_si256(raw, _mm256_set1_epi8(0x0F)), h_lo);
+      *hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), _mm256_set1_epi8(0x0F)),
+                            h_hi);
+    }
+  };
+};
+
+// Q4_K / Q5_K: y += dx * (d * sum_j sc_j * dot_j - dmin * sum_j m_j * xsum_j).
+template <typename F, int R, int T>
+inline void tile_k4(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a,
+                    float* y, int64_t y_stride) {
+  __m256 acc[R][T];
+  for (int r = 0; r < R; ++r) {
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+  }
+  for (int64_t b = 0; b < nb; ++b) {
+    for (int r = 0; r < R; ++r) {
+      const auto* blk = reinterpret_cast<const typename F::Block*>(rows + r * row_bytes) + b;
+      if constexpr (R > 1) {
+        const char* next = reinterpret_cast<const char*>(blk) + R * row_bytes;
+        _mm_prefetch(next, _MM_HINT_T0);
+        _mm_prefetch(next + 64, _MM_HINT_T0);
+        if constexpr (sizeof(typename F::Block) > 128) _mm_prefetch(next + 128, _MM_HINT_T0);
+      }
+      alignas(16) uint8_t sm[16];
+      k4_scales_mins(blk->scales, sm);
+      const float d = f16(blk->d);
+      const float dmin = f16(blk->dmin);
+      const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm + 8)));
+      __m256i isum[T];
+      for (int t = 0; t < T; ++t) isum[t] = _mm256_setzero_si256();
+      const typename F::Unpacked u(blk);
+      for (int c = 0; c < 4; ++c) {
+        __m256i lo, hi;
+        u.chunk(c, &lo, &hi);
+        const __m256i sc_lo = _mm256_set1_epi16(sm[2 * c]);
+        const __m256i sc_hi = _mm256_set1_epi16(sm[2 * c + 1]);
+        for (int t = 0; t < T; ++t) {
+          const int8_t* xq = a.q + t * a.q_stride + b * kQK_K + 64 * c;
+          isum[t] = madd_i16(isum[t], _mm256_maddubs_epi16(lo, load256(xq)), sc_lo);
+          isum[t] = madd_i16(isum[t], _mm256_maddubs_epi16(hi, load256(xq + 32)), sc_hi);
+        }
+      }
+      for (int t = 0; t < T; ++t) {
+        const float dx = a.d[t * a.d_stride + b];
+        const __m128i xs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a.s32 + t * a.d32_stride + 8 * b));
+        const __m256 msum = _mm256_zextps128_ps256(_mm_cvtepi32_ps(_mm_madd_epi16(mins, xs)));
+        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(d * dx), acc[r][t]);
+        acc[r][t] = _mm256_fmadd_ps(msum, _mm256_set1_ps(-dmin * dx), acc[r][t]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int t = 0; t < T; ++t) y[t * y_stride + r] = hsum(acc[r][t]);
+  }
+}
+
+// Q6_K: y += dx * d * sum_j sc_j * (dot_j - 32 * xsum_j), sub-blocks of 16.
+template <int R, int T>
+inline void tile_q6_k(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a,
+                      float* y, int64_t y_stride) {
+  __m256 acc[R][T];
+  for (int r = 0; r < R; ++r) {
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+  }
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  for (int64_t b = 0; b < nb; ++b) {
+    for (int r = 0; r < R; ++r) {
+      const auto* blk = reinterpret_cast<const BlockQ6_K*>(rows + r * row_bytes) + b;
+      if constexpr (R > 1) {
+        const char* next = reinterpret_cast<const char*>(blk) + R * row_bytes;
+        _mm_prefetch(next, _MM_HINT_T0);
+        _mm_prefetch(next + 64, _MM_HINT_T0);
+        _mm_prefetch(next + 128, _MM_HINT_T0);
+        _mm_prefetch(next + 192, _MM_HINT_T0);
+      }
+      const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->scales));
+      const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
+      const float d = f16(blk->d);
+      __m256i isum[T];
+      for (int t = 0; t < T; ++t) {
+        // -32 * sum_j sc_j * xsum_j
+        const __m256i xs = load256(a.s16 + t * a.s16_stride + 16 * b);
+        isum[t] = _mm256_slli_epi32(_mm256_sub_epi32(_mm256_setzero_si256(), _mm256_madd_epi16(sc16, xs)), 5);
+      }
+      for (int h = 0; h < 2; ++h) {
+        const __m256i ql0 = load256(blk->ql + 64 * h);
+        const __m256i ql1 = load256(blk->ql + 64 * h + 32);
+        const __m256i qh = load256(blk->qh + 32 * h);
+        __m256i q[4];
+        q[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4),
+                               _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x03)), 4));
+        q[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),
+                               _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x0C)), 2));
+        q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                               _mm256_and_si256(qh, _mm256_set1_epi8(0x30)));
+        q[3] = _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+            _mm256_srli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(static_cast<char>(0xC0))), 2));
+        for (int k = 0; k < 4; ++k) {
+          // Sub-blocks j = 8h + 2k (first 16 values) and j + 1 (next 16).
+          const int j = 8 * h + 2 * k;
+          const __m128i pick = _mm_set_epi64x(0x0101010101010101LL * (j + 1), 0x0101010101010101LL * j);
+          const __m256i sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, pick));
+          for (int t = 0; t < T; ++t) {
+            const int8_t* xq = a.q + t * a.q_stride + b * kQK_K + 128 * h + 32 * k;
+            isum[t] = madd_i16(isum[t], _mm256_maddubs_epi16(q[k], load256(xq)), sc);
+          }
+        }
+      }
+      for (int t = 0; t < T; ++t) {
+        const float dx = a.d[t * a.d_stride + b];
+        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(d * dx), acc[r][t]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int t = 0; t < T; ++t) y[t * y_stride + r] = hsum(acc[r][t]);
+  }
+}
+
+// ---- drivers shared by all formats ----
+
+struct Kind32 {};
+struct KindK4 {};
+struct KindQ6K {};
+
+template <typename F, typename Kind, int R, int T>
+inline void tile(const uint8_t* rows, size_t row_bytes, int64_t cols, const QuantActs& a, float* y,
+                 int64_t y_stride) {
+  if constexpr (std::is_same_v<Kind, Kind32>) {
+    tile_32<F, R, T>(rows, row_bytes, cols / kQK, a, y, y_stride);
+  } else if constexpr (std::is_same_v<Kind, KindK4>) {
+    tile_k4<F, R, T>(rows, row_bytes, cols / kQK_K, a, y, y_stride);
+  } else {
+    tile_q6_k<R, T>(rows, row_bytes, cols / kQK_K, a, y, y_stride);
+  }
+}
+
+template <typename F, typename Kind>
+void quant_matvec(const WeightMatrix& w, const QuantActs& a, float* y, int64_t row_begin,
+                  int64_t row_end) {
+  const uint8_t* base = static_cast<const uint8_t*>(w.data);
+  int64_t r = row_begin;
+  for (; r + 4 <= row_end; r += 4) {
+    tile<F, Kind, 4, 1>(base + r * w.row_bytes, w.row_bytes, w.cols, a, y + (r - row_begin), 0);
+  }
+  for (; r < row_end; ++r) {
+    tile<F, Kind, 1, 1>(base + r * w.row_bytes, w.row_bytes, w.cols, a, y + (r - row_begin), 0);
+  }
+}
+
+// Prefill: one row at a time (its blocks stay in L1) against tiles of
+// kPrefillTokens tokens, so each block is unpacked once per tile.
+template <typename F, typename Kind>
+void quant_matmul(const WeightMatrix& w, const QuantActs& a, int64_t n, float* y, int64_t y_stride,
+                  int64_t row_begin, int64_t row_end) {
+  constexpr int kTokens = EDGELM_QUANT_PREFILL_TOKENS;
+  const uint8_t* base = static_cast<const uint8_t*>(w.data);
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const uint8_t* row = base + r * w.row_bytes;
+    int64_t t = 0;
+    for (; t + kTokens <= n; t += kTokens) {
+      QuantActs at = a;
+      at.q += t * a.q_stride;
+      at.d += t * a.d_stride;
+      at.dsum += t * a.d32_stride;
+      at.s32 += t * a.d32_stride;
+      at.s16 += t * a.s16_stride;
+      tile<F, Kind, 1, kTokens>(row, w.row_bytes, w.cols, at, y + t * y_stride + r, y_stride);
+    }
+    for (; t < n; ++t) {
+      QuantActs at = a;
+      at.q += t * a.q_stride;
+      at.d += t * a.d_stride;
+      at.dsum += t * a.d32_stride;
+      at.s32 += t * a.d32_stride;
+      at.s16 += t * a.s16_stride;
+      tile<F, Kind, 1, 1>(row, w.row_bytes, w.cols, at, y + t * y_stride + r, y_stride);
+    }
+  }
+}
+
+template <typename F, typename Kind>
+void set_quant(IsaKernels* table, DType type) {
+  TypeKernels& k = table->types[static_cast<uint32_t>(type)];
+  k.quant_matvec = quant_matvec<F, Kind>;
+  k.quant_matmul = quant_matmul<F, Kind>;
+}
+
+inline void register_quant_x86(IsaKernels* table) {
+  set_quant<X86Q4_0, Kind32>(table, DType::Q4_0);
+  set_quant<X86Q4_1, Kind32>(table, DType::Q4_1);
+  set_quant<X86Q5_0, Kind32>(table, DType::Q5_0);
+  set_quant<X86Q5_1, Kind32>(table, DType::Q5_1);
+  set_quant<X86Q8_0, Kind32>(table, DType::Q8_0);
+  set_quant<X86Q4_K, KindK4>(table, DType::Q4_K);
+  set_quant<X86Q5_K, KindK4>(table, DType::Q5_K);
+  set_quant<X86Q4_K, KindQ6K>(table, DType::Q6_K);
+}
+
+}  // namespace
+}  // namespace edgelm::kernels_internal
