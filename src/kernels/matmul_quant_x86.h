@@ -28,6 +28,11 @@
 #error "define EDGELM_QUANT_VNNI before including matmul_quant_x86.h"
 #endif
 
+// GCC 12 reports its own AVX-512 intrinsics (_mm512_undefined_*) as uninitialized.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
 namespace edgelm::kernels_internal {
 namespace {
 
@@ -82,6 +87,17 @@ inline __m256i high_bits_32(const uint8_t* qh) {
   const __m256i others = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);  // all bits but bit j % 8
   const __m256i set = _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi8(-1));
   return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+}
+
+// Decode prefetches the same column of the row group EDGELM_QUANT_AHEAD bytes
+// further on (whole groups): the hardware prefetcher alone keeps too few lines
+// in flight for these short rows.
+#ifndef EDGELM_QUANT_AHEAD
+#define EDGELM_QUANT_AHEAD 8192
+#endif
+inline size_t prefetch_distance(size_t group_bytes) {
+  const size_t groups = (EDGELM_QUANT_AHEAD + group_bytes - 1) / group_bytes;
+  return groups * group_bytes;
 }
 
 // ---- 32-value formats ----
@@ -168,6 +184,7 @@ inline void tile_32(const uint8_t* rows, size_t row_bytes, int64_t nb, const Qua
     for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
   }
   constexpr bool kCorrect = F::kOffset != 0 || F::kMin;
+  const size_t ahead = prefetch_distance(R * row_bytes);
   for (int64_t b0 = 0; b0 < nb; b0 += 8) {
     const int64_t b1 = b0 + 8 < nb ? b0 + 8 : nb;
     // Per row and block: -offset * d or m, times the activation block sums
@@ -179,6 +196,10 @@ inline void tile_32(const uint8_t* rows, size_t row_bytes, int64_t nb, const Qua
     for (int64_t b = b0; b < b1; ++b) {
       for (int r = 0; r < R; ++r) {
         const auto* blk = reinterpret_cast<const typename F::Block*>(rows + r * row_bytes) + b;
+        if constexpr (R > 1) {
+          // Rows are short: fetch the next R rows' block while this one is summed.
+          _mm_prefetch(reinterpret_cast<const char*>(blk) + ahead, _MM_HINT_T0);
+        }
         const __m256i w = F::unpack(blk);
         __m256i abs_w = w;
         if constexpr (F::kSigned) abs_w = _mm256_sign_epi8(w, w);
@@ -264,11 +285,12 @@ inline void tile_k4(const uint8_t* rows, size_t row_bytes, int64_t nb, const Qua
   for (int r = 0; r < R; ++r) {
     for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
   }
+  const size_t ahead = prefetch_distance(R * row_bytes);
   for (int64_t b = 0; b < nb; ++b) {
     for (int r = 0; r < R; ++r) {
       const auto* blk = reinterpret_cast<const typename F::Block*>(rows + r * row_bytes) + b;
       if constexpr (R > 1) {
-        const char* next = reinterpret_cast<const char*>(blk) + R * row_bytes;
+        const char* next = reinterpret_cast<const char*>(blk) + ahead;
         _mm_prefetch(next, _MM_HINT_T0);
         _mm_prefetch(next + 64, _MM_HINT_T0);
         if constexpr (sizeof(typename F::Block) > 128) _mm_prefetch(next + 128, _MM_HINT_T0);
@@ -315,11 +337,12 @@ inline void tile_q6_k(const uint8_t* rows, size_t row_bytes, int64_t nb, const Q
     for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
   }
   const __m256i m4 = _mm256_set1_epi8(0x0F);
+  const size_t ahead = prefetch_distance(R * row_bytes);
   for (int64_t b = 0; b < nb; ++b) {
     for (int r = 0; r < R; ++r) {
       const auto* blk = reinterpret_cast<const BlockQ6_K*>(rows + r * row_bytes) + b;
       if constexpr (R > 1) {
-        const char* next = reinterpret_cast<const char*>(blk) + R * row_bytes;
+        const char* next = reinterpret_cast<const char*>(blk) + ahead;
         _mm_prefetch(next, _MM_HINT_T0);
         _mm_prefetch(next + 64, _MM_HINT_T0);
         _mm_prefetch(next + 128, _MM_HINT_T0);
@@ -370,6 +393,256 @@ inline void tile_q6_k(const uint8_t* rows, size_t row_bytes, int64_t nb, const Q
   }
 }
 
+#if EDGELM_QUANT_VNNI
+// ---- AVX-512 decode for Q4_0 and Q4_K/Q5_K: 64 values per instruction ----
+// The ymm kernels above spend most of their instructions per block on scales;
+// these unpack 4 blocks (or 2 sub-blocks) per zmm and convert 8 block scales
+// with one vpermt2w + vcvtph2ps.
+
+// R rows of Q4_0, eight blocks per step; the remaining < 8 blocks use tile_32.
+template <int R>
+inline void matvec_q4_0_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a,
+                            float* y) {
+  const int64_t nb8 = nb / 8 * 8;
+  __m512 acc[R];
+  __m256 acc_off[R];
+  for (int r = 0; r < R; ++r) {
+    acc[r] = _mm512_setzero_ps();
+    acc_off[r] = _mm256_setzero_ps();
+  }
+  const size_t ahead = prefetch_distance(R * row_bytes);
+  const __m512i lo_idx = _mm512_set_epi64(13, 12, 9, 8, 5, 4, 1, 0);
+  const __m512i hi_idx = _mm512_set_epi64(15, 14, 11, 10, 7, 6, 3, 2);
+  const __m512i d_idx = _mm512_set_epi64(0, 0, 0, 0, 0, 0, 0x003f0036002d0024, 0x001b001200090000);
+  const __m512i expand_lo = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+  const __m512i expand_hi = _mm512_set_epi32(7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4);
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  for (int64_t b = 0; b < nb8; b += 8) {
+    // x of blocks b..b+7 split into low and high halves to match the nibbles.
+    const int8_t* xq = a.q + b * kQK;
+    const __m512i x0 = _mm512_loadu_si512(xq), x1 = _mm512_loadu_si512(xq + 64);
+    const __m512i x2 = _mm512_loadu_si512(xq + 128), x3 = _mm512_loadu_si512(xq + 192);
+    const __m512i xlo0 = _mm512_permutex2var_epi64(x0, lo_idx, x1);
+    const __m512i xhi0 = _mm512_permutex2var_epi64(x0, hi_idx, x1);
+    const __m512i xlo1 = _mm512_permutex2var_epi64(x2, lo_idx, x3);
+    const __m512i xhi1 = _mm512_permutex2var_epi64(x2, hi_idx, x3);
+    const __m256 dx = _mm256_loadu_ps(a.d + b);
+    const __m256 off = _mm256_mul_ps(_mm256_set1_ps(-8.0f), _mm256_loadu_ps(a.dsum + b));
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* g = rows + r * row_bytes + b * sizeof(BlockQ4_0);
+      _mm_prefetch(reinterpret_cast<const char*>(g) + ahead, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(g) + ahead + 64, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(g) + ahead + 128, _MM_HINT_T0);
+      const __m512i l0 = _mm512_loadu_si512(g), l1 = _mm512_loadu_si512(g + 64);
+      const __m256 dw =
+          _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutex2var_epi16(l0, d_idx, l1)));
+      const __m512 scale = _mm512_castps256_ps512(_mm256_mul_ps(dw, dx));
+      __m512i v0 = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 2)));
+      v0 = _mm512_inserti32x4(v0, _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 20)), 1);
+      v0 = _mm512_inserti32x4(v0, _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 38)), 2);
+      v0 = _mm512_inserti32x4(v0, _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 56)), 3);
+      __m512i v1 = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 74)));
+      v1 = _mm512_inserti32x4(v1, _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 92)), 1);
+      v1 = _mm512_inserti32x4(v1, _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 110)), 2);
+      v1 = _mm512_inserti32x4(v1, _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 128)), 3);
+      __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(v0, m4), xlo0);
+      s0 = _mm512_dpbusd_epi32(s0, _mm512_and_si512(_mm512_srli_epi16(v0, 4), m4), xhi0);
+      __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(v1, m4), xlo1);
+      s1 = _mm512_dpbusd_epi32(s1, _mm512_and_si512(_mm512_srli_epi16(v1, 4), m4), xhi1);
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0), _mm512_permutexvar_ps(expand_lo, scale), acc[r]);
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1), _mm512_permutexvar_ps(expand_hi, scale), acc[r]);
+      acc_off[r] = _mm256_fmadd_ps(dw, off, acc_off[r]);
+    }
+  }
+  float tail[R] = {};
+  if (nb8 < nb) {
+    QuantActs at = a;
+    at.q += nb8 * kQK;
+    at.d += nb8;
+    at.dsum += nb8;
+    tile_32<X86Q4_0, R, 1>(rows + nb8 * sizeof(BlockQ4_0), row_bytes, nb - nb8, at, tail, 0);
+  }
+  for (int r = 0; r < R; ++r) {
+    y[r] = _mm512_reduce_add_ps(acc[r]) + hsum(acc_off[r]) + tail[r];
+  }
+}
+
+// R rows of Q4_K or Q5_K: y += dx * (d * sum_j sc_j * dot_j - dmin * sum_j m_j * xsum_j),
+// two sub-blocks per zmm, scales d * dx * sc_j applied in float.
+template <bool kQ5, int R>
+inline void matvec_k4_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a,
+                          float* y) {
+  using Block = std::conditional_t<kQ5, BlockQ5_K, BlockQ4_K>;
+  __m512 acc[R];
+  __m128 acc_min[R];
+  for (int r = 0; r < R; ++r) {
+    acc[r] = _mm512_setzero_ps();
+    acc_min[r] = _mm_setzero_ps();
+  }
+  const size_t ahead = prefetch_distance(R * row_bytes);
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  for (int64_t b = 0; b < nb; ++b) {
+    const int8_t* xq = a.q + b * kQK_K;
+    __m512i x[4];
+    for (int c = 0; c < 4; ++c) x[c] = _mm512_loadu_si512(xq + 64 * c);
+    const float dx = a.d[b];
+    const __m128i xs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a.s32 + 8 * b));
+    for (int r = 0; r < R; ++r) {
+      const Block* blk = reinterpret_cast<const Block*>(rows + r * row_bytes) + b;
+      const char* next = reinterpret_cast<const char*>(blk) + ahead;
+      _mm_prefetch(next, _MM_HINT_T0);
+      _mm_prefetch(next + 64, _MM_HINT_T0);
+      _mm_prefetch(next + 128, _MM_HINT_T0);
+      alignas(16) uint8_t sm[16];
+      k4_scales_mins(blk->scales, sm);
+      const __m128i sm16 = _mm_load_si128(reinterpret_cast<const __m128i*>(sm));
+      const __m256 sc = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm16)),
+                                      _mm256_set1_ps(f16(blk->d) * dx));
+      const __m512 scz = _mm512_castps256_ps512(sc);
+      __m512i qh2 = _mm512_setzero_si512();
+      if constexpr (kQ5) qh2 = _mm512_broadcast_i64x4(load256(blk->qh));
+      for (int c = 0; c < 4; ++c) {
+        const __m256i raw = load256(blk->qs + 32 * c);
+        __m512i w = _mm512_and_si512(
+            _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1), m4);
+        if constexpr (kQ5) {
+          const __m512i bits = _mm512_inserti64x4(
+              _mm512_set1_epi8(static_cast<char>(1 << (2 * c))),
+              _mm256_set1_epi8(static_cast<char>(1 << (2 * c + 1))), 1);
+          w = _mm512_mask_or_epi32(w, 0xFFFF, w, _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(qh2, bits), _mm512_set1_epi8(0x10)));
+        }
+        const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x[c]);
+        const __m512i idx = _mm512_inserti64x4(_mm512_set1_epi32(2 * c), _mm256_set1_epi32(2 * c + 1), 1);
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_permutexvar_ps(idx, scz), acc[r]);
+      }
+      const __m128i mins = _mm_cvtepu8_epi16(_mm_srli_si128(sm16, 8));
+      acc_min[r] = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_madd_epi16(mins, xs)),
+                                _mm_set1_ps(-f16(blk->dmin) * dx), acc_min[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    __m128 m = _mm_add_ps(acc_min[r], _mm_movehl_ps(acc_min[r], acc_min[r]));
+    m = _mm_add_ss(m, _mm_movehdup_ps(m));
+    y[r] = _mm512_reduce_add_ps(acc[r]) + _mm_cvtss_f32(m);
+  }
+}
+
+// Prefill tiles: one row x T tokens; the row's unpacked quants and scales are
+// computed once per 8 blocks (super-block) and used for all T tokens.
+
+// Q4_0 and Q8_0: two blocks per zmm in x's order, scales dw * dx per lane.
+template <bool kQ8, int T>
+inline void prefill_32_zmm(const uint8_t* row, int64_t nb, const QuantActs& a, float* y,
+                           int64_t y_stride) {
+  using Block = std::conditional_t<kQ8, BlockQ8_0, BlockQ4_0>;
+  const auto* blocks = reinterpret_cast<const Block*>(row);
+  const int64_t nb8 = nb / 8 * 8;
+  __m512 acc[T];
+  __m256 acc_off[T];
+  for (int t = 0; t < T; ++t) {
+    acc[t] = _mm512_setzero_ps();
+    acc_off[t] = _mm256_setzero_ps();
+  }
+  const __m512i pair_order = _mm512_set_epi64(7, 6, 3, 2, 5, 4, 1, 0);
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  const float offset = kQ8 ? -128.0f : -8.0f;
+  for (int64_t b = 0; b < nb8; b += 8) {
+    __m512i w[4];
+    alignas(16) uint16_t dh[8];
+    for (int p = 0; p < 4; ++p) {
+      const Block* b0 = blocks + b + 2 * p;
+      if constexpr (kQ8) {
+        const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(load256(b0[0].qs)), load256(b0[1].qs), 1);
+        w[p] = _mm512_xor_si512(v, _mm512_set1_epi8(static_cast<char>(0x80)));
+      } else {
+        const __m256i raw = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b0[1].qs)),
+                                              _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0[0].qs)));
+        const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1);
+        w[p] = _mm512_and_si512(_mm512_permutexvar_epi64(pair_order, both), m4);
+      }
+      dh[2 * p] = b0[0].d;
+      dh[2 * p + 1] = b0[1].d;
+    }
+    const __m256 dw = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dh)));
+    const __m256 dw_off = _mm256_mul_ps(dw, _mm256_set1_ps(offset));
+    for (int t = 0; t < T; ++t) {
+      const int8_t* xq = a.q + t * a.q_stride + b * kQK;
+      const __m512 scale = _mm512_zextps256_ps512(_mm256_mul_ps(dw, _mm256_loadu_ps(a.d + t * a.d_stride + b)));
+      for (int p = 0; p < 4; ++p) {
+        const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[p], _mm512_loadu_si512(xq + 64 * p));
+        const __m512i idx = _mm512_inserti64x4(_mm512_set1_epi32(2 * p), _mm256_set1_epi32(2 * p + 1), 1);
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_permutexvar_ps(idx, scale), acc[t]);
+      }
+      acc_off[t] = _mm256_fmadd_ps(dw_off, _mm256_loadu_ps(a.dsum + t * a.d32_stride + b), acc_off[t]);
+    }
+  }
+  float tail[T] = {};
+  if (nb8 < nb) {
+    QuantActs at = a;
+    at.q += nb8 * kQK;
+    at.d += nb8;
+    at.dsum += nb8;
+    using F = std::conditional_t<kQ8, X86Q8_0, X86Q4_0>;
+    tile_32<F, 1, T>(row + nb8 * sizeof(Block), 0, nb - nb8, at, tail, 1);
+  }
+  for (int t = 0; t < T; ++t) {
+    y[t * y_stride] = _mm512_reduce_add_ps(acc[t]) + hsum(acc_off[t]) + tail[t];
+  }
+}
+
+// Q4_K / Q5_K, one row x T tokens.
+template <bool kQ5, int T>
+inline void prefill_k4_zmm(const uint8_t* row, int64_t nb, const QuantActs& a, float* y,
+                           int64_t y_stride) {
+  using Block = std::conditional_t<kQ5, BlockQ5_K, BlockQ4_K>;
+  __m512 acc[T];
+  __m128 acc_min[T];
+  for (int t = 0; t < T; ++t) {
+    acc[t] = _mm512_setzero_ps();
+    acc_min[t] = _mm_setzero_ps();
+  }
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  for (int64_t b = 0; b < nb; ++b) {
+    const Block* blk = reinterpret_cast<const Block*>(row) + b;
+    alignas(16) uint8_t sm[16];
+    k4_scales_mins(blk->scales, sm);
+    const __m128i sm16 = _mm_load_si128(reinterpret_cast<const __m128i*>(sm));
+    const __m256 sc = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm16)), _mm256_set1_ps(f16(blk->d)));
+    const __m128i mins = _mm_cvtepu8_epi16(_mm_srli_si128(sm16, 8));
+    const float dmin = f16(blk->dmin);
+    __m512i w[4];
+    __m512i qh2 = _mm512_setzero_si512();
+    if constexpr (kQ5) qh2 = _mm512_broadcast_i64x4(load256(blk->qh));
+    for (int c = 0; c < 4; ++c) {
+      const __m256i raw = load256(blk->qs + 32 * c);
+      w[c] = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1), m4);
+      if constexpr (kQ5) {
+        const __m512i bits = _mm512_inserti64x4(_mm512_set1_epi8(static_cast<char>(1 << (2 * c))),
+                                                _mm256_set1_epi8(static_cast<char>(1 << (2 * c + 1))), 1);
+        w[c] = _mm512_or_si512(w[c], _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(qh2, bits), _mm512_set1_epi8(0x10)));
+      }
+    }
+    for (int t = 0; t < T; ++t) {
+      const int8_t* xq = a.q + t * a.q_stride + b * kQK_K;
+      const float dx = a.d[t * a.d_stride + b];
+      const __m512 scz = _mm512_zextps256_ps512(_mm256_mul_ps(sc, _mm256_set1_ps(dx)));
+      for (int c = 0; c < 4; ++c) {
+        const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[c], _mm512_loadu_si512(xq + 64 * c));
+        const __m512i idx = _mm512_inserti64x4(_mm512_set1_epi32(2 * c), _mm256_set1_epi32(2 * c + 1), 1);
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_permutexvar_ps(idx, scz), acc[t]);
+      }
+      const __m128i xs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a.s32 + t * a.d32_stride + 8 * b));
+      acc_min[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_madd_epi16(mins, xs)), _mm_set1_ps(-dmin * dx), acc_min[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) {
+    __m128 m = _mm_add_ps(acc_min[t], _mm_movehl_ps(acc_min[t], acc_min[t]));
+    m = _mm_add_ss(m, _mm_movehdup_ps(m));
+    y[t * y_stride] = _mm512_reduce_add_ps(acc[t]) + _mm_cvtss_f32(m);
+  }
+}
+#endif  // EDGELM_QUANT_VNNI
+
 // ---- drivers shared by all formats ----
 
 struct Kind32 {};
@@ -394,7 +667,21 @@ void quant_matvec(const WeightMatrix& w, const QuantActs& a, float* y, int64_t r
   const uint8_t* base = static_cast<const uint8_t*>(w.data);
   int64_t r = row_begin;
   for (; r + 4 <= row_end; r += 4) {
-    tile<F, Kind, 4, 1>(base + r * w.row_bytes, w.row_bytes, w.cols, a, y + (r - row_begin), 0);
+    const uint8_t* rows = base + r * w.row_bytes;
+    float* yr = y + (r - row_begin);
+#if EDGELM_QUANT_VNNI
+    if constexpr (std::is_same_v<F, X86Q4_0>) {
+      matvec_q4_0_zmm<4>(rows, w.row_bytes, w.cols / kQK, a, yr);
+      continue;
+    } else if constexpr (std::is_same_v<F, X86Q4_K> && std::is_same_v<Kind, KindK4>) {
+      matvec_k4_zmm<false, 4>(rows, w.row_bytes, w.cols / kQK_K, a, yr);
+      continue;
+    } else if constexpr (std::is_same_v<F, X86Q5_K>) {
+      matvec_k4_zmm<true, 4>(rows, w.row_bytes, w.cols / kQK_K, a, yr);
+      continue;
+    }
+#endif
+    tile<F, Kind, 4, 1>(rows, w.row_bytes, w.cols, a, yr, 0);
   }
   for (; r < row_end; ++r) {
     tile<F, Kind, 1, 1>(base + r * w.row_bytes, w.row_bytes, w.cols, a, y + (r - row_begin), 0);
@@ -418,7 +705,20 @@ void quant_matmul(const WeightMatrix& w, const QuantActs& a, int64_t n, float* y
       at.dsum += t * a.d32_stride;
       at.s32 += t * a.d32_stride;
       at.s16 += t * a.s16_stride;
-      tile<F, Kind, 1, kTokens>(row, w.row_bytes, w.cols, at, y + t * y_stride + r, y_stride);
+      float* yt = y + t * y_stride + r;
+#if EDGELM_QUANT_VNNI
+      if constexpr (std::is_same_v<F, X86Q4_0> || std::is_same_v<F, X86Q8_0>) {
+        prefill_32_zmm<std::is_same_v<F, X86Q8_0>, kTokens>(row, w.cols / kQK, at, yt, y_stride);
+        continue;
+      } else if constexpr (std::is_same_v<F, X86Q4_K> && std::is_same_v<Kind, KindK4>) {
+        prefill_k4_zmm<false, kTokens>(row, w.cols / kQK_K, at, yt, y_stride);
+        continue;
+      } else if constexpr (std::is_same_v<F, X86Q5_K>) {
+        prefill_k4_zmm<true, kTokens>(row, w.cols / kQK_K, at, yt, y_stride);
+        continue;
+      }
+#endif
+      tile<F, Kind, 1, kTokens>(row, w.row_bytes, w.cols, at, yt, y_stride);
     }
     for (; t < n; ++t) {
       QuantActs at = a;
@@ -452,3 +752,5 @@ inline void register_quant_x86(IsaKernels* table) {
 
 }  // namespace
 }  // namespace edgelm::kernels_internal
+
+#pragma GCC diagnostic pop

@@ -164,18 +164,24 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
                               FunctionRef<void(int64_t begin, int64_t end)> fn) {
   if (n <= 0) return;
   grain = std::max<int64_t>(grain, 1);
-  // Each chunk gets at least `grain` items: n / grain chunks at most.
-  const int64_t chunks = std::min<int64_t>(n_threads_, std::max<int64_t>(1, n / grain));
-  if (chunks <= 1 || t_inside_pool) {
+  // A few chunks per thread, handed out from a shared counter: if the OS
+  // preempts one worker (other programs on a small device), the others take
+  // over its remaining chunks instead of waiting for it.
+  constexpr int64_t kChunksPerThread = 4;
+  const int64_t chunks =
+      std::min<int64_t>(n_threads_ * kChunksPerThread, std::max<int64_t>(1, n / grain));
+  if (chunks <= 1 || n_threads_ == 1 || t_inside_pool) {
     fn(0, n);
     return;
   }
-  // Near-equal contiguous chunks; thread i takes chunk i.
-  run_on_all([&](int i) {
-    if (i >= chunks) return;
-    const int64_t begin = n * i / chunks;
-    const int64_t end = n * (i + 1) / chunks;
-    if (begin < end) fn(begin, end);
+  std::atomic<int64_t> next{0};
+  run_on_all([&](int) {
+    for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < chunks;
+         c = next.fetch_add(1, std::memory_order_relaxed)) {
+      const int64_t begin = n * c / chunks;
+      const int64_t end = n * (c + 1) / chunks;
+      if (begin < end) fn(begin, end);
+    }
   });
 }
 
