@@ -30,13 +30,13 @@ struct Shape {
   const char* model;
   int64_t rows, cols;
 };
-constexpr Shape kShapes[] = {
-    {"smollm2-135m", 576, 576},  {"smollm2-135m", 1536, 576},   {"smollm2-135m", 576, 1536},
-    {"qwen2.5-0.5b", 4864, 896}, {"qwen2.5-0.5b", 896, 4864},   {"tinyllama-1.1b", 5632, 2048},
-    {"tinyllama-1.1b", 2048, 5632}};
-constexpr DType kTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q5_K, DType::Q6_K,
-                            DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q2_K, DType::Q3_K,
-                            DType::FP8_E4M3, DType::F16};
+constexpr Shape kShapes[] = {{"smollm2-135m", 576, 576},    {"smollm2-135m", 1536, 576},
+                             {"smollm2-135m", 576, 1536},   {"qwen2.5-0.5b", 4864, 896},
+                             {"qwen2.5-0.5b", 896, 4864},   {"tinyllama-1.1b", 5632, 2048},
+                             {"tinyllama-1.1b", 2048, 5632}};
+constexpr DType kTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_K,     DType::Q5_K,
+                            DType::Q6_K, DType::Q4_1, DType::Q5_0,     DType::Q5_1,
+                            DType::Q2_K, DType::Q3_K, DType::FP8_E4M3, DType::F16};
 constexpr int64_t kPrefillTokens = 64;
 constexpr size_t kColdBytes = size_t{256} << 20;
 
@@ -149,9 +149,9 @@ void run_matmul(benchmark::State& state, Isa isa, DType type, Shape shape, int t
   }
   if (isa == best_supported_isa() && seconds > 0) {
     // Per-model totals for the summary: time per token summed over its shapes.
-    Timing& t = g_timings[std::string(dtype_name(type)) + "|" + shape.model + "|" +
-                          std::to_string(threads)][std::to_string(shape.rows) + "x" +
-                                                   std::to_string(shape.cols)];
+    Timing& t =
+        g_timings[std::string(dtype_name(type)) + "|" + shape.model + "|" + std::to_string(threads)]
+                 [std::to_string(shape.rows) + "x" + std::to_string(shape.cols)];
     if (decode) {
       t.decode_s = seconds / iters;
       t.weight_bytes = matrix_bytes;

@@ -50,19 +50,20 @@ EDGELM_NO_FP_CONTRACT void quantize_acts_q8_0(const float* x, int64_t cols, int8
     }
     const float db = amax / 127;
     const float id = db != 0 ? 1.0f / db : 0.0f;
-    int sum = 0;
-    int first_half = 0;
+    // Branch-free so the compiler vectorizes it: roundf(v) = trunc(v) +- 1
+    // when the (exact) fraction is at least one half.
+    int qi[kQK];
     for (int j = 0; j < kQK; ++j) {
-      const float v = xb[j] * id;
-      int i = 0;
-      if (v > -1e9f && v < 1e9f) {  // NaN and infinities quantize to 0, as in ggml's reference
-        i = static_cast<int>(v);
-        const float frac = v - static_cast<float>(i);
-        if (frac >= 0.5f) ++i;
-        if (frac <= -0.5f) --i;
-      }
-      q[b * kQK + j] = static_cast<int8_t>(i);
-      sum += static_cast<int8_t>(i);
+      float v = xb[j] * id;
+      v = v > -1e9f && v < 1e9f ? v : 0.0f;  // NaN and infinities give 0, as in ggml's reference
+      const int i = static_cast<int>(v);
+      const float frac = v - static_cast<float>(i);
+      qi[j] = i + (frac >= 0.5f) - (frac <= -0.5f);
+    }
+    int first_half = 0, sum = 0;
+    for (int j = 0; j < kQK; ++j) {
+      q[b * kQK + j] = static_cast<int8_t>(qi[j]);
+      sum += qi[j];
       if (j == 15) first_half = sum;
     }
     d[b] = fp16_to_fp32(fp32_to_fp16(db));
@@ -365,8 +366,8 @@ void scalar_rows_32(const WeightMatrix& w, const QuantActs& a, int64_t n, float*
 }
 
 template <typename F>
-void scalar_rows_k(const WeightMatrix& w, const QuantActs& a, int64_t n, float* y,
-                   int64_t y_stride, int64_t row_begin, int64_t row_end, int64_t out_row0) {
+void scalar_rows_k(const WeightMatrix& w, const QuantActs& a, int64_t n, float* y, int64_t y_stride,
+                   int64_t row_begin, int64_t row_end, int64_t out_row0) {
   const int64_t nb = w.cols / kQK_K;
   constexpr int kSub = F::kSub;
   for (int64_t t0 = 0; t0 < n; t0 += kScalarTokens) {
@@ -410,8 +411,8 @@ void scalar_matvec(const WeightMatrix& w, const QuantActs& a, float* y, int64_t 
 }
 
 template <typename F, bool kIsK>
-void scalar_matmul(const WeightMatrix& w, const QuantActs& a, int64_t n, float* y,
-                   int64_t y_stride, int64_t row_begin, int64_t row_end) {
+void scalar_matmul(const WeightMatrix& w, const QuantActs& a, int64_t n, float* y, int64_t y_stride,
+                   int64_t row_begin, int64_t row_end) {
   if constexpr (kIsK) {
     scalar_rows_k<F>(w, a, n, y, y_stride, row_begin, row_end, 0);
   } else {
@@ -437,8 +438,8 @@ void fp8_matvec(const WeightMatrix& w, const float* x, float* y, int64_t row_beg
   const float* lut = fp8_table().value;
   const int64_t nb = w.cols / kQK;
   for (int64_t r = row_begin; r < row_end; ++r) {
-    const auto* blocks = reinterpret_cast<const BlockFp8E4M3*>(static_cast<const uint8_t*>(w.data) +
-                                                               static_cast<size_t>(r) * w.row_bytes);
+    const auto* blocks = reinterpret_cast<const BlockFp8E4M3*>(
+        static_cast<const uint8_t*>(w.data) + static_cast<size_t>(r) * w.row_bytes);
     float acc = 0;
     for (int64_t b = 0; b < nb; ++b) {
       float s[4] = {0, 0, 0, 0};

@@ -3,9 +3,8 @@
 // vector registers, see matmul_quant_x86.h.
 #define EDGELM_QUANT_VNNI 1
 #define EDGELM_QUANT_PREFILL_TOKENS 8
-#include "kernels/matmul_quant_x86.h"
-
 #include "kernels/cpu_features.h"
+#include "kernels/matmul_quant_x86.h"
 
 namespace edgelm::kernels_internal {
 

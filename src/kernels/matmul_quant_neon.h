@@ -50,8 +50,7 @@ inline int8x16_t s8(uint8x16_t v) {
 // 0x10 in byte j where bit (first + j) of the little-endian 32-bit qh is set.
 inline uint8x16_t high_bits_16(const uint8_t* qh, int first) {
   static const uint8_t kBits[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
-  const uint8x16_t bytes =
-      vcombine_u8(vdup_n_u8(qh[first / 8]), vdup_n_u8(qh[first / 8 + 1]));
+  const uint8x16_t bytes = vcombine_u8(vdup_n_u8(qh[first / 8]), vdup_n_u8(qh[first / 8 + 1]));
   return vandq_u8(vtstq_u8(bytes, vld1q_u8(kBits)), vdupq_n_u8(0x10));
 }
 
@@ -110,8 +109,8 @@ struct NeonQ8_0 {
 // R rows x T tokens; y[t * y_stride + r]:
 // y += dx * d * dot + m * (dx * sum x) per block.
 template <typename F, int R, int T>
-inline void tile_32(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a,
-                    float* y, int64_t y_stride) {
+inline void tile_32(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a, float* y,
+                    int64_t y_stride) {
   float32x4_t acc[R][T];
   float macc[R][T];
   for (int r = 0; r < R; ++r) {
@@ -160,8 +159,8 @@ inline int32_t dot32(int8x16_t w0, int8x16_t w1, const int8_t* xq) {
 }
 
 template <bool kQ5, int R, int T>
-inline void tile_k4(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a,
-                    float* y, int64_t y_stride) {
+inline void tile_k4(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a, float* y,
+                    int64_t y_stride) {
   float acc[R][T] = {};
   using Block = std::conditional_t<kQ5, BlockQ5_K, BlockQ4_K>;
   for (int64_t b = 0; b < nb; ++b) {
@@ -199,7 +198,8 @@ inline void tile_k4(const uint8_t* rows, size_t row_bytes, int64_t nb, const Qua
       const float d = f16(blk->d), dmin = f16(blk->dmin);
       for (int t = 0; t < T; ++t) {
         const int16x8_t xs = vld1q_s16(a.s32 + t * a.d32_stride + 8 * b);
-        const int32x4_t m = vmlal_high_s16(vmull_s16(vget_low_s16(mins), vget_low_s16(xs)), mins, xs);
+        const int32x4_t m =
+            vmlal_high_s16(vmull_s16(vget_low_s16(mins), vget_low_s16(xs)), mins, xs);
         const int32_t imin = vaddvq_s32(m);
         const float dx = a.d[t * a.d_stride + b];
         acc[r][t] += dx * (d * static_cast<float>(isum[t]) - dmin * static_cast<float>(imin));
@@ -323,7 +323,8 @@ void quant_matmul(const WeightMatrix& w, const QuantActs& a, int64_t n, float* y
                                 y_stride);
     }
     for (; t < n; ++t) {
-      tile<F, Kind, 1, 1>(row, w.row_bytes, w.cols, acts_from(a, t), y + t * y_stride + r, y_stride);
+      tile<F, Kind, 1, 1>(row, w.row_bytes, w.cols, acts_from(a, t), y + t * y_stride + r,
+                          y_stride);
     }
   }
 }

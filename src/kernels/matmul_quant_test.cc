@@ -54,9 +54,8 @@ class IsaGuard {
   Isa saved_;
 };
 
-const DType kIntTypes[] = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1,
-                           DType::Q8_0, DType::Q2_K, DType::Q3_K, DType::Q4_K,
-                           DType::Q5_K, DType::Q6_K};
+const DType kIntTypes[] = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0,
+                           DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};
 
 bool is_k(DType type) {
   return dtype_traits(type).block_size == kQK_K;
@@ -216,7 +215,8 @@ TEST(MatmulQuantTest, ScalarMatchesDequantizedProduct) {
         double exact_q = 0, scale_q = 0, exact = 0, scale = 0, act_err = 0;
         for (int64_t b = 0; b < cols; b += block) {
           double amax = 0;
-          for (int64_t i = b; i < b + block; ++i) amax = std::max(amax, std::fabs(double(x[t * cols + i])));
+          for (int64_t i = b; i < b + block; ++i)
+            amax = std::max(amax, std::fabs(double(x[t * cols + i])));
           const double err = amax / 127 * (0.5 + q8_0_extra) * (1 + 1e-6);
           for (int64_t i = b; i < b + block; ++i) {
             const double w = m.values[r * cols + i];
@@ -246,8 +246,8 @@ TEST(MatmulQuantTest, EveryIsaMatchesScalarExactly) {
   const int64_t n_list[] = {1, 2, 3, 5, 8, 9, 19};
   int checked = 0;
   for (DType type : kIntTypes) {
-    const std::vector<int64_t> col_list =
-        is_k(type) ? std::vector<int64_t>{256, 512, 768} : std::vector<int64_t>{32, 64, 96, 288, 544};
+    const std::vector<int64_t> col_list = is_k(type) ? std::vector<int64_t>{256, 512, 768}
+                                                     : std::vector<int64_t>{32, 64, 96, 288, 544};
     for (size_t ri = 0; ri < std::size(row_list); ++ri) {
       const int64_t rows = row_list[ri];
       const int64_t cols = col_list[ri % col_list.size()];
@@ -264,7 +264,8 @@ TEST(MatmulQuantTest, EveryIsaMatchesScalarExactly) {
         for (size_t p = 0; p < 3; ++p) {
           const std::vector<float> got = run(m, x, n, pools[(ri + p) % 3]);
           for (size_t i = 0; i < got.size(); ++i) {
-            ASSERT_EQ(got[i], want[i]) << std::hexfloat << what << " threads " << ((ri + p) % 3 + 1) << " at " << i;
+            ASSERT_EQ(got[i], want[i])
+                << std::hexfloat << what << " threads " << ((ri + p) % 3 + 1) << " at " << i;
           }
           ++checked;
         }
@@ -354,7 +355,8 @@ TEST(MatmulQuantTest, DequantizeRowEveryTypeEveryIsa) {
       std::vector<float> row(static_cast<size_t>(cols));
       dequantize_row(type, m.bytes.data() + m.w.row_bytes, row.data(), cols);
       for (int64_t i = 0; i < cols; ++i) {
-        ASSERT_EQ(row[i], m.values[cols + i]) << dtype_name(type) << " " << isa_name(isa) << " " << i;
+        ASSERT_EQ(row[i], m.values[cols + i])
+            << dtype_name(type) << " " << isa_name(isa) << " " << i;
       }
     }
   }
@@ -382,7 +384,8 @@ TEST(MatmulQuantTest, PaddedRowStrideAndTinyMatrices) {
       set_active_isa(isa);
       std::vector<float> got(want.size(), NAN);
       matmul(pw, x.data(), n, got.data(), nullptr);
-      for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want[i]) << isa_name(isa) << " " << i;
+      for (size_t i = 0; i < got.size(); ++i)
+        ASSERT_EQ(got[i], want[i]) << isa_name(isa) << " " << i;
     }
   }
 }

@@ -177,8 +177,8 @@ inline __m256i block_dot(__m256i w, __m256i abs_w, const int8_t* xq) {
 
 // R rows starting at `rows` x T tokens; y[t * y_stride + r].
 template <typename F, int R, int T>
-inline void tile_32(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a,
-                    float* y, int64_t y_stride) {
+inline void tile_32(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a, float* y,
+                    int64_t y_stride) {
   __m256 acc[R][T];
   for (int r = 0; r < R; ++r) {
     for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
@@ -217,7 +217,8 @@ inline void tile_32(const uint8_t* rows, size_t row_bytes, int64_t nb, const Qua
       for (int r = 0; r < R; ++r) {
         const __m256 c = _mm256_load_ps(corr[r]);
         for (int t = 0; t < T; ++t) {
-          acc[r][t] = _mm256_fmadd_ps(c, _mm256_loadu_ps(a.dsum + t * a.d32_stride + b0), acc[r][t]);
+          acc[r][t] =
+              _mm256_fmadd_ps(c, _mm256_loadu_ps(a.dsum + t * a.d32_stride + b0), acc[r][t]);
         }
       }
     }
@@ -279,8 +280,8 @@ struct X86Q5_K {
 
 // Q4_K / Q5_K: y += dx * (d * sum_j sc_j * dot_j - dmin * sum_j m_j * xsum_j).
 template <typename F, int R, int T>
-inline void tile_k4(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a,
-                    float* y, int64_t y_stride) {
+inline void tile_k4(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a, float* y,
+                    int64_t y_stride) {
   __m256 acc[R][T];
   for (int r = 0; r < R; ++r) {
     for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
@@ -299,7 +300,8 @@ inline void tile_k4(const uint8_t* rows, size_t row_bytes, int64_t nb, const Qua
       k4_scales_mins(blk->scales, sm);
       const float d = f16(blk->d);
       const float dmin = f16(blk->dmin);
-      const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm + 8)));
+      const __m128i mins =
+          _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm + 8)));
       __m256i isum[T];
       for (int t = 0; t < T; ++t) isum[t] = _mm256_setzero_si256();
       const typename F::Unpacked u(blk);
@@ -316,7 +318,8 @@ inline void tile_k4(const uint8_t* rows, size_t row_bytes, int64_t nb, const Qua
       }
       for (int t = 0; t < T; ++t) {
         const float dx = a.d[t * a.d_stride + b];
-        const __m128i xs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a.s32 + t * a.d32_stride + 8 * b));
+        const __m128i xs =
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(a.s32 + t * a.d32_stride + 8 * b));
         const __m256 msum = _mm256_zextps128_ps256(_mm_cvtepi32_ps(_mm_madd_epi16(mins, xs)));
         acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(d * dx), acc[r][t]);
         acc[r][t] = _mm256_fmadd_ps(msum, _mm256_set1_ps(-dmin * dx), acc[r][t]);
@@ -355,7 +358,8 @@ inline void tile_q6_k(const uint8_t* rows, size_t row_bytes, int64_t nb, const Q
       for (int t = 0; t < T; ++t) {
         // -32 * sum_j sc_j * xsum_j
         const __m256i xs = load256(a.s16 + t * a.s16_stride + 16 * b);
-        isum[t] = _mm256_slli_epi32(_mm256_sub_epi32(_mm256_setzero_si256(), _mm256_madd_epi16(sc16, xs)), 5);
+        isum[t] = _mm256_slli_epi32(
+            _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_madd_epi16(sc16, xs)), 5);
       }
       for (int h = 0; h < 2; ++h) {
         const __m256i ql0 = load256(blk->ql + 64 * h);
@@ -374,7 +378,8 @@ inline void tile_q6_k(const uint8_t* rows, size_t row_bytes, int64_t nb, const Q
         for (int k = 0; k < 4; ++k) {
           // Sub-blocks j = 8h + 2k (first 16 values) and j + 1 (next 16).
           const int j = 8 * h + 2 * k;
-          const __m128i pick = _mm_set_epi64x(0x0101010101010101LL * (j + 1), 0x0101010101010101LL * j);
+          const __m128i pick =
+              _mm_set_epi64x(0x0101010101010101LL * (j + 1), 0x0101010101010101LL * j);
           const __m256i sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, pick));
           for (int t = 0; t < T; ++t) {
             const int8_t* xq = a.q + t * a.q_stride + b * kQK_K + 128 * h + 32 * k;
@@ -441,7 +446,8 @@ inline void matvec_q4_0_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, c
       v0 = _mm512_inserti32x4(v0, _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 20)), 1);
       v0 = _mm512_inserti32x4(v0, _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 38)), 2);
       v0 = _mm512_inserti32x4(v0, _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 56)), 3);
-      __m512i v1 = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 74)));
+      __m512i v1 =
+          _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 74)));
       v1 = _mm512_inserti32x4(v1, _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 92)), 1);
       v1 = _mm512_inserti32x4(v1, _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 110)), 2);
       v1 = _mm512_inserti32x4(v1, _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 128)), 3);
@@ -449,8 +455,10 @@ inline void matvec_q4_0_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, c
       s0 = _mm512_dpbusd_epi32(s0, _mm512_and_si512(_mm512_srli_epi16(v0, 4), m4), xhi0);
       __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(v1, m4), xlo1);
       s1 = _mm512_dpbusd_epi32(s1, _mm512_and_si512(_mm512_srli_epi16(v1, 4), m4), xhi1);
-      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0), _mm512_permutexvar_ps(expand_lo, scale), acc[r]);
-      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1), _mm512_permutexvar_ps(expand_hi, scale), acc[r]);
+      acc[r] =
+          _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0), _mm512_permutexvar_ps(expand_lo, scale), acc[r]);
+      acc[r] =
+          _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1), _mm512_permutexvar_ps(expand_hi, scale), acc[r]);
       acc_off[r] = _mm256_fmadd_ps(dw, off, acc_off[r]);
     }
   }
@@ -506,13 +514,16 @@ inline void matvec_k4_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, con
         __m512i w = _mm512_and_si512(
             _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1), m4);
         if constexpr (kQ5) {
-          const __m512i bits = _mm512_inserti64x4(
-              _mm512_set1_epi8(static_cast<char>(1 << (2 * c))),
-              _mm256_set1_epi8(static_cast<char>(1 << (2 * c + 1))), 1);
-          w = _mm512_mask_or_epi32(w, 0xFFFF, w, _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(qh2, bits), _mm512_set1_epi8(0x10)));
+          const __m512i bits =
+              _mm512_inserti64x4(_mm512_set1_epi8(static_cast<char>(1 << (2 * c))),
+                                 _mm256_set1_epi8(static_cast<char>(1 << (2 * c + 1))), 1);
+          w = _mm512_mask_or_epi32(
+              w, 0xFFFF, w,
+              _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(qh2, bits), _mm512_set1_epi8(0x10)));
         }
         const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x[c]);
-        const __m512i idx = _mm512_inserti64x4(_mm512_set1_epi32(2 * c), _mm256_set1_epi32(2 * c + 1), 1);
+        const __m512i idx =
+            _mm512_inserti64x4(_mm512_set1_epi32(2 * c), _mm256_set1_epi32(2 * c + 1), 1);
         acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_permutexvar_ps(idx, scz), acc[r]);
       }
       const __m128i mins = _mm_cvtepu8_epi16(_mm_srli_si128(sm16, 8));
@@ -552,12 +563,15 @@ inline void prefill_32_zmm(const uint8_t* row, int64_t nb, const QuantActs& a, f
     for (int p = 0; p < 4; ++p) {
       const Block* b0 = blocks + b + 2 * p;
       if constexpr (kQ8) {
-        const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(load256(b0[0].qs)), load256(b0[1].qs), 1);
+        const __m512i v =
+            _mm512_inserti64x4(_mm512_castsi256_si512(load256(b0[0].qs)), load256(b0[1].qs), 1);
         w[p] = _mm512_xor_si512(v, _mm512_set1_epi8(static_cast<char>(0x80)));
       } else {
-        const __m256i raw = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b0[1].qs)),
-                                              _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0[0].qs)));
-        const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1);
+        const __m256i raw =
+            _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b0[1].qs)),
+                             _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0[0].qs)));
+        const __m512i both =
+            _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1);
         w[p] = _mm512_and_si512(_mm512_permutexvar_epi64(pair_order, both), m4);
       }
       dh[2 * p] = b0[0].d;
@@ -567,13 +581,17 @@ inline void prefill_32_zmm(const uint8_t* row, int64_t nb, const QuantActs& a, f
     const __m256 dw_off = _mm256_mul_ps(dw, _mm256_set1_ps(offset));
     for (int t = 0; t < T; ++t) {
       const int8_t* xq = a.q + t * a.q_stride + b * kQK;
-      const __m512 scale = _mm512_zextps256_ps512(_mm256_mul_ps(dw, _mm256_loadu_ps(a.d + t * a.d_stride + b)));
+      const __m512 scale =
+          _mm512_zextps256_ps512(_mm256_mul_ps(dw, _mm256_loadu_ps(a.d + t * a.d_stride + b)));
       for (int p = 0; p < 4; ++p) {
-        const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[p], _mm512_loadu_si512(xq + 64 * p));
-        const __m512i idx = _mm512_inserti64x4(_mm512_set1_epi32(2 * p), _mm256_set1_epi32(2 * p + 1), 1);
+        const __m512i s =
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[p], _mm512_loadu_si512(xq + 64 * p));
+        const __m512i idx =
+            _mm512_inserti64x4(_mm512_set1_epi32(2 * p), _mm256_set1_epi32(2 * p + 1), 1);
         acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_permutexvar_ps(idx, scale), acc[t]);
       }
-      acc_off[t] = _mm256_fmadd_ps(dw_off, _mm256_loadu_ps(a.dsum + t * a.d32_stride + b), acc_off[t]);
+      acc_off[t] =
+          _mm256_fmadd_ps(dw_off, _mm256_loadu_ps(a.dsum + t * a.d32_stride + b), acc_off[t]);
     }
   }
   float tail[T] = {};
@@ -607,7 +625,8 @@ inline void prefill_k4_zmm(const uint8_t* row, int64_t nb, const QuantActs& a, f
     alignas(16) uint8_t sm[16];
     k4_scales_mins(blk->scales, sm);
     const __m128i sm16 = _mm_load_si128(reinterpret_cast<const __m128i*>(sm));
-    const __m256 sc = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm16)), _mm256_set1_ps(f16(blk->d)));
+    const __m256 sc =
+        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm16)), _mm256_set1_ps(f16(blk->d)));
     const __m128i mins = _mm_cvtepu8_epi16(_mm_srli_si128(sm16, 8));
     const float dmin = f16(blk->dmin);
     __m512i w[4];
@@ -615,11 +634,14 @@ inline void prefill_k4_zmm(const uint8_t* row, int64_t nb, const QuantActs& a, f
     if constexpr (kQ5) qh2 = _mm512_broadcast_i64x4(load256(blk->qh));
     for (int c = 0; c < 4; ++c) {
       const __m256i raw = load256(blk->qs + 32 * c);
-      w[c] = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1), m4);
+      w[c] = _mm512_and_si512(
+          _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1), m4);
       if constexpr (kQ5) {
-        const __m512i bits = _mm512_inserti64x4(_mm512_set1_epi8(static_cast<char>(1 << (2 * c))),
-                                                _mm256_set1_epi8(static_cast<char>(1 << (2 * c + 1))), 1);
-        w[c] = _mm512_or_si512(w[c], _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(qh2, bits), _mm512_set1_epi8(0x10)));
+        const __m512i bits =
+            _mm512_inserti64x4(_mm512_set1_epi8(static_cast<char>(1 << (2 * c))),
+                               _mm256_set1_epi8(static_cast<char>(1 << (2 * c + 1))), 1);
+        w[c] = _mm512_or_si512(
+            w[c], _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(qh2, bits), _mm512_set1_epi8(0x10)));
       }
     }
     for (int t = 0; t < T; ++t) {
@@ -627,12 +649,16 @@ inline void prefill_k4_zmm(const uint8_t* row, int64_t nb, const QuantActs& a, f
       const float dx = a.d[t * a.d_stride + b];
       const __m512 scz = _mm512_zextps256_ps512(_mm256_mul_ps(sc, _mm256_set1_ps(dx)));
       for (int c = 0; c < 4; ++c) {
-        const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[c], _mm512_loadu_si512(xq + 64 * c));
-        const __m512i idx = _mm512_inserti64x4(_mm512_set1_epi32(2 * c), _mm256_set1_epi32(2 * c + 1), 1);
+        const __m512i s =
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[c], _mm512_loadu_si512(xq + 64 * c));
+        const __m512i idx =
+            _mm512_inserti64x4(_mm512_set1_epi32(2 * c), _mm256_set1_epi32(2 * c + 1), 1);
         acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_permutexvar_ps(idx, scz), acc[t]);
       }
-      const __m128i xs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a.s32 + t * a.d32_stride + 8 * b));
-      acc_min[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_madd_epi16(mins, xs)), _mm_set1_ps(-dmin * dx), acc_min[t]);
+      const __m128i xs =
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(a.s32 + t * a.d32_stride + 8 * b));
+      acc_min[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_madd_epi16(mins, xs)), _mm_set1_ps(-dmin * dx),
+                                acc_min[t]);
     }
   }
   for (int t = 0; t < T; ++t) {
