@@ -29,3 +29,6 @@ set(CMAKE_EXE_LINKER_FLAGS_INIT "-static")
 
 # Lets gtest_discover_tests and ctest run target binaries.
 set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64 -L /usr/aarch64-linux-gnu)
+
+# Static executables need static libraries (see EDGELM_STATIC_DEPS in CMakeLists.txt).
+set(EDGELM_STATIC_DEPS ON CACHE BOOL "link pcre2 and utf8proc statically")

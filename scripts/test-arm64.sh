@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Cross-compiles the kernel tests for ARM64 and runs them under qemu-user, once
+# Cross-compiles the kernel, model and generation tests for ARM64 and runs them under qemu-user, once
 # on a CPU with every extension (-cpu max: dotprod, fp16, ...) and once on
 # Cortex-A53/A72 models (plain ARMv8.0 NEON, no dotprod), so both dispatch paths
 # are exercised.
@@ -13,7 +13,8 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-$repo/build-arm64}"
 shift || true
-targets=(kernels_tests "$@")
+tests=(src/kernels/kernels_tests src/model/model_tests src/generation/generation_tests)
+targets=(kernels_tests model_tests generation_tests "$@")
 jobs="${JOBS:-2}"
 
 need_apt=()
@@ -43,15 +44,17 @@ cmake --build "$build" --target "${targets[@]}" -j "$jobs"
 
 status=0
 for cpu in max cortex-a72 cortex-a53; do
-  echo "=== kernels_tests on qemu-aarch64 -cpu $cpu"
-  log="$build/kernels_tests-$cpu.log"
-  if qemu-aarch64 -cpu "$cpu" -L /usr/aarch64-linux-gnu "$build/src/kernels/kernels_tests" \
-      >"$log" 2>&1; then
-    grep -E "^(isa|\[==========\]|\[  PASSED  \])" "$log" || true
-  else
-    grep -E "FAILED|Failure|isa" "$log" || tail -20 "$log"
-    echo "FAILED on -cpu $cpu (log: $log)"
-    status=1
-  fi
+  for test in "${tests[@]}"; do
+    name=$(basename "$test")
+    echo "=== $name on qemu-aarch64 -cpu $cpu"
+    log="$build/$name-$cpu.log"
+    if qemu-aarch64 -cpu "$cpu" -L /usr/aarch64-linux-gnu "$build/$test" >"$log" 2>&1; then
+      grep -E "^(isa|\[==========\]|\[  PASSED  \])" "$log" || true
+    else
+      grep -E "FAILED|Failure|isa" "$log" || tail -20 "$log"
+      echo "FAILED: $name on -cpu $cpu (log: $log)"
+      status=1
+    fi
+  done
 done
 exit $status

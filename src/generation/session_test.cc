@@ -35,7 +35,9 @@ TEST(Session, BatchedAndIncrementalLogitsAgree) {
   for (size_t i = 0; i < tokens.size(); ++i) {
     const float* step = incremental.evaluate({tokens[i]});
     for (int v = 0; v < vocab; ++v) {
-      ASSERT_NEAR(step[v], all[i * vocab + v], 1e-4f) << "token " << i << " vocab " << v;
+      // Batched (prefill) and single-token kernels sum in different orders.
+      const float tolerance = 1e-4f + 2e-5f * std::fabs(all[i * vocab + v]);
+      ASSERT_NEAR(step[v], all[i * vocab + v], tolerance) << "token " << i << " vocab " << v;
     }
   }
 }
