@@ -35,8 +35,9 @@ TEST(Session, BatchedAndIncrementalLogitsAgree) {
   for (size_t i = 0; i < tokens.size(); ++i) {
     const float* step = incremental.evaluate({tokens[i]});
     for (int v = 0; v < vocab; ++v) {
-      // Batched (prefill) and single-token kernels sum in different orders.
-      const float tolerance = 1e-4f + 2e-5f * std::fabs(all[i * vocab + v]);
+      // Batched (prefill) and single-token kernels sum in different orders (NEON's
+      // differ by up to ~1.1e-4 here); cache bugs give errors of order 0.1-10.
+      const float tolerance = 5e-4f;
       ASSERT_NEAR(step[v], all[i * vocab + v], tolerance) << "token " << i << " vocab " << v;
     }
   }
