@@ -10,6 +10,7 @@
 #include "evaluation/log_probs_file.h"
 #include "evaluation/perplexity.h"
 #include "util/error.h"
+#include "util/mapped_file.h"
 
 namespace edgelm::cli {
 namespace {
@@ -28,14 +29,6 @@ struct PerplexityFlags {
   std::string json_path;
 };
 
-std::string read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("cannot open text file '", path, "'");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) fail("cannot read text file '", path, "'");
-  return ss.str();
-}
 
 // Progress bar over chunks with the running PPL (and KLD) after it.
 ev::ProgressCallback progress_printer(ProgressBar& bar) {
@@ -176,7 +169,7 @@ int perplexity_command(const PerplexityFlags& f) {
     if (f.context > 0) fail("--ctx cannot be used with --kl-base: the file fixes the context");
     const ev::LogProbsReader saved(f.kl_base);  // reads the header: chunk count, tokens
     if (!f.text_path.empty()) {
-      const std::vector<int32_t> tokens = ev::tokenize_text(*model, read_text_file(f.text_path));
+      const std::vector<int32_t> tokens = ev::tokenize_text(*model, read_file(f.text_path));
       const std::vector<int32_t>& used = saved.tokens();
       if (tokens.size() < used.size() || !std::equal(used.begin(), used.end(), tokens.begin())) {
         fail("--kl-base: '", f.kl_base, "' was not made from '", f.text_path,
@@ -192,7 +185,7 @@ int perplexity_command(const PerplexityFlags& f) {
     return report_comparison(*model, f.kl_base, f.kl_base, r, f, f.kl_base);
   }
   if (f.text_path.empty()) fail("perplexity: -f/--file TEXT is required");
-  const std::string text = read_text_file(f.text_path);
+  const std::string text = read_file(f.text_path);
 
   if (!f.base_model.empty()) {
     ModelOptions base_options = f.model;
