@@ -96,6 +96,7 @@ inline __m256i high_bits_32(const uint8_t* qh) {
 #define EDGELM_QUANT_AHEAD 8192
 #endif
 inline size_t prefetch_distance(size_t group_bytes) {
+  if (group_bytes == 0) return 0;  // empty rows (cols == 0): nothing to prefetch
   const size_t groups = (EDGELM_QUANT_AHEAD + group_bytes - 1) / group_bytes;
   return groups * group_bytes;
 }
