@@ -53,7 +53,9 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 // Peak RSS since the last reset_peak_rss() (VmHWM), so each row of a matrix gets
 // its own peak rather than the largest model's.
-void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
+void reset_peak_rss() {
+  std::ofstream("/proc/self/clear_refs") << "5";
+}
 
 double peak_rss_mib() {
   std::ifstream status("/proc/self/status");
@@ -142,8 +144,9 @@ std::string markdown_table(const std::vector<Row>& rows, bool quality) {
     std::string types;
     for (const std::string& d : r.info.dtypes) types += (types.empty() ? "" : "+") + d;
     std::snprintf(buf, sizeof buf, "| %s | %s | %.1f | %.2f | %d | %.1f | %.1f | %.0f%% | %.0f |",
-                  std::filesystem::path(r.info.path).filename().c_str(), types.c_str(), r.info.file_bytes / 1048576.0,
-                  r.bits_per_weight, r.threads, r.prefill, r.decode, r.roofline * 100, r.rss);
+                  std::filesystem::path(r.info.path).filename().c_str(), types.c_str(),
+                  r.info.file_bytes / 1048576.0, r.bits_per_weight, r.threads, r.prefill, r.decode,
+                  r.roofline * 100, r.rss);
     out << buf;
     if (quality) {
       if (r.has_quality) {
@@ -297,7 +300,8 @@ void register_bench_command(CLI::App& app, std::vector<Command>& out) {
   cmd->add_option("-r,--repetitions", flags->repetitions, "measured repetitions")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
-  cmd->add_option("--kv-type", flags->kv_type, "KV cache type: f16, f32 or q8_0")->capture_default_str();
+  cmd->add_option("--kv-type", flags->kv_type, "KV cache type: f16, f32 or q8_0")
+      ->capture_default_str();
   cmd->add_option("--json", flags->json_path,
                   "write the results as JSON (for tools/plot_bench.py)");
   cmd->add_option("--markdown", flags->markdown_path, "write the table as markdown");

@@ -29,7 +29,6 @@ struct PerplexityFlags {
   std::string json_path;
 };
 
-
 // Progress bar over chunks with the running PPL (and KLD) after it.
 ev::ProgressCallback progress_printer(ProgressBar& bar) {
   return [&bar](const ev::EvalProgress& p) {

@@ -47,7 +47,7 @@ enum class DType : uint32_t {
 };
 
 struct DTypeTraits {
-  const char* name;  // ggml's name, e.g. "q4_K"
+  const char* name;    // ggml's name, e.g. "q4_K"
   int64_t block_size;  // elements per block (1 for plain types)
   size_t block_bytes;  // bytes per block
 };

@@ -125,7 +125,9 @@ std::string Model::apply_chat_template(const std::vector<ChatMessage>& messages,
 // ---------------------------------------------------------------- Session
 
 SessionImpl::SessionImpl(std::shared_ptr<const Model> m, const SessionOptions& options)
-    : model(std::move(m)), loaded(*model->impl().loaded), pool(options.threads > 0 ? options.threads : model->impl().threads) {
+    : model(std::move(m)),
+      loaded(*model->impl().loaded),
+      pool(options.threads > 0 ? options.threads : model->impl().threads) {
   const ModelConfig& c = loaded.config;
   const int context = options.context_length;
   if (context < 0) fail("context length must be >= 0, got ", context);
