@@ -25,7 +25,7 @@ if [[ $skip != *" asan "* ]]; then
   echo "== unit tests under ASan + UBSan"
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEDGELM_SANITIZE=ON \
     -DEDGELM_BUILD_BENCH=OFF >/dev/null
-  cmake --build build-asan -j"$jobs"
+  cmake --build build-asan --target unit_tests -j"$jobs"
   ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j"$jobs" -L unit
 fi
 
