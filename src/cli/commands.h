@@ -37,6 +37,9 @@ void register_serve_command(CLI::App& app, std::vector<Command>& out);
 void register_eval_commands(CLI::App& app, std::vector<Command>& out);  // perplexity
 void register_compress_commands(CLI::App&, std::vector<Command>&);      // quantize, imatrix
 
+// "1.50 MiB": sizes for people (binary units).
+std::string human_bytes(double bytes);
+
 // One line of progress on stderr: "label [=====>    ] 42% 12.3 it/s ETA 5s".
 class ProgressBar {
  public:

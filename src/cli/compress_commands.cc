@@ -49,18 +49,6 @@ class TmpCleanup {
   void (*previous_term_)(int) = SIG_DFL;
 };
 
-std::string human_bytes(double bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (bytes >= 1024 && u < 4) {
-    bytes /= 1024;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f %s", bytes, units[u]);
-  return buf;
-}
-
 struct QuantizeFlags {
   cmp::QuantizeOptions options;
   bool verbose = false;

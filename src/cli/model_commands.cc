@@ -6,18 +6,6 @@
 namespace edgelm::cli {
 namespace {
 
-std::string human_bytes(double bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (bytes >= 1024 && u < 4) {
-    bytes /= 1024;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f %s", bytes, units[u]);
-  return buf;
-}
-
 int info_command(const ModelOptions& m) {
   auto model = load_model_from_options(m);
   const ModelInfo& i = model->info();

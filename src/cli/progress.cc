@@ -13,6 +13,18 @@ double now_seconds() {
 
 }  // namespace
 
+std::string human_bytes(double bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (bytes >= 1024 && u < 4) {
+    bytes /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f %s", bytes, units[u]);
+  return buf;
+}
+
 ProgressBar::ProgressBar(std::string label, int64_t total)
     : label_(std::move(label)), total_(total > 0 ? total : 1), start_(now_seconds()) {}
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "formats/test_util.h"
 #include "kernels/thread_pool.h"
 #include "model/loader.h"
 #include "model/transformer.h"
@@ -22,22 +23,7 @@ namespace fs = std::filesystem;
 
 inline const std::string kStories = std::string(EDGELM_SOURCE_DIR) + "/models/stories260K";
 
-// A fresh directory under the test temp dir, removed when the object dies.
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    path_ = fs::path(::testing::TempDir()) /
-            ("edgelm_compression_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
+using edgelm::testing::TempDir;
 
 // A directory that lives for the whole test binary (random checkpoints are made once).
 inline const TempDir& suite_dir() {

@@ -10,6 +10,7 @@
 
 #include "evaluation/log_probs_file.h"
 #include "evaluation/perplexity.h"
+#include "formats/test_util.h"
 
 namespace edgelm::evaluation {
 namespace {
@@ -45,22 +46,7 @@ const std::string& tinystories_text() {
   return text;
 }
 
-// A fresh directory under the test temp dir, removed when the object dies.
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    path_ = fs::path(::testing::TempDir()) /
-            ("edgelm_eval_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
+using edgelm::testing::TempDir;
 
 // Writes a small llama2.c checkpoint with pseudo-random weights and the stories260K tokenizer
 // (512 tokens) beside it; vocab_size >= 512.

@@ -1,4 +1,4 @@
-// Helpers shared by the formats tests (not part of the library).
+// Helpers shared by the tests of several layers (not part of the library).
 #pragma once
 
 #include <gtest/gtest.h>
@@ -23,9 +23,10 @@ class TempDir {
   TempDir() {
     static int counter = 0;
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    const std::string test =
+        info != nullptr ? std::string(info->test_suite_name()) + "_" + info->name() : "suite";
     path_ = std::filesystem::path(::testing::TempDir()) /
-            (std::string("edgelm_formats_") + info->test_suite_name() + "_" + info->name() + "_" +
-             std::to_string(::getpid()) + "_" + std::to_string(counter++));
+            ("edgelm_" + test + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
     std::filesystem::remove_all(path_);
     std::filesystem::create_directories(path_);
   }
