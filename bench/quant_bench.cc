@@ -1,5 +1,5 @@
 // Quantized-weight kernels: decode matvec (bytes/s and fraction of the
-// measured read bandwidth, the roofline) and 64-token prefill, for every
+// measured read bandwidth, the roofline) and 128-token prefill, for every
 // quantized type at the matrix shapes of SmolLM2-135M, Qwen2.5-0.5B and
 // TinyLlama-1.1B, with the best ISA of this CPU (--isa=all adds the others).
 // Ends with a one-line summary per type and thread count.
@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <random>
@@ -19,6 +20,7 @@
 
 #include "kernels/bandwidth.h"
 #include "kernels/matmul.h"
+#include "kernels/matmul_internal.h"
 #include "kernels/quant_formats.h"
 #include "kernels/thread_pool.h"
 #include "util/half.h"
@@ -37,7 +39,7 @@ constexpr Shape kShapes[] = {{"smollm2-135m", 576, 576},    {"smollm2-135m", 153
 constexpr DType kTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_K,     DType::Q5_K,
                             DType::Q6_K, DType::Q4_1, DType::Q5_0,     DType::Q5_1,
                             DType::Q2_K, DType::Q3_K, DType::FP8_E4M3, DType::F16};
-constexpr int64_t kPrefillTokens = 64;
+constexpr int64_t kPrefillTokens = 128;  // the prompt length
 constexpr size_t kColdBytes = size_t{256} << 20;
 
 ThreadPool& pool_of(int threads) {
@@ -98,6 +100,12 @@ Weights make_weights(DType type, const Shape& shape, size_t min_total_bytes) {
   const uint16_t small = fp32_to_fp16(0.01f);
   if (type == DType::F16) {
     for (size_t i = 0; i + 2 <= w.bytes.size(); i += 2) std::memcpy(w.bytes.data() + i, &small, 2);
+  }
+  if (type == DType::FP8_E4M3) {
+    // Normal codes only (sign, exponent 1..14): random bytes would make 1/16 of
+    // them subnormal and 1/128 NaN, while quantized weights are almost never
+    // either (subnormal means below 1/28672 of the block's largest value).
+    for (uint8_t& b : w.bytes) b = static_cast<uint8_t>((b & 0x80) | (8 + (b & 0x7F) % 112));
   }
   for (size_t off = 0; !scales.empty() && off < w.bytes.size(); off += traits.block_bytes) {
     for (size_t s : scales) std::memcpy(w.bytes.data() + off + s, &small, 2);
@@ -175,7 +183,7 @@ void register_all(bool all_isas) {
         for (const Shape& shape : kShapes) {
           if (!fits(type, shape)) continue;
           for (int threads : {1, 2}) {
-            const std::string name = std::string(n == 1 ? "matvec/" : "matmul_n64/") +
+            const std::string name = std::string(n == 1 ? "matvec/" : "matmul_n128/") +
                                      dtype_name(type) + "/" + isa_name(isa) + "/" +
                                      std::to_string(shape.rows) + "x" + std::to_string(shape.cols) +
                                      "/threads:" + std::to_string(threads);
@@ -188,6 +196,59 @@ void register_all(bool all_isas) {
     }
   }
 }
+
+// BM_QuantizeActs: quantizing one token's activations (done once per matmul
+// call), the scalar reference vs this CPU's SIMD versions.
+void BM_QuantizeActs(benchmark::State& state, kernels_internal::QuantizeActsFn quantize,
+                     int64_t cols) {
+  std::vector<float> x(static_cast<size_t>(cols));
+  std::mt19937 rng(3);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (float& v : x) v = dist(rng);
+  std::vector<int8_t> q(static_cast<size_t>(cols));
+  std::vector<float> d(static_cast<size_t>(cols / 32)), dsum(static_cast<size_t>(cols / 32));
+  std::vector<int16_t> s32(static_cast<size_t>(cols / 32)), s16(static_cast<size_t>(cols / 16));
+  for (auto _ : state) {
+    quantize(x.data(), cols, q.data(), d.data(), dsum.data(), s32.data(), s16.data());
+    benchmark::DoNotOptimize(q.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations() * cols);
+}
+
+[[maybe_unused]] const bool kQuantizeActsRegistered = [] {
+  struct Variant {
+    const char* name;
+    Isa isa;
+    void (*register_fn)(kernels_internal::IsaKernels*);
+  };
+  const Variant variants[] = {
+      {"scalar", Isa::kScalar, kernels_internal::register_quant_scalar_kernels},
+#if defined(__x86_64__) || defined(_M_X64)
+      {"avx2", Isa::kAvx2, kernels_internal::register_quantize_acts_avx2},
+      {"avx512", Isa::kAvx512, kernels_internal::register_quantize_acts_avx512},
+#endif
+#if defined(__aarch64__)
+      {"neon", Isa::kNeon, kernels_internal::register_quantize_acts_neon},
+#endif
+  };
+  static kernels_internal::IsaKernels tables[std::size(variants)];
+  for (int k_quant = 0; k_quant < 2; ++k_quant) {
+    for (int64_t cols : {576, 1536, 2048, 8960}) {
+      if (k_quant && cols % 256 != 0) continue;
+      for (size_t v = 0; v < std::size(variants); ++v) {
+        if (!isa_supported(variants[v].isa)) continue;
+        variants[v].register_fn(&tables[v]);
+        const std::string name = std::string("BM_QuantizeActs/") + (k_quant ? "q8_K/" : "q8_0/") +
+                                 variants[v].name + "/" + std::to_string(cols);
+        benchmark::RegisterBenchmark(name.c_str(), BM_QuantizeActs,
+                                     k_quant ? tables[v].quantize_q8_K : tables[v].quantize_q8_0,
+                                     cols);
+      }
+    }
+  }
+  return true;
+}();
 
 // One line per (type, model, threads): decode GB/s over the model's shapes
 // (total bytes / total time), its fraction of the measured bandwidth, and

@@ -58,10 +58,16 @@ struct KernelTables {
     kernels_internal::register_avx512_kernels(&registered[static_cast<int>(Isa::kAvx512)]);
     kernels_internal::register_quant_avx2_kernels(&registered[static_cast<int>(Isa::kAvx2)]);
     kernels_internal::register_quant_avx512_kernels(&registered[static_cast<int>(Isa::kAvx512)]);
+    kernels_internal::register_fp8_avx2_kernels(&registered[static_cast<int>(Isa::kAvx2)]);
+    kernels_internal::register_fp8_avx512_kernels(&registered[static_cast<int>(Isa::kAvx512)]);
+    kernels_internal::register_quantize_acts_avx2(&registered[static_cast<int>(Isa::kAvx2)]);
+    kernels_internal::register_quantize_acts_avx512(&registered[static_cast<int>(Isa::kAvx512)]);
 #endif
 #if defined(__aarch64__)
     kernels_internal::register_neon_kernels(&registered[static_cast<int>(Isa::kNeon)]);
     kernels_internal::register_quant_neon_kernels(&registered[static_cast<int>(Isa::kNeon)]);
+    kernels_internal::register_fp8_neon_kernels(&registered[static_cast<int>(Isa::kNeon)]);
+    kernels_internal::register_quantize_acts_neon(&registered[static_cast<int>(Isa::kNeon)]);
     kernels_internal::register_quant_dotprod_kernels(
         &registered[static_cast<int>(Isa::kNeonDotprod)]);
 #endif
@@ -70,12 +76,15 @@ struct KernelTables {
       for (Isa from = isa;; from = fallback(from)) {
         const IsaKernels& in = registered[static_cast<int>(from)];
         if (!out.panel_matmul) out.panel_matmul = in.panel_matmul;
+        if (!out.quantize_q8_0) out.quantize_q8_0 = in.quantize_q8_0;
+        if (!out.quantize_q8_K) out.quantize_q8_K = in.quantize_q8_K;
         for (uint32_t s = 0; s < kDTypeSlots; ++s) {
           if (!out.types[s].matvec) out.types[s].matvec = in.types[s].matvec;
           if (!out.types[s].to_f32) out.types[s].to_f32 = in.types[s].to_f32;
           if (!out.types[s].matmul_rows) out.types[s].matmul_rows = in.types[s].matmul_rows;
           if (!out.types[s].quant_matvec) out.types[s].quant_matvec = in.types[s].quant_matvec;
           if (!out.types[s].quant_matmul) out.types[s].quant_matmul = in.types[s].quant_matmul;
+          if (!out.types[s].quant_gemm) out.types[s].quant_gemm = in.types[s].quant_gemm;
         }
         if (from == Isa::kScalar) break;
       }
@@ -260,7 +269,7 @@ void matmul(const WeightMatrix& weights, const float* x, int64_t n, float* y, Th
   const IsaKernels& k = isa_kernels(active_isa());
   const TypeKernels* tk = find_type_kernels(k, w.type);
   if (tk != nullptr && tk->quant_matvec != nullptr && tk->quant_matmul != nullptr) {
-    kernels_internal::quant_matmul(w, *tk, x, n, y, pool);
+    kernels_internal::quant_matmul(w, k, *tk, x, n, y, pool);
     return;
   }
   if (tk == nullptr || tk->matvec == nullptr || (tk->to_f32 == nullptr && !tk->matmul_rows)) {
@@ -306,6 +315,71 @@ void matmul(const WeightMatrix& weights, const float* x, int64_t n, float* y, Th
       prefill_rows(w, *tk, k.panel_matmul, x, y, 0, w.rows, begin, end);
     });
   }
+}
+
+void matmul_many(const WeightMatrix* ws, float* const* ys, int count, const float* x, int64_t n,
+                 ThreadPool* pool) {
+  constexpr int kMaxMany = 8;
+  if (count <= 0) return;
+  if (n != 1 || count == 1 || count > kMaxMany || pool == nullptr || pool->size() == 1) {
+    // Prefill kernels are compute bound and parallel inside each matrix.
+    for (int i = 0; i < count; ++i) matmul(ws[i], x, n, ys[i], pool);
+    return;
+  }
+  const IsaKernels& k = isa_kernels(active_isa());
+  struct Part {
+    WeightMatrix w;
+    const TypeKernels* tk;
+    bool quantized;
+    kernels_internal::QuantActs acts;
+    int64_t first_unit;  // in the joint range of 4-row units
+  } parts[kMaxMany];
+  bool have_acts[2] = {false, false};
+  kernels_internal::QuantActs acts[2];
+  int64_t units = 0;
+  size_t max_row_bytes = 1;
+  for (int i = 0; i < count; ++i) {
+    Part& p = parts[i];
+    p.w = ws[i];
+    p.w.row_bytes = checked_row_bytes(ws[i], n);
+    if (ws[i].cols != ws[0].cols) {
+      fail("matmul_many: matrices of ", ws[0].cols, " and ", ws[i].cols, " columns share an input");
+    }
+    p.tk = find_type_kernels(k, p.w.type);
+    p.quantized = p.tk != nullptr && p.tk->quant_matvec != nullptr;
+    if (p.tk == nullptr || (!p.quantized && p.tk->matvec == nullptr)) {
+      fail("matmul: no kernel for weight type ", type_label(p.w.type));
+    }
+    if (p.quantized && p.w.rows > 0 && p.w.cols > 0) {
+      const int form = kernels_internal::uses_q8_K_activations(p.w.type) ? 1 : 0;
+      if (!have_acts[form]) {
+        acts[form] = kernels_internal::quantize_activations(p.w.type, k, x, p.w.cols, 1, nullptr);
+        have_acts[form] = true;
+      }
+      p.acts = acts[form];
+    }
+    if (p.w.cols == 0) std::fill(ys[i], ys[i] + p.w.rows, 0.0f);
+    p.first_unit = units;
+    if (p.w.cols > 0) units += (p.w.rows + 3) / 4;
+    max_row_bytes = std::max(max_row_bytes, p.w.row_bytes);
+  }
+  // As in matmul(): contiguous slabs of at least ~32 KiB per chunk.
+  const int64_t grain = std::max<int64_t>(1, (32 * 1024) / static_cast<int64_t>(max_row_bytes) / 4);
+  split(pool, units, grain, [&](int64_t begin, int64_t end) {
+    for (int i = 0; i < count; ++i) {
+      const Part& p = parts[i];
+      if (p.w.cols == 0) continue;
+      const int64_t u0 = std::max(begin, p.first_unit) - p.first_unit;
+      const int64_t u1 = std::min(end, p.first_unit + (p.w.rows + 3) / 4) - p.first_unit;
+      if (u0 >= u1) continue;
+      const int64_t r0 = u0 * 4, r1 = std::min(u1 * 4, p.w.rows);
+      if (p.quantized) {
+        p.tk->quant_matvec(p.w, p.acts, ys[i] + r0, r0, r1);
+      } else {
+        p.tk->matvec(p.w, x, ys[i] + r0, r0, r1);
+      }
+    }
+  });
 }
 
 void matmul_reference(const WeightMatrix& weights, const float* x, int64_t n, float* y) {

@@ -26,6 +26,14 @@ struct WeightMatrix {
 // edgelm::Error for weight types without a kernel.
 void matmul(const WeightMatrix& w, const float* x, int64_t n, float* y, ThreadPool* pool);
 
+// Several products of the same input, e.g. the Q, K and V projections:
+// ys[i][n][ws[i].rows] = x[n][cols] * ws[i]^T, with the same results as one
+// matmul() per matrix. In decode (n == 1) x is quantized once per activation
+// form and all matrices run in one parallel pass, one thread hand-off instead
+// of one per matrix (which matters for small models on several threads).
+void matmul_many(const WeightMatrix* ws, float* const* ys, int count, const float* x, int64_t n,
+                 ThreadPool* pool);
+
 // Plain scalar reference that every SIMD path is tested against.
 void matmul_reference(const WeightMatrix& w, const float* x, int64_t n, float* y);
 

@@ -50,6 +50,26 @@ using QuantMatvecFn = void (*)(const WeightMatrix& w, const QuantActs& x, float*
 // y[t * y_stride + r] for t < n, r in [row_begin, row_end), x quantized.
 using QuantMatmulFn = void (*)(const WeightMatrix& w, const QuantActs& x, int64_t n, float* y,
                                int64_t y_stride, int64_t row_begin, int64_t row_end);
+// Prefill GEMM on weights repacked per call into row panels (see
+// matmul_quant_gemm_x86.h): same contract as QuantMatmulFn, rows handed out in
+// groups of kGemmRows, `scratch` holds gemm_scratch_bytes(cols) bytes (64-aligned)
+// owned by the calling thread.
+using QuantGemmFn = void (*)(const WeightMatrix& w, const QuantActs& x, int64_t n, float* y,
+                             int64_t y_stride, int64_t row_begin, int64_t row_end,
+                             uint8_t* scratch);
+inline constexpr int64_t kGemmRows = 32;
+// Below this many tokens the repack costs more than it saves.
+inline constexpr int64_t kGemmMinTokens = 16;
+// Quads (1 byte per value) plus a scale and a min coefficient per 16 values,
+// per row, for the row length rounded up to 64.
+inline constexpr size_t gemm_scratch_bytes(int64_t cols) {
+  return static_cast<size_t>(kGemmRows * ((cols + 63) / 64 * 64)) * 3 / 2 + 64;
+}
+// Quantizes one token's activations (cols is a whole number of blocks) into
+// the arrays of QuantActs: ggml's Q8_0 (blocks of 32) or Q8_K (blocks of 256).
+// Every ISA's version gives the bytes of the scalar one (matmul_quant.cc).
+using QuantizeActsFn = void (*)(const float* x, int64_t cols, int8_t* q, float* d, float* dsum,
+                                int16_t* s32, int16_t* s16);
 
 struct TypeKernels {
   MatvecFn matvec = nullptr;
@@ -59,6 +79,7 @@ struct TypeKernels {
   // replace matvec / matmul_rows; matmul() hands such types to quant_matmul()).
   QuantMatvecFn quant_matvec = nullptr;
   QuantMatmulFn quant_matmul = nullptr;
+  QuantGemmFn quant_gemm = nullptr;  // optional, n >= kGemmMinTokens
 };
 
 // DType ids are ggml's and small; one slot per id.
@@ -67,6 +88,8 @@ constexpr uint32_t kDTypeSlots = 64;
 struct IsaKernels {
   TypeKernels types[kDTypeSlots];
   PanelMatmulFn panel_matmul = nullptr;
+  QuantizeActsFn quantize_q8_0 = nullptr;  // activations of the 32-value quantized types
+  QuantizeActsFn quantize_q8_K = nullptr;  // activations of the K-quants
 };
 
 void register_scalar_kernels(IsaKernels* table);
@@ -88,9 +111,31 @@ void register_quant_avx512_kernels(IsaKernels* table);  // only with AVX512-VNNI
 void register_quant_neon_kernels(IsaKernels* table);
 void register_quant_dotprod_kernels(IsaKernels* table);
 #endif
-// Quantizes x once and runs tk's integer kernels over the pool.
-void quant_matmul(const WeightMatrix& w, const TypeKernels& tk, const float* x, int64_t n, float* y,
-                  ThreadPool* pool);
+// FP8 E4M3 float kernels (matmul_fp8_*.cc; scalar ones in matmul_quant.cc).
+#if defined(__x86_64__) || defined(_M_X64)
+void register_fp8_avx2_kernels(IsaKernels* table);
+void register_fp8_avx512_kernels(IsaKernels* table);
+#endif
+#if defined(__aarch64__)
+void register_fp8_neon_kernels(IsaKernels* table);
+#endif
+// SIMD activation quantizers (quantize_acts_*.cc; scalar ones in matmul_quant.cc).
+#if defined(__x86_64__) || defined(_M_X64)
+void register_quantize_acts_avx2(IsaKernels* table);
+void register_quantize_acts_avx512(IsaKernels* table);
+#endif
+#if defined(__aarch64__)
+void register_quantize_acts_neon(IsaKernels* table);
+#endif
+// Quantizes n tokens of x (cols values each) for the integer kernels of weight
+// `type` (Q8_0 or Q8_K form) into a per-thread buffer of that form, valid until
+// the calling thread quantizes again for the same form.
+QuantActs quantize_activations(DType type, const IsaKernels& isa, const float* x, int64_t cols,
+                               int64_t n, ThreadPool* pool);
+bool uses_q8_K_activations(DType type);  // K-quants; the other integer types use Q8_0
+// Quantizes x once with isa's quantize_q8_* and runs tk's integer kernels over the pool.
+void quant_matmul(const WeightMatrix& w, const IsaKernels& isa, const TypeKernels& tk,
+                  const float* x, int64_t n, float* y, ThreadPool* pool);
 
 // FP8_E4M3's id (1000) is outside ggml's range; it takes the last slot.
 inline constexpr uint32_t slot(DType type) {

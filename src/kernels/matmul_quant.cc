@@ -62,8 +62,9 @@ EDGELM_NO_FP_CONTRACT void quantize_acts_q8_0(const float* x, int64_t cols, int8
     }
     int first_half = 0, sum = 0;
     for (int j = 0; j < kQK; ++j) {
+      // Out of range only after a NaN (which restarts amax): sum what is stored.
       q[b * kQK + j] = static_cast<int8_t>(qi[j]);
-      sum += qi[j];
+      sum += q[b * kQK + j];
       if (j == 15) first_half = sum;
     }
     d[b] = fp16_to_fp32(fp32_to_fp16(db));
@@ -456,11 +457,14 @@ void fp8_matvec(const WeightMatrix& w, const float* x, float* y, int64_t row_beg
 
 // ---- driver ----
 
-void quant_matmul(const WeightMatrix& w, const TypeKernels& tk, const float* x, int64_t n, float* y,
-                  ThreadPool* pool) {
-  const bool k_quant = is_k_quant(w.type);
+bool uses_q8_K_activations(DType type) {
+  return is_k_quant(type);
+}
+
+QuantActs quantize_activations(DType type, const IsaKernels& isa, const float* x, int64_t cols,
+                               int64_t n, ThreadPool* pool) {
+  const bool k_quant = is_k_quant(type);
   const int64_t block = k_quant ? kQK_K : kQK;
-  const int64_t cols = w.cols;
   if (cols % block != 0) {
     fail("matmul: ", cols, " columns is not a whole number of ", block, "-value blocks");
   }
@@ -475,8 +479,11 @@ void quant_matmul(const WeightMatrix& w, const TypeKernels& tk, const float* x, 
   const size_t dsum_bytes = static_cast<size_t>(n * a.d32_stride) * sizeof(float);
   const size_t s32_bytes = static_cast<size_t>(n * a.d32_stride) * sizeof(int16_t);
   const size_t s16_bytes = static_cast<size_t>(n * a.s16_stride) * sizeof(int16_t);
-  thread_local ActBuffer buffer;
-  uint8_t* base = buffer.take(q_bytes + d_bytes + dsum_bytes + s32_bytes + s16_bytes);
+  // One buffer per activation format, so a Q8_0 and a Q8_K copy of the same
+  // input can be alive at once (matmul_many over mixed types).
+  thread_local ActBuffer buffers[2];
+  uint8_t* base =
+      buffers[k_quant ? 1 : 0].take(q_bytes + d_bytes + dsum_bytes + s32_bytes + s16_bytes);
   int8_t* q = reinterpret_cast<int8_t*>(base);
   float* d = reinterpret_cast<float*>(base + q_bytes);
   float* dsum = reinterpret_cast<float*>(base + q_bytes + d_bytes);
@@ -502,13 +509,20 @@ void quant_matmul(const WeightMatrix& w, const TypeKernels& tk, const float* x, 
       std::fill(s32t + cols / kQK, s32t + a.d32_stride, int16_t{0});
       std::fill(s16t + cols / 16, s16t + a.s16_stride, int16_t{0});
       if (k_quant) {
-        quantize_acts_q8_K(x + t * cols, cols, qt, dt, dsumt, s32t, s16t);
+        isa.quantize_q8_K(x + t * cols, cols, qt, dt, dsumt, s32t, s16t);
       } else {
-        quantize_acts_q8_0(x + t * cols, cols, qt, dt, dsumt, s32t, s16t);
+        isa.quantize_q8_0(x + t * cols, cols, qt, dt, dsumt, s32t, s16t);
       }
     }
   };
   split(n >= 8 ? pool : nullptr, n, 4, quantize_tokens);
+  return a;
+}
+
+void quant_matmul(const WeightMatrix& w, const IsaKernels& isa, const TypeKernels& tk,
+                  const float* x, int64_t n, float* y, ThreadPool* pool) {
+  const int64_t cols = w.cols;
+  const QuantActs a = quantize_activations(w.type, isa, x, cols, n, pool);
 
   // Work is split by groups of 4 rows, the row block of the SIMD kernels.
   const int64_t row_units = (w.rows + 3) / 4;
@@ -522,6 +536,24 @@ void quant_matmul(const WeightMatrix& w, const TypeKernels& tk, const float* x, 
     return;
   }
   const int threads = pool ? pool->size() : 1;
+  if (tk.quant_gemm != nullptr && n >= kGemmMinTokens) {
+    const int64_t gemm_units = (w.rows + kGemmRows - 1) / kGemmRows;
+    const size_t scratch_bytes = gemm_scratch_bytes(cols);
+    if (gemm_units >= threads) {
+      split(pool, gemm_units, 1, [&](int64_t begin, int64_t end) {
+        thread_local ActBuffer scratch;
+        tk.quant_gemm(w, a, n, y, w.rows, begin * kGemmRows, std::min(end * kGemmRows, w.rows),
+                      scratch.take(scratch_bytes));
+      });
+    } else {
+      split(pool, n, 1, [&](int64_t begin, int64_t end) {
+        thread_local ActBuffer scratch;
+        tk.quant_gemm(w, shifted(a, begin), end - begin, y + begin * w.rows, w.rows, 0, w.rows,
+                      scratch.take(scratch_bytes));
+      });
+    }
+    return;
+  }
   if (row_units >= 2 * threads || n < threads) {
     split(pool, row_units, 1, [&](int64_t begin, int64_t end) {
       tk.quant_matmul(w, a, n, y, w.rows, begin * 4, std::min(end * 4, w.rows));
@@ -535,6 +567,8 @@ void quant_matmul(const WeightMatrix& w, const TypeKernels& tk, const float* x, 
 }
 
 void register_quant_scalar_kernels(IsaKernels* table) {
+  table->quantize_q8_0 = quantize_acts_q8_0;
+  table->quantize_q8_K = quantize_acts_q8_K;
   auto set = [&](DType type, QuantMatvecFn mv, QuantMatmulFn mm, RowToF32Fn to_f32) {
     TypeKernels& k = table->types[slot(type)];
     k.quant_matvec = mv;

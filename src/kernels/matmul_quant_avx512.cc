@@ -5,6 +5,8 @@
 #define EDGELM_QUANT_PREFILL_TOKENS 8
 #include "kernels/cpu_features.h"
 #include "kernels/matmul_quant_x86.h"
+// After matmul_quant_x86.h, whose block unpacking it reuses.
+#include "kernels/matmul_quant_gemm_x86.h"
 
 namespace edgelm::kernels_internal {
 
@@ -12,6 +14,7 @@ void register_quant_avx512_kernels(IsaKernels* table) {
   // Without VNNI (Skylake-X) the AVX2 kernels are used instead.
   if (!cpu_features().avx512vnni) return;
   register_quant_x86(table);
+  register_quant_gemm_x86(table);
 }
 
 }  // namespace edgelm::kernels_internal

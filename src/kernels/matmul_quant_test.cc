@@ -12,7 +12,7 @@
 //     e_i = d_x / 2 (Q8_K), d_x * (1/2 + 127 * 2^-11) (Q8_0, whose scale is
 //     stored as f16), d_x = the block's amax / 127.
 //  3. Every ISA against the scalar reference on awkward shapes (rows 1..70,
-//     cols a few multiples of the block, 1..19 tokens, 1..3 threads): EXACTLY
+//     cols a few multiples of the block, 1..40 tokens, 1..3 threads): EXACTLY
 //     equal on data whose scales are powers of two (random quant bytes; all
 //     float products and sums are then exact, so any order of the float
 //     combination gives the same bits and any integer error shows), and within
@@ -243,7 +243,8 @@ TEST(MatmulQuantTest, EveryIsaMatchesScalarExactly) {
   ThreadPool pool2(2), pool3(3);
   ThreadPool* pools[] = {nullptr, &pool2, &pool3};
   const int64_t row_list[] = {1, 2, 3, 4, 5, 7, 8, 13, 31, 70};
-  const int64_t n_list[] = {1, 2, 3, 5, 8, 9, 19};
+  // 16+ tokens take the repacked GEMM where an ISA has one.
+  const int64_t n_list[] = {1, 2, 3, 5, 8, 9, 19, 16, 35, 40};
   int checked = 0;
   for (DType type : kIntTypes) {
     const std::vector<int64_t> col_list = is_k(type) ? std::vector<int64_t>{256, 512, 768}
@@ -288,7 +289,7 @@ TEST(MatmulQuantTest, EveryIsaCloseToScalarOnRealisticData) {
   std::mt19937 rng(11);
   ThreadPool pool2(2);
   for (DType type : kIntTypes) {
-    const int64_t rows = 37, cols = is_k(type) ? 1024 : 320, n = 11;
+    const int64_t rows = 37, cols = is_k(type) ? 1024 : 320, n = 21;
     const QuantMatrix m = realistic_matrix(type, rows, cols, rng);
     const std::vector<float> x = normal_activations(n, cols, rng);
     const std::vector<float> xq = act_roundtrip(type, x, cols);
@@ -417,6 +418,66 @@ TEST(MatmulQuantTest, Errors) {
   w = {DType::Q4_K, 2, 100, bytes.data(), 0};  // not whole super-blocks
   EXPECT_THROW(matmul(w, x.data(), 1, y.data(), nullptr), Error);
   EXPECT_THROW(dequantize_row(DType::Q4_0, bytes.data(), y.data(), 31), Error);
+}
+
+}  // namespace
+}  // namespace edgelm
+
+namespace edgelm {
+namespace {
+
+// matmul_many (one pass over several matrices sharing an input, mixed types)
+// gives exactly what one matmul per matrix gives, on every ISA and thread count.
+TEST(MatmulQuantTest, MatmulManyEqualsSeparateMatmuls) {
+  IsaGuard guard;
+  std::mt19937 rng(23);
+  ThreadPool pool2(2), pool3(3);
+  const int64_t cols = 512;
+  const DType types[] = {DType::Q8_0, DType::Q4_K, DType::FP8_E4M3, DType::Q6_K, DType::Q4_0};
+  const int64_t rows[] = {37, 64, 5, 130, 8};
+  std::vector<QuantMatrix> ms;
+  for (size_t i = 0; i < std::size(types); ++i) {
+    ms.push_back(realistic_matrix(types[i], rows[i], cols, rng));
+  }
+  // F16 too: the float kernels share the pass.
+  QuantMatrix f16;
+  f16.bytes.resize(static_cast<size_t>(9 * cols) * 2);
+  for (size_t i = 0; i < f16.bytes.size(); i += 2) {
+    const uint16_t h = fp32_to_fp16(std::normal_distribution<float>(0, 1)(rng));
+    std::memcpy(&f16.bytes[i], &h, 2);
+  }
+  f16.w = {DType::F16, 9, cols, f16.bytes.data(), static_cast<size_t>(cols) * 2};
+  std::vector<WeightMatrix> ws;
+  for (const QuantMatrix& m : ms) ws.push_back(m.w);
+  ws.push_back(f16.w);
+  for (Isa isa : available_isas()) {
+    set_active_isa(isa);
+    for (int64_t n : {1, 3}) {
+      const std::vector<float> x = normal_activations(n, cols, rng);
+      for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2, &pool3}) {
+        std::vector<std::vector<float>> want(ws.size()), got(ws.size());
+        std::vector<float*> outs;
+        for (size_t i = 0; i < ws.size(); ++i) {
+          want[i].resize(static_cast<size_t>(n * ws[i].rows));
+          got[i].assign(want[i].size(), -1.0f);
+          matmul(ws[i], x.data(), n, want[i].data(), pool);
+          outs.push_back(got[i].data());
+        }
+        matmul_many(ws.data(), outs.data(), static_cast<int>(ws.size()), x.data(), n, pool);
+        for (size_t i = 0; i < ws.size(); ++i) {
+          ASSERT_EQ(got[i], want[i]) << isa_name(isa) << " matrix " << i << " n " << n;
+        }
+      }
+    }
+  }
+  // Matrices sharing an input must have the same width.
+  WeightMatrix narrow = ws[0];
+  narrow.cols = 256;
+  narrow.row_bytes = dtype_row_bytes(narrow.type, 256);
+  const WeightMatrix pair[] = {ws[0], narrow};
+  std::vector<float> x(cols), y0(static_cast<size_t>(ws[0].rows)), y1(narrow.rows);
+  float* outs[] = {y0.data(), y1.data()};
+  EXPECT_THROW(matmul_many(pair, outs, 2, x.data(), 1, &pool2), Error);
 }
 
 }  // namespace

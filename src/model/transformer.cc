@@ -135,6 +135,17 @@ void project(const WeightMatrix& w, const float* x, int n, float* y, ForwardBuff
   matmul(w, x, n, y, &pool);
 }
 
+// Several projections of the same input (Q/K/V, gate/up) in one pass.
+void project_many(const WeightMatrix* ws, float* const* ys, const MatrixKind* kinds, int count,
+                  const float* x, int n, ForwardBuffers& buf, ThreadPool& pool, int layer) {
+  if (buf.hook != nullptr) {
+    for (int i = 0; i < count; ++i) {
+      buf.hook(buf.hook_context, layer, kinds[i], x, n, static_cast<int>(ws[i].cols));
+    }
+  }
+  matmul_many(ws, ys, count, x, n, &pool);
+}
+
 void add_bias(float* rows, const float* bias, int n, int width) {
   if (bias == nullptr) return;
   for (int i = 0; i < n; ++i) add_inplace(rows + static_cast<size_t>(i) * width, bias, width);
@@ -267,9 +278,12 @@ void run_layers(const LoadedModel& model, const int32_t* tokens, int n, int posi
       rmsnorm(buf.x_norm.data() + static_cast<size_t>(i) * dim,
               buf.x.data() + static_cast<size_t>(i) * dim, L.attn_norm, dim, c.rms_eps);
     }
-    project(L.wq, buf.x_norm.data(), n, buf.q.data(), buf, pool, l, MatrixKind::kAttnQ);
-    project(L.wk, buf.x_norm.data(), n, buf.k.data(), buf, pool, l, MatrixKind::kAttnK);
-    project(L.wv, buf.x_norm.data(), n, buf.v.data(), buf, pool, l, MatrixKind::kAttnV);
+    {
+      const WeightMatrix ws[] = {L.wq, L.wk, L.wv};
+      float* const ys[] = {buf.q.data(), buf.k.data(), buf.v.data()};
+      const MatrixKind kinds[] = {MatrixKind::kAttnQ, MatrixKind::kAttnK, MatrixKind::kAttnV};
+      project_many(ws, ys, kinds, 3, buf.x_norm.data(), n, buf, pool, l);
+    }
     add_bias(buf.q.data(), L.bq, n, c.q_dim());
     add_bias(buf.k.data(), L.bk, n, c.kv_dim());
     add_bias(buf.v.data(), L.bv, n, c.kv_dim());
@@ -296,9 +310,12 @@ void run_layers(const LoadedModel& model, const int32_t* tokens, int n, int posi
       rmsnorm(buf.x_norm.data() + static_cast<size_t>(i) * dim,
               buf.x.data() + static_cast<size_t>(i) * dim, L.ffn_norm, dim, c.rms_eps);
     }
-    project(L.w_gate, buf.x_norm.data(), n, buf.ffn_gate.data(), buf, pool, l,
-            MatrixKind::kFfnGate);
-    project(L.w_up, buf.x_norm.data(), n, buf.ffn_up.data(), buf, pool, l, MatrixKind::kFfnUp);
+    {
+      const WeightMatrix ws[] = {L.w_gate, L.w_up};
+      float* const ys[] = {buf.ffn_gate.data(), buf.ffn_up.data()};
+      const MatrixKind kinds[] = {MatrixKind::kFfnGate, MatrixKind::kFfnUp};
+      project_many(ws, ys, kinds, 2, buf.x_norm.data(), n, buf, pool, l);
+    }
     silu_mul(buf.ffn_gate.data(), buf.ffn_gate.data(), buf.ffn_up.data(),
              static_cast<int64_t>(n) * c.hidden_dim);
     project(L.w_down, buf.ffn_gate.data(), n, buf.x_norm.data(), buf, pool, l,

@@ -1,0 +1,390 @@
+// Prefill GEMM for quantized weights on AVX-512 VNNI, included by
+// matmul_quant_avx512.cc after matmul_quant_x86.h (same rules: everything is
+// file-local, compiled with that file's flags).
+//
+// The tile kernels of matmul_quant_x86.h convert every block product to float
+// and rescale it per (row, token, block): 3-4 instructions of overhead per
+// vpdpbusd. Here 32 weight rows are first unpacked once into a scratch panel
+// whose 32-bit lanes hold 4 consecutive quants of 16 different rows:
+//
+//   panel quads: [block][quad of the block][16 rows][4 bytes]   (unsigned quants)
+//   scales:      [block][16 rows] float   value = scale * quant + min term
+//   min coefs:   [block][16 rows] float   (formats with a min: Q4_1, Q5_1, K-quants)
+//
+// so one vpdpbusd of a panel vector with 4 broadcast activation bytes advances
+// 16 rows at once, and the float work per block (convert, scale, accumulate)
+// is shared by 16 rows instead of being spent per row. The repack costs about
+// one pass over the weights and is amortized over all tokens of the call.
+//
+// Integer block dots are exact; only the order of the float sums differs from
+// the scalar reference.
+#pragma once
+
+#if !EDGELM_QUANT_VNNI
+#error "matmul_quant_gemm_x86.h needs AVX-512 VNNI"
+#endif
+
+// GCC 12 reports its own AVX-512 intrinsics (_mm512_undefined_*) as uninitialized.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
+namespace edgelm::kernels_internal {
+namespace {
+
+constexpr int kLanes = 16;                   // rows per panel (int32 lanes of a zmm)
+constexpr int kPanels = kGemmRows / kLanes;  // panels per micro-kernel call
+static_assert(kGemmRows % kLanes == 0);
+
+// Per format: kGroup values are unpacked at once (a block or a super-block);
+// kB values share one scale (the GEMM's block); x's scale index is b >> kDxShift;
+// kOffset: stored quant = value quant + kOffset (corrected with x's block sums).
+template <typename F>
+struct Gemm32 {  // two blocks per group; the second is absent when a row has an odd count
+  static constexpr int kGroup = 64, kB = 32, kDxShift = 0, kOffset = F::kOffset;
+  static constexpr int kGroupBytes = 2 * sizeof(typename F::Block);
+  static constexpr bool kMin = F::kMin;
+  static void unpack(const uint8_t* row, int64_t g, int present, uint8_t* out, float* scale,
+                     float* mcoef) {
+    for (int j = 0; j < 2; ++j) {
+      if (j >= present) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 32 * j), _mm256_setzero_si256());
+        scale[j] = mcoef[j] = 0;
+        continue;
+      }
+      const auto* blk = reinterpret_cast<const typename F::Block*>(row) + 2 * g + j;
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 32 * j), F::unpack(blk));
+      scale[j] = f16(blk->d);
+      mcoef[j] = F::min(blk);
+    }
+  }
+};
+
+template <typename F>
+struct GemmK4 {  // Q4_K / Q5_K: sub-blocks of 32, value = d*sc*q - dmin*m
+  static constexpr int kGroup = 256, kB = 32, kDxShift = 3, kOffset = 0;
+  static constexpr int kGroupBytes = sizeof(typename F::Block);
+  static constexpr bool kMin = true;
+  static void unpack(const uint8_t* row, int64_t g, int, uint8_t* out, float* scale, float* mcoef) {
+    const auto* blk = reinterpret_cast<const typename F::Block*>(row) + g;
+    alignas(16) uint8_t sm[16];
+    k4_scales_mins(blk->scales, sm);
+    const float d = f16(blk->d);
+    const float dmin = f16(blk->dmin);
+    const typename F::Unpacked u(blk);
+    for (int c = 0; c < 4; ++c) {
+      __m256i lo, hi;
+      u.chunk(c, &lo, &hi);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 64 * c), lo);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 64 * c + 32), hi);
+    }
+    for (int j = 0; j < 8; ++j) {
+      scale[j] = d * static_cast<float>(sm[j]);
+      mcoef[j] = -dmin * static_cast<float>(sm[8 + j]);
+    }
+  }
+};
+
+struct GemmQ6K {  // sub-blocks of 16, value = d*sc*(q - 32)
+  static constexpr int kGroup = 256, kB = 16, kDxShift = 4, kOffset = 32;
+  static constexpr int kGroupBytes = sizeof(BlockQ6_K);
+  static constexpr bool kMin = false;
+  static void unpack(const uint8_t* row, int64_t g, int, uint8_t* out, float* scale, float* mcoef) {
+    const auto* blk = reinterpret_cast<const BlockQ6_K*>(row) + g;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int h = 0; h < 2; ++h) {
+      const __m256i ql0 = load256(blk->ql + 64 * h);
+      const __m256i ql1 = load256(blk->ql + 64 * h + 32);
+      const __m256i qh = load256(blk->qh + 32 * h);
+      __m256i q[4];
+      q[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4),
+                             _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x03)), 4));
+      q[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),
+                             _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x0C)), 2));
+      q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                             _mm256_and_si256(qh, _mm256_set1_epi8(0x30)));
+      q[3] = _mm256_or_si256(
+          _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+          _mm256_srli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(static_cast<char>(0xC0))), 2));
+      for (int k = 0; k < 4; ++k) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 128 * h + 32 * k), q[k]);
+      }
+    }
+    const float d = f16(blk->d);
+    for (int j = 0; j < 16; ++j) {
+      scale[j] = d * static_cast<float>(blk->scales[j]);
+      mcoef[j] = 0;
+    }
+  }
+};
+
+// Where one panel's parts live in the scratch buffer.
+struct PanelView {
+  uint8_t* quads;
+  float* scales;
+  float* mcoefs;
+};
+
+// Panels hold whole 64-value groups (a row's last group may be half a group).
+inline int64_t padded_cols(int64_t cols) {
+  return (cols + 63) / 64 * 64;
+}
+
+template <typename G>
+PanelView panel_view(uint8_t* scratch, int64_t cols, int p) {
+  const int64_t padded = padded_cols(cols);
+  const size_t quad_bytes = static_cast<size_t>(padded) * kLanes;
+  const size_t float_bytes = static_cast<size_t>(padded / G::kB) * kLanes * sizeof(float);
+  uint8_t* base = scratch + p * (quad_bytes + 2 * float_bytes);
+  return {base, reinterpret_cast<float*>(base + quad_bytes),
+          reinterpret_cast<float*>(base + quad_bytes + float_bytes)};
+}
+
+// In-register transpose of a 16 x 16 matrix of 32-bit values: v[k] becomes column k.
+inline void transpose_16x16(__m512i v[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(v[i], v[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(v[i], v[i + 1]);
+  }
+  // v[4i + c] = column 4L + c of rows 4i..4i+3, in each 128-bit lane L.
+  for (int i = 0; i < 16; i += 4) {
+    v[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    v[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    v[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    v[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  for (int h = 0; h < 16; h += 8) {
+    for (int c = 0; c < 4; ++c) {
+      t[h + c] = _mm512_shuffle_i32x4(v[h + c], v[h + 4 + c], 0x88);
+      t[h + 4 + c] = _mm512_shuffle_i32x4(v[h + c], v[h + 4 + c], 0xdd);
+    }
+  }
+  for (int c = 0; c < 8; ++c) {
+    v[c] = _mm512_shuffle_i32x4(t[c], t[8 + c], 0x88);
+    v[8 + c] = _mm512_shuffle_i32x4(t[c], t[8 + c], 0xdd);
+  }
+}
+
+// Unpacks rows [r0, r0 + valid) into panel `out` (rows past `valid` are zero).
+template <typename G>
+void repack_panel(const WeightMatrix& w, int64_t r0, int valid, const PanelView& out) {
+  constexpr int kBlocks = G::kGroup / G::kB;
+  constexpr int kAheadGroups = 512 / G::kGroupBytes + 1;
+  const int64_t blocks = w.cols / G::kB;
+  const int64_t groups = (w.cols + G::kGroup - 1) / G::kGroup;
+  const uint8_t* base = static_cast<const uint8_t*>(w.data);
+  alignas(64) uint8_t tmp[kLanes][G::kGroup];
+  float scale[kLanes][kBlocks];
+  float mcoef[kLanes][kBlocks];
+  for (int r = valid; r < kLanes; ++r) {
+    std::memset(tmp[r], 0, sizeof(tmp[r]));
+    for (int j = 0; j < kBlocks; ++j) scale[r][j] = mcoef[r][j] = 0;
+  }
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t left = blocks - g * kBlocks;
+    const int present = left < kBlocks ? static_cast<int>(left) : kBlocks;
+    for (int r = 0; r < valid; ++r) {
+      const uint8_t* row = base + (r0 + r) * w.row_bytes;
+      // Sixteen rows are sixteen streams, more than the hardware prefetcher
+      // follows: fetch each row's bytes a few groups ahead.
+      if (g + kAheadGroups < groups) {
+        const uint8_t* next = row + (g + kAheadGroups) * G::kGroupBytes;
+        for (int off = 0; off < G::kGroupBytes; off += 64) {
+          _mm_prefetch(reinterpret_cast<const char*>(next + off), _MM_HINT_T0);
+        }
+      }
+      G::unpack(row, g, present, tmp[r], scale[r], mcoef[r]);
+    }
+    uint8_t* quads = out.quads + g * G::kGroup * kLanes;
+    for (int c = 0; c < G::kGroup / 64; ++c) {
+      __m512i v[kLanes];
+      for (int r = 0; r < kLanes; ++r) v[r] = _mm512_load_si512(&tmp[r][64 * c]);
+      transpose_16x16(v);
+      for (int k = 0; k < 16; ++k) _mm512_storeu_si512(quads + (16 * c + k) * 64, v[k]);
+    }
+    for (int j = 0; j < kBlocks; ++j) {
+      float* s = out.scales + (g * kBlocks + j) * kLanes;
+      float* m = out.mcoefs + (g * kBlocks + j) * kLanes;
+      for (int r = 0; r < kLanes; ++r) {
+        s[r] = scale[r][j];
+        m[r] = mcoef[r][j];
+      }
+    }
+  }
+}
+
+// Integer dots of block b for kPanels panels x T tokens, started from
+// -kOffset * (x's block sum) so that the offset of the stored quants cancels.
+template <typename G, int T>
+inline void block_dots(const PanelView* panels, int64_t b, const QuantActs& a,
+                       __m512i (&isum)[kPanels][T]) {
+  constexpr int kQuads = G::kB / 4;
+  for (int t = 0; t < T; ++t) {
+    __m512i init = _mm512_setzero_si512();
+    if constexpr (G::kOffset != 0) {
+      const int xsum = G::kB == 32 ? a.s32[t * a.d32_stride + b] : a.s16[t * a.s16_stride + b];
+      init = _mm512_set1_epi32(-G::kOffset * xsum);
+    }
+    for (int p = 0; p < kPanels; ++p) isum[p][t] = init;
+  }
+  for (int q = 0; q < kQuads; ++q) {
+    __m512i wq[kPanels];
+    for (int p = 0; p < kPanels; ++p) {
+      wq[p] = _mm512_loadu_si512(panels[p].quads + (b * kQuads + q) * 64);
+    }
+    for (int t = 0; t < T; ++t) {
+      int32_t x4;
+      std::memcpy(&x4, a.q + t * a.q_stride + b * G::kB + 4 * q, 4);
+      const __m512i xb = _mm512_set1_epi32(x4);
+      for (int p = 0; p < kPanels; ++p) isum[p][t] = _mm512_dpbusd_epi32(isum[p][t], wq[p], xb);
+    }
+  }
+}
+
+// kPanels panels x T tokens over all blocks; y[t * y_stride + 16 p + lane].
+template <typename G, int T>
+void gemm_micro(const PanelView* panels, int64_t blocks, const QuantActs& a, float* y,
+                int64_t y_stride, const __mmask16* store_mask) {
+  __m512 acc[kPanels][T];
+  for (int p = 0; p < kPanels; ++p) {
+    for (int t = 0; t < T; ++t) acc[p][t] = _mm512_setzero_ps();
+  }
+  if constexpr (G::kDxShift == 0) {
+    // x's scale changes every block: scale each block product by (w scale * x scale).
+    for (int64_t b = 0; b < blocks; ++b) {
+      __m512i isum[kPanels][T];
+      block_dots<G, T>(panels, b, a, isum);
+      for (int p = 0; p < kPanels; ++p) {
+        const __m512 scale = _mm512_loadu_ps(panels[p].scales + b * kLanes);
+        __m512 mcoef = _mm512_setzero_ps();
+        if constexpr (G::kMin) mcoef = _mm512_loadu_ps(panels[p].mcoefs + b * kLanes);
+        for (int t = 0; t < T; ++t) {
+          const __m512 dx = _mm512_set1_ps(a.d[t * a.d_stride + b]);
+          acc[p][t] =
+              _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[p][t]), _mm512_mul_ps(scale, dx), acc[p][t]);
+          if constexpr (G::kMin) {
+            acc[p][t] =
+                _mm512_fmadd_ps(mcoef, _mm512_set1_ps(a.dsum[t * a.d32_stride + b]), acc[p][t]);
+          }
+        }
+      }
+    }
+  } else {
+    // K-quants: x's scale is fixed over a super-block, so sum the sub-block
+    // products scaled by the weights' scales first and apply it once.
+    constexpr int kSub = 1 << G::kDxShift;
+    for (int64_t sb = 0; sb < blocks / kSub; ++sb) {
+      __m512 acc_sb[kPanels][T];
+      for (int p = 0; p < kPanels; ++p) {
+        for (int t = 0; t < T; ++t) acc_sb[p][t] = _mm512_setzero_ps();
+      }
+      for (int j = 0; j < kSub; ++j) {
+        const int64_t b = sb * kSub + j;
+        __m512i isum[kPanels][T];
+        block_dots<G, T>(panels, b, a, isum);
+        for (int p = 0; p < kPanels; ++p) {
+          const __m512 scale = _mm512_loadu_ps(panels[p].scales + b * kLanes);
+          __m512 mcoef = _mm512_setzero_ps();
+          if constexpr (G::kMin) mcoef = _mm512_loadu_ps(panels[p].mcoefs + b * kLanes);
+          for (int t = 0; t < T; ++t) {
+            acc_sb[p][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[p][t]), scale, acc_sb[p][t]);
+            if constexpr (G::kMin) {
+              const float xsum = static_cast<float>(a.s32[t * a.d32_stride + b]);
+              acc_sb[p][t] = _mm512_fmadd_ps(mcoef, _mm512_set1_ps(xsum), acc_sb[p][t]);
+            }
+          }
+        }
+      }
+      for (int t = 0; t < T; ++t) {
+        const __m512 dx = _mm512_set1_ps(a.d[t * a.d_stride + sb]);
+        for (int p = 0; p < kPanels; ++p) acc[p][t] = _mm512_fmadd_ps(acc_sb[p][t], dx, acc[p][t]);
+      }
+    }
+  }
+  for (int p = 0; p < kPanels; ++p) {
+    for (int t = 0; t < T; ++t) {
+      _mm512_mask_storeu_ps(y + t * y_stride + p * kLanes, store_mask[p], acc[p][t]);
+    }
+  }
+}
+
+constexpr int kGemmTokens =
+    4;  // 6 measured no faster, 8 spills registers  // tokens per micro-kernel call
+
+template <typename G, int T>
+void gemm_tokens(const PanelView* panels, int64_t blocks, const QuantActs& a, int64_t t0, float* y,
+                 int64_t y_stride, const __mmask16* mask) {
+  QuantActs at = a;
+  at.q += t0 * a.q_stride;
+  at.d += t0 * a.d_stride;
+  at.dsum += t0 * a.d32_stride;
+  at.s32 += t0 * a.d32_stride;
+  at.s16 += t0 * a.s16_stride;
+  gemm_micro<G, T>(panels, blocks, at, y + t0 * y_stride, y_stride, mask);
+}
+
+// QuantGemmFn: rows [row_begin, row_end) x n tokens, in kGemmRows-row groups.
+template <typename G>
+void quant_gemm(const WeightMatrix& w, const QuantActs& a, int64_t n, float* y, int64_t y_stride,
+                int64_t row_begin, int64_t row_end, uint8_t* scratch) {
+  const int64_t blocks = w.cols / G::kB;
+  PanelView panels[kPanels];
+  for (int p = 0; p < kPanels; ++p) panels[p] = panel_view<G>(scratch, w.cols, p);
+  for (int64_t r0 = row_begin; r0 < row_end; r0 += kGemmRows) {
+    __mmask16 mask[kPanels];
+    for (int p = 0; p < kPanels; ++p) {
+      const int64_t left = row_end - (r0 + p * kLanes);
+      const int valid = left <= 0 ? 0 : left >= kLanes ? kLanes : static_cast<int>(left);
+      mask[p] = static_cast<__mmask16>((1u << valid) - 1);
+      repack_panel<G>(w, r0 + p * kLanes, valid, panels[p]);
+    }
+    float* yr = y + r0;
+
+    int64_t t = 0;
+    for (; t + kGemmTokens <= n; t += kGemmTokens) {
+      gemm_tokens<G, kGemmTokens>(panels, blocks, a, t, yr, y_stride, mask);
+    }
+    switch (n - t) {
+      case 7:
+        gemm_tokens<G, 7>(panels, blocks, a, t, yr, y_stride, mask);
+        break;
+      case 6:
+        gemm_tokens<G, 6>(panels, blocks, a, t, yr, y_stride, mask);
+        break;
+      case 5:
+        gemm_tokens<G, 5>(panels, blocks, a, t, yr, y_stride, mask);
+        break;
+      case 4:
+        gemm_tokens<G, 4>(panels, blocks, a, t, yr, y_stride, mask);
+        break;
+      case 3:
+        gemm_tokens<G, 3>(panels, blocks, a, t, yr, y_stride, mask);
+        break;
+      case 2:
+        gemm_tokens<G, 2>(panels, blocks, a, t, yr, y_stride, mask);
+        break;
+      case 1:
+        gemm_tokens<G, 1>(panels, blocks, a, t, yr, y_stride, mask);
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+inline void register_quant_gemm_x86(IsaKernels* table) {
+  table->types[static_cast<uint32_t>(DType::Q4_0)].quant_gemm = quant_gemm<Gemm32<X86Q4_0>>;
+  table->types[static_cast<uint32_t>(DType::Q4_1)].quant_gemm = quant_gemm<Gemm32<X86Q4_1>>;
+  table->types[static_cast<uint32_t>(DType::Q5_0)].quant_gemm = quant_gemm<Gemm32<X86Q5_0>>;
+  table->types[static_cast<uint32_t>(DType::Q5_1)].quant_gemm = quant_gemm<Gemm32<X86Q5_1>>;
+  table->types[static_cast<uint32_t>(DType::Q8_0)].quant_gemm = quant_gemm<Gemm32<X86Q8_0>>;
+  table->types[static_cast<uint32_t>(DType::Q4_K)].quant_gemm = quant_gemm<GemmK4<X86Q4_K>>;
+  table->types[static_cast<uint32_t>(DType::Q5_K)].quant_gemm = quant_gemm<GemmK4<X86Q5_K>>;
+  table->types[static_cast<uint32_t>(DType::Q6_K)].quant_gemm = quant_gemm<GemmQ6K>;
+}
+
+}  // namespace
+}  // namespace edgelm::kernels_internal
+
+#pragma GCC diagnostic pop
