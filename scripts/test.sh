@@ -5,7 +5,8 @@
 #   3. libFuzzer targets for the untrusted-file parsers, a bounded time each
 #   4. ARM64: cross-compiled kernel and model tests under qemu-user
 #   5. the HTTP server's integration and browser tests
-# Skip parts with EDGELM_SKIP="asan fuzz arm64 server" (CI skips nothing).
+#   6. llama.cpp interoperability of quantized GGUF files (llama.cpp's prebuilt CPU libraries via npm)
+# Skip parts with EDGELM_SKIP="asan fuzz arm64 server interop" (CI skips nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 skip=" ${EDGELM_SKIP:-} "
@@ -42,5 +43,10 @@ fi
 if [[ $skip != *" server "* ]]; then
   echo "== server integration tests"
   tests/server/run.sh --load
+fi
+
+if [[ $skip != *" interop "* ]]; then
+  echo "== llama.cpp interoperability"
+  tests/interop/run.sh build/bin/edgelm
 fi
 echo "== all tests passed"
