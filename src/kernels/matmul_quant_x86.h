@@ -17,6 +17,7 @@
 
 #include <immintrin.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -405,10 +406,37 @@ inline void tile_q6_k(const uint8_t* rows, size_t row_bytes, int64_t nb, const Q
 // these unpack 4 blocks (or 2 sub-blocks) per zmm and convert 8 block scales
 // with one vpermt2w + vcvtph2ps.
 
-// R rows of Q4_0, eight blocks per step; the remaining < 8 blocks use tile_32.
-template <int R>
-inline void matvec_q4_0_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a,
-                            float* y) {
+// R rows of a 4/5-bit 32-value format (Q4_0, Q4_1, Q5_0, Q5_1), eight blocks
+// per step; the remaining < 8 blocks use tile_32.
+template <typename F>
+struct ZmmLayout {  // byte offsets inside a block
+  using Block = typename F::Block;
+  static constexpr bool kHigh =
+      std::is_same_v<Block, BlockQ5_0> || std::is_same_v<Block, BlockQ5_1>;
+  static constexpr size_t kQs = offsetof(Block, qs);
+};
+
+// Bit 4 of the 32 values of block k, as 64-bit masks over four blocks' 16-byte
+// lanes: low nibbles (values 0..15) and high nibbles (values 16..31).
+template <typename Block>
+inline void high_bit_masks(const uint8_t* g, __mmask64* lo, __mmask64* hi) {
+  uint64_t mlo = 0, mhi = 0;
+  for (int k = 0; k < 4; ++k) {
+    uint32_t qh;
+    std::memcpy(&qh, g + k * sizeof(Block) + offsetof(Block, qh), 4);
+    mlo |= static_cast<uint64_t>(qh & 0xFFFF) << (16 * k);
+    mhi |= static_cast<uint64_t>(qh >> 16) << (16 * k);
+  }
+  *lo = _cvtu64_mask64(mlo);
+  *hi = _cvtu64_mask64(mhi);
+}
+
+template <typename F, int R>
+inline void matvec_32_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a,
+                          float* y) {
+  using Block = typename F::Block;
+  using L = ZmmLayout<F>;
+  constexpr size_t kBytes = sizeof(Block);
   const int64_t nb8 = nb / 8 * 8;
   __m512 acc[R];
   __m256 acc_off[R];
@@ -423,6 +451,7 @@ inline void matvec_q4_0_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, c
   const __m512i expand_lo = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
   const __m512i expand_hi = _mm512_set_epi32(7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4);
   const __m512i m4 = _mm512_set1_epi8(0x0F);
+  const __m512i bit4 = _mm512_set1_epi8(0x10);
   for (int64_t b = 0; b < nb8; b += 8) {
     // x of blocks b..b+7 split into low and high halves to match the nibbles.
     const int8_t* xq = a.q + b * kQK;
@@ -433,34 +462,58 @@ inline void matvec_q4_0_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, c
     const __m512i xlo1 = _mm512_permutex2var_epi64(x2, lo_idx, x3);
     const __m512i xhi1 = _mm512_permutex2var_epi64(x2, hi_idx, x3);
     const __m256 dx = _mm256_loadu_ps(a.d + b);
-    const __m256 off = _mm256_mul_ps(_mm256_set1_ps(-8.0f), _mm256_loadu_ps(a.dsum + b));
+    const __m256 dsum = _mm256_loadu_ps(a.dsum + b);
     for (int r = 0; r < R; ++r) {
-      const uint8_t* g = rows + r * row_bytes + b * sizeof(BlockQ4_0);
-      _mm_prefetch(reinterpret_cast<const char*>(g) + ahead, _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(g) + ahead + 64, _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(g) + ahead + 128, _MM_HINT_T0);
-      const __m512i l0 = _mm512_loadu_si512(g), l1 = _mm512_loadu_si512(g + 64);
-      const __m256 dw =
-          _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutex2var_epi16(l0, d_idx, l1)));
+      const uint8_t* g = rows + r * row_bytes + b * kBytes;
+      for (size_t off = 0; off < 8 * kBytes; off += 64) {
+        _mm_prefetch(reinterpret_cast<const char*>(g) + ahead + off, _MM_HINT_T0);
+      }
+      __m256 dw, corr;
+      if constexpr (std::is_same_v<Block, BlockQ4_0>) {
+        // The eight f16 scales sit every 9 words of the 144 bytes: one permute.
+        const __m512i l0 = _mm512_loadu_si512(g), l1 = _mm512_loadu_si512(g + 64);
+        dw = _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutex2var_epi16(l0, d_idx, l1)));
+      } else {
+        alignas(16) uint16_t dh[8];
+        for (int k = 0; k < 8; ++k) std::memcpy(&dh[k], g + k * kBytes, 2);
+        dw = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dh)));
+      }
+      if constexpr (F::kMin) {
+        alignas(16) uint16_t mh[8];
+        for (int k = 0; k < 8; ++k) std::memcpy(&mh[k], g + k * kBytes + offsetof(Block, m), 2);
+        corr = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(mh)));
+      } else {
+        corr = _mm256_mul_ps(dw, _mm256_set1_ps(-static_cast<float>(F::kOffset)));
+      }
       const __m512 scale = _mm512_castps256_ps512(_mm256_mul_ps(dw, dx));
-      __m512i v0 = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 2)));
-      v0 = _mm512_inserti32x4(v0, _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 20)), 1);
-      v0 = _mm512_inserti32x4(v0, _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 38)), 2);
-      v0 = _mm512_inserti32x4(v0, _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 56)), 3);
-      __m512i v1 =
-          _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 74)));
-      v1 = _mm512_inserti32x4(v1, _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 92)), 1);
-      v1 = _mm512_inserti32x4(v1, _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 110)), 2);
-      v1 = _mm512_inserti32x4(v1, _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 128)), 3);
-      __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(v0, m4), xlo0);
-      s0 = _mm512_dpbusd_epi32(s0, _mm512_and_si512(_mm512_srli_epi16(v0, 4), m4), xhi0);
-      __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(v1, m4), xlo1);
-      s1 = _mm512_dpbusd_epi32(s1, _mm512_and_si512(_mm512_srli_epi16(v1, 4), m4), xhi1);
-      acc[r] =
-          _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0), _mm512_permutexvar_ps(expand_lo, scale), acc[r]);
-      acc[r] =
-          _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1), _mm512_permutexvar_ps(expand_hi, scale), acc[r]);
-      acc_off[r] = _mm256_fmadd_ps(dw, off, acc_off[r]);
+      __m512i v[2];
+      for (int h = 0; h < 2; ++h) {
+        const uint8_t* q = g + 4 * h * kBytes + L::kQs;
+        v[h] = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)));
+        for (int k = 1; k < 4; ++k) {
+          v[h] = _mm512_inserti32x4(
+              v[h], _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + k * kBytes)), k);
+        }
+      }
+      __m512i s[2];
+      const __m512i xlo[2] = {xlo0, xlo1}, xhi[2] = {xhi0, xhi1};
+      for (int h = 0; h < 2; ++h) {
+        __m512i lo = _mm512_and_si512(v[h], m4);
+        __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v[h], 4), m4);
+        if constexpr (L::kHigh) {
+          __mmask64 mlo, mhi;
+          high_bit_masks<Block>(g + 4 * h * kBytes, &mlo, &mhi);
+          lo = _mm512_or_si512(lo, _mm512_maskz_mov_epi8(mlo, bit4));
+          hi = _mm512_or_si512(hi, _mm512_maskz_mov_epi8(mhi, bit4));
+        }
+        s[h] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xlo[h]);
+        s[h] = _mm512_dpbusd_epi32(s[h], hi, xhi[h]);
+      }
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[0]), _mm512_permutexvar_ps(expand_lo, scale),
+                               acc[r]);
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[1]), _mm512_permutexvar_ps(expand_hi, scale),
+                               acc[r]);
+      acc_off[r] = _mm256_fmadd_ps(corr, dsum, acc_off[r]);
     }
   }
   float tail[R] = {};
@@ -469,7 +522,7 @@ inline void matvec_q4_0_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, c
     at.q += nb8 * kQK;
     at.d += nb8;
     at.dsum += nb8;
-    tile_32<X86Q4_0, R, 1>(rows + nb8 * sizeof(BlockQ4_0), row_bytes, nb - nb8, at, tail, 0);
+    tile_32<F, R, 1>(rows + nb8 * kBytes, row_bytes, nb - nb8, at, tail, 0);
   }
   for (int r = 0; r < R; ++r) {
     y[r] = _mm512_reduce_add_ps(acc[r]) + hsum(acc_off[r]) + tail[r];
@@ -697,8 +750,9 @@ void quant_matvec(const WeightMatrix& w, const QuantActs& a, float* y, int64_t r
     const uint8_t* rows = base + r * w.row_bytes;
     float* yr = y + (r - row_begin);
 #if EDGELM_QUANT_VNNI
-    if constexpr (std::is_same_v<F, X86Q4_0>) {
-      matvec_q4_0_zmm<4>(rows, w.row_bytes, w.cols / kQK, a, yr);
+    if constexpr (std::is_same_v<F, X86Q4_0> || std::is_same_v<F, X86Q4_1> ||
+                  std::is_same_v<F, X86Q5_0> || std::is_same_v<F, X86Q5_1>) {
+      matvec_32_zmm<F, 4>(rows, w.row_bytes, w.cols / kQK, a, yr);
       continue;
     } else if constexpr (std::is_same_v<F, X86Q4_K> && std::is_same_v<Kind, KindK4>) {
       matvec_k4_zmm<false, 4>(rows, w.row_bytes, w.cols / kQK_K, a, yr);

@@ -47,6 +47,35 @@ TEST(OpsTest, SoftmaxIsStableAndSumsToOne) {
   EXPECT_FALSE(std::isnan(masked[0]));
 }
 
+// softmax's exp approximation against std::exp over the range it can see
+// (differences to the max are <= 0), plus silu's whole range.
+TEST(OpsTest, SoftmaxAndSiluExpAccuracy) {
+  std::vector<float> x;
+  for (float v = -100.0f; v <= 0.0f; v += 0.0137f) x.push_back(v);
+  x.push_back(0.0f);
+  std::vector<float> p = x;
+  softmax(p.data(), static_cast<int64_t>(p.size()));
+  double sum = 0;
+  for (float v : x) sum += std::exp(static_cast<double>(v));
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double want = std::exp(static_cast<double>(x[i])) / sum;
+    EXPECT_NEAR(p[i], want, 4e-7 * want + 1e-37) << x[i];
+  }
+  std::vector<float> g, one;
+  for (float v = -120.0f; v <= 120.0f; v += 0.0731f) g.push_back(v);
+  one.assign(g.size(), 1.0f);
+  std::vector<float> out(g.size());
+  silu_mul(out.data(), g.data(), one.data(), static_cast<int64_t>(g.size()));
+  for (size_t i = 0; i < g.size(); ++i) {
+    const double want = g[i] / (1 + std::exp(-static_cast<double>(g[i])));
+    // Below g = -88.7 float exp(-g) overflows: silu is then -0 (true value < 1e-36).
+    EXPECT_NEAR(out[i], want, 4e-7 * std::fabs(want) + 1e-36) << g[i];
+  }
+  std::vector<float> nan = {std::numeric_limits<float>::quiet_NaN()};
+  silu_mul(nan.data(), nan.data(), one.data(), 1);
+  EXPECT_TRUE(std::isnan(nan[0]));
+}
+
 TEST(OpsTest, SiluMulAndAdd) {
   const std::vector<float> g = {-3, -0.5f, 0, 0.5f, 4};
   const std::vector<float> u = {2, 3, 4, -1, 0.25f};

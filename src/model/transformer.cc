@@ -112,9 +112,9 @@ void ForwardBuffers::allocate(const ModelConfig& c, int batch, int capacity, int
   ffn_up.assign(b * c.hidden_dim, 0.0f);
   rope_cos.assign(b * (c.head_dim / 2), 0.0f);
   rope_sin.assign(b * (c.head_dim / 2), 0.0f);
-  // Room for a row of scores padded to whole 32-blocks (Q8_0 caches) per query head.
+  // Per thread, one row of scores padded to whole 32-blocks (Q8_0 caches).
   const size_t padded = (static_cast<size_t>(capacity) + 31) / 32 * 32;
-  scores.assign(static_cast<size_t>(threads) * (c.n_heads / c.n_kv_heads) * padded, 0.0f);
+  scores.assign(static_cast<size_t>(threads) * padded, 0.0f);
   value_rows.assign(static_cast<size_t>(threads) * padded, 0.0f);
 }
 
@@ -152,14 +152,16 @@ void add_bias(float* rows, const float* bias, int n, int width) {
 }
 
 // Causal attention of n new tokens (at positions [position, position+n)) over
-// the cache. Work items are (token, KV head) pairs; the query heads sharing a KV
-// head are done together while that head's keys and values are in cache.
+// the cache. Work items are (token, query head) pairs in that order, so a
+// thread's contiguous range keeps the query heads of one KV head together
+// while its keys and values are in cache, and decode (one token) still has
+// n_heads items to balance over the threads.
 void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache,
             ForwardBuffers& buf, ThreadPool& pool) {
   const int head_dim = c.head_dim;
   const int group = c.n_heads / c.n_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-  const int64_t items = static_cast<int64_t>(n) * c.n_kv_heads;
+  const int64_t items = static_cast<int64_t>(n) * c.n_heads;
   const int threads = pool.size();
   const size_t scores_per_thread = buf.scores.size() / threads;
   struct Context {
@@ -180,8 +182,9 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
     const int64_t item_end = x.items * (thread + 1) / x.threads;
     const int q_dim = x.c->q_dim();
     for (int64_t item = item_begin; item < item_end; ++item) {
-      const int i = static_cast<int>(item / x.c->n_kv_heads);
-      const int g = static_cast<int>(item % x.c->n_kv_heads);
+      const int i = static_cast<int>(item / x.c->n_heads);
+      const int h = static_cast<int>(item % x.c->n_heads);
+      const int g = h / x.group;  // its KV head
       // Attends to positions [first, position + i]: all of them, or a sliding window.
       const int end = x.position + i + 1;
       const int window = x.c->sliding_window;
@@ -194,8 +197,7 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
       const int vend = static_cast<int>((end + block - 1) / block * block);
       const int width = vend - vfirst;
       const int lead = first - vfirst;
-      const size_t offset =
-          static_cast<size_t>(i) * q_dim + static_cast<size_t>(g) * x.group * x.head_dim;
+      const size_t offset = static_cast<size_t>(i) * q_dim + static_cast<size_t>(h) * x.head_dim;
       WeightMatrix keys;
       keys.type = x.cache->type;
       keys.rows = length;
@@ -209,37 +211,33 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
       values.cols = width;
       values.data = x.cache->value_matrix(x.layer, g) + dtype_row_bytes(x.cache->type, vfirst);
       values.row_bytes = x.cache->value_row_bytes;
-      // One matvec per query head: n = 1 keeps the kernels on their allocation-free
-      // decode path, and this head's keys stay in cache between the group's heads.
-      for (int j = 0; j < x.group; ++j) {
-        float* row = scores + static_cast<size_t>(j) * width;
-        std::fill(row, row + lead, 0.0f);
-        std::fill(row + lead + length, row + width, 0.0f);
-        float* live = row + lead;
-        matmul(keys, x.buf->q.data() + offset + static_cast<size_t>(j) * x.head_dim, 1, live,
-               nullptr);
-        for (int t = 0; t < length; ++t) live[t] *= x.scale;
-        softmax(live, length);
-        float* out = x.buf->attention.data() + offset + static_cast<size_t>(j) * x.head_dim;
-        if (x.cache->type == DType::Q8_0) {
-          // The quantized matmul would also round the attention weights to 8 bits;
-          // dequantize each value row instead and keep the weights in F32.
-          float* value_row = x.buf->value_rows.data() + thread * x.value_row_floats;
-          WeightMatrix dense;
-          dense.type = DType::F32;
-          dense.rows = 1;
-          dense.cols = width;
-          dense.data = value_row;
-          dense.row_bytes = static_cast<size_t>(width) * sizeof(float);
-          for (int d = 0; d < x.head_dim; ++d) {
-            dequantize_row(DType::Q8_0,
-                           static_cast<const uint8_t*>(values.data) + d * values.row_bytes,
-                           value_row, width);
-            matmul(dense, row, 1, out + d, nullptr);
-          }
-        } else {
-          matmul(values, row, 1, out, nullptr);
+      // n = 1 keeps the kernels on their allocation-free decode path.
+      float* row = scores;
+      std::fill(row, row + lead, 0.0f);
+      std::fill(row + lead + length, row + width, 0.0f);
+      float* live = row + lead;
+      matmul(keys, x.buf->q.data() + offset, 1, live, nullptr);
+      for (int t = 0; t < length; ++t) live[t] *= x.scale;
+      softmax(live, length);
+      float* out = x.buf->attention.data() + offset;
+      if (x.cache->type == DType::Q8_0) {
+        // The quantized matmul would also round the attention weights to 8 bits;
+        // dequantize each value row instead and keep the weights in F32.
+        float* value_row = x.buf->value_rows.data() + thread * x.value_row_floats;
+        WeightMatrix dense;
+        dense.type = DType::F32;
+        dense.rows = 1;
+        dense.cols = width;
+        dense.data = value_row;
+        dense.row_bytes = static_cast<size_t>(width) * sizeof(float);
+        for (int d = 0; d < x.head_dim; ++d) {
+          dequantize_row(DType::Q8_0,
+                         static_cast<const uint8_t*>(values.data) + d * values.row_bytes, value_row,
+                         width);
+          matmul(dense, row, 1, out + d, nullptr);
         }
+      } else {
+        matmul(values, row, 1, out, nullptr);
       }
     }
   });
