@@ -45,18 +45,29 @@ void rmsnorm(float* out, const float* x, const float* weight, int64_t n, float e
 void softmax(float* x, int64_t n) {
   if (n <= 0) return;
   // Subtracting the max keeps exp() from overflowing; -inf entries become 0.
+  // Eight running maxima and sums so that the loops vectorize.
+  float lane_max[8];
+  for (float& m : lane_max) m = x[0];
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int j = 0; j < 8; ++j) lane_max[j] = x[i + j] > lane_max[j] ? x[i + j] : lane_max[j];
+  }
   float max_value = x[0];
-  for (int64_t i = 1; i < n; ++i) max_value = x[i] > max_value ? x[i] : max_value;
+  for (float m : lane_max) max_value = m > max_value ? m : max_value;
+  for (; i < n; ++i) max_value = x[i] > max_value ? x[i] : max_value;
   if (std::isinf(max_value) && max_value < 0) {
     // Everything masked: spread evenly rather than produce NaN.
-    for (int64_t i = 0; i < n; ++i) x[i] = 1.0f / static_cast<float>(n);
+    for (int64_t k = 0; k < n; ++k) x[k] = 1.0f / static_cast<float>(n);
     return;
   }
-  double sum = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    x[i] = exp_approx(x[i] - max_value);
-    sum += x[i];
+  for (int64_t k = 0; k < n; ++k) x[k] = exp_approx(x[k] - max_value);
+  double lane_sum[8] = {};
+  for (i = 0; i + 8 <= n; i += 8) {
+    for (int j = 0; j < 8; ++j) lane_sum[j] += x[i + j];
   }
+  double sum = 0;
+  for (double s : lane_sum) sum += s;
+  for (; i < n; ++i) sum += x[i];
   const float inv = static_cast<float>(1.0 / sum);
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
