@@ -49,16 +49,30 @@ thread_local bool t_inside_pool = false;
 
 }  // namespace
 
+// Two kinds of jobs. A strict job (run_on_all) runs fn(i) exactly once on every
+// thread i and waits for all of them. An elastic job (parallel_for) shares its
+// work through a counter, so a worker that has not started by the time the
+// caller has finished its own share is not waited for: on a busy device a
+// preempted worker delays nothing instead of stalling every matrix product.
+//
+// `generation` is 2 * (dispatch count) + (1 if elastic); `elastic_state` is
+// (dispatch count, 32 bits) << 32 | kClosed | (workers inside the job), so a
+// worker enters an elastic job only while it is the current one and open.
+constexpr uint64_t kClosed = uint64_t{1} << 31;
+constexpr uint64_t kActiveMask = kClosed - 1;
+
 struct ThreadPool::Impl {
   std::vector<std::thread> workers;
   const FunctionRef<void(int)>* job = nullptr;
-  std::atomic<uint64_t> generation{0};  // bumped once per dispatch
-  std::atomic<int> pending{0};          // workers still running the current job
-  std::atomic<int> sleepers{0};         // threads blocked (or about to block) on cv
+  uint64_t dispatches = 0;                 // caller side only (under dispatch_mutex)
+  std::atomic<uint64_t> generation{0};     // see above
+  std::atomic<uint64_t> elastic_state{0};  // see above
+  std::atomic<int> pending{0};             // strict jobs: workers still running
+  std::atomic<int> sleepers{0};            // threads blocked (or about to block) on a cv
   std::atomic<bool> stop{false};
   std::mutex mutex;
   std::condition_variable wake_cv;  // workers wait here for a new generation
-  std::condition_variable done_cv;  // the caller waits here for pending == 0
+  std::condition_variable done_cv;  // the caller waits here for the job's end
   std::mutex dispatch_mutex;        // serializes callers from different threads
   std::mutex error_mutex;
   std::exception_ptr error;
@@ -68,11 +82,28 @@ struct ThreadPool::Impl {
     if (!error) error = std::current_exception();
   }
 
+  void notify_done() {
+    if (sleepers.load(std::memory_order_seq_cst) > 0) {
+      std::lock_guard<std::mutex> lock(mutex);
+      done_cv.notify_all();
+    }
+  }
+
+  void run_job(int index) {
+    t_inside_pool = true;
+    try {
+      (*job)(index);
+    } catch (...) {
+      record_error();
+    }
+    t_inside_pool = false;
+  }
+
   void worker_loop(int index) {
     uint64_t seen = 0;
     for (;;) {
       auto has_work = [&] {
-        // seq_cst pairs with the dispatcher's generation bump / sleepers check.
+        // seq_cst pairs with the dispatcher's generation store / sleepers check.
         return generation.load(std::memory_order_seq_cst) != seen ||
                stop.load(std::memory_order_seq_cst);
       };
@@ -83,19 +114,61 @@ struct ThreadPool::Impl {
         sleepers.fetch_sub(1, std::memory_order_relaxed);
       }
       if (stop.load(std::memory_order_acquire)) return;
-      seen = generation.load(std::memory_order_acquire);
-      t_inside_pool = true;
-      try {
-        (*job)(index);
-      } catch (...) {
-        record_error();
+      seen = generation.load(std::memory_order_seq_cst);
+      if ((seen & 1) == 0) {
+        run_job(index);
+        if (pending.fetch_sub(1, std::memory_order_seq_cst) == 1) notify_done();
+        continue;
       }
-      t_inside_pool = false;
-      if (pending.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
-          sleepers.load(std::memory_order_seq_cst) > 0) {
-        std::lock_guard<std::mutex> lock(mutex);
-        done_cv.notify_all();
+      const uint64_t tag = (seen >> 1) & 0xffffffffu;
+      uint64_t state = elastic_state.load(std::memory_order_seq_cst);
+      bool entered = false;
+      while ((state >> 32) == tag && (state & kClosed) == 0) {
+        if (elastic_state.compare_exchange_weak(state, state + 1, std::memory_order_seq_cst)) {
+          entered = true;
+          break;
+        }
       }
+      if (!entered) continue;  // that job is over (or a newer one began)
+      run_job(index);
+      const uint64_t after = elastic_state.fetch_sub(1, std::memory_order_seq_cst) - 1;
+      if ((after & kActiveMask) == 0 && (after & kClosed) != 0) notify_done();
+    }
+  }
+
+  // Runs fn here as thread 0 after publishing it; returns when the job is over.
+  void dispatch(const FunctionRef<void(int)>& fn, int n_threads, bool elastic) {
+    error = nullptr;
+    job = &fn;
+    ++dispatches;
+    if (elastic) {
+      elastic_state.store((dispatches & 0xffffffffu) << 32, std::memory_order_seq_cst);
+    } else {
+      pending.store(n_threads - 1, std::memory_order_relaxed);
+    }
+    generation.store(2 * dispatches + (elastic ? 1 : 0), std::memory_order_seq_cst);
+    if (sleepers.load(std::memory_order_seq_cst) > 0) {
+      // Taking the mutex orders this with a worker between its check and its wait.
+      std::lock_guard<std::mutex> lock(mutex);
+      wake_cv.notify_all();
+    }
+    run_job(0);
+    auto done = [&] {
+      if (elastic) return (elastic_state.load(std::memory_order_seq_cst) & kActiveMask) == 0;
+      return pending.load(std::memory_order_seq_cst) == 0;
+    };
+    if (elastic) elastic_state.fetch_or(kClosed, std::memory_order_seq_cst);
+    if (!spin_until(done)) {
+      std::unique_lock<std::mutex> lock(mutex);
+      sleepers.fetch_add(1, std::memory_order_seq_cst);
+      done_cv.wait(lock, done);
+      sleepers.fetch_sub(1, std::memory_order_relaxed);
+    }
+    job = nullptr;
+    if (error) {
+      std::exception_ptr e = error;
+      error = nullptr;
+      std::rethrow_exception(e);
     }
   }
 };
@@ -125,39 +198,17 @@ void ThreadPool::run_on_all(FunctionRef<void(int thread_index)> fn) {
     for (int i = 0; i < n_threads_; ++i) fn(i);
     return;
   }
-  Impl& p = *impl_;
-  std::lock_guard<std::mutex> dispatch_lock(p.dispatch_mutex);
-  p.error = nullptr;
-  p.job = &fn;
-  p.pending.store(n_threads_ - 1, std::memory_order_relaxed);
-  p.generation.fetch_add(1, std::memory_order_seq_cst);
-  if (p.sleepers.load(std::memory_order_seq_cst) > 0) {
-    // Taking the mutex orders this with a worker between its check and its wait.
-    std::lock_guard<std::mutex> lock(p.mutex);
-    p.wake_cv.notify_all();
-  }
+  std::lock_guard<std::mutex> dispatch_lock(impl_->dispatch_mutex);
+  impl_->dispatch(fn, n_threads_, /*elastic=*/false);
+}
 
-  t_inside_pool = true;
-  try {
+void ThreadPool::run_shared(FunctionRef<void(int thread_index)> fn) {
+  if (n_threads_ == 1 || t_inside_pool) {
     fn(0);
-  } catch (...) {
-    p.record_error();
+    return;
   }
-  t_inside_pool = false;
-
-  auto all_done = [&] { return p.pending.load(std::memory_order_seq_cst) == 0; };
-  if (!spin_until(all_done)) {
-    std::unique_lock<std::mutex> lock(p.mutex);
-    p.sleepers.fetch_add(1, std::memory_order_seq_cst);
-    p.done_cv.wait(lock, all_done);
-    p.sleepers.fetch_sub(1, std::memory_order_relaxed);
-  }
-  p.job = nullptr;
-  if (p.error) {
-    std::exception_ptr error = p.error;
-    p.error = nullptr;
-    std::rethrow_exception(error);
-  }
+  std::lock_guard<std::mutex> dispatch_lock(impl_->dispatch_mutex);
+  impl_->dispatch(fn, n_threads_, /*elastic=*/true);
 }
 
 void ThreadPool::parallel_for(int64_t n, int64_t grain,
@@ -175,7 +226,7 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
     return;
   }
   std::atomic<int64_t> next{0};
-  run_on_all([&](int) {
+  run_shared([&](int) {
     for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < chunks;
          c = next.fetch_add(1, std::memory_order_relaxed)) {
       const int64_t begin = n * c / chunks;

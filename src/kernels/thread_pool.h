@@ -20,6 +20,11 @@ class ThreadPool {
   // Work is passed by reference, not copied: dispatch never allocates.
   // Calls fn(thread_index) once on each of the size() threads and waits for all.
   void run_on_all(FunctionRef<void(int thread_index)> fn);
+  // For work that fn shares out itself (e.g. from an atomic counter): calls
+  // fn(0) here and fn(i) on the workers that start before fn(0) returns; a
+  // worker that has not started by then (preempted on a busy machine) is
+  // skipped rather than waited for. Returns when every started call is done.
+  void run_shared(FunctionRef<void(int thread_index)> fn);
   // Splits [0, n) into contiguous chunks of at least `grain` items and calls
   // fn(begin, end) for each, in parallel; returns when all are done.
   void parallel_for(int64_t n, int64_t grain, FunctionRef<void(int64_t begin, int64_t end)> fn);

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <set>
 #include <stdexcept>
@@ -131,6 +132,55 @@ TEST(ThreadPoolTest, CallsFromTwoThreadsAreSerialized) {
   a.join();
   b.join();
   EXPECT_EQ(total.load(), 2 * 500 * 8);
+}
+
+}  // namespace
+}  // namespace edgelm
+
+namespace edgelm {
+namespace {
+
+// run_shared: every item handed out through the counter is done exactly once,
+// whichever workers join; mixed with strict run_on_all jobs and parallel_for on
+// more threads than cores, so workers regularly start late or miss a job.
+TEST(ThreadPoolTest, RunSharedMixedWithRunOnAllUnderOversubscription) {
+  ThreadPool pool(4);
+  std::vector<int> hits(97);
+  for (int round = 0; round < 3000; ++round) {
+    std::atomic<int64_t> next{0};
+    std::fill(hits.begin(), hits.end(), 0);
+    pool.run_shared([&](int thread) {
+      EXPECT_GE(thread, 0);
+      EXPECT_LT(thread, 4);
+      for (int64_t i = next.fetch_add(1); i < 97; i = next.fetch_add(1)) ++hits[i];
+    });
+    for (int h : hits) ASSERT_EQ(h, 1) << "round " << round;
+    std::atomic<int> calls{0};
+    int seen[4] = {};
+    pool.run_on_all([&](int thread) {
+      ++seen[thread];
+      calls.fetch_add(1);
+    });
+    ASSERT_EQ(calls.load(), 4);
+    for (int c : seen) ASSERT_EQ(c, 1);
+    std::atomic<int64_t> sum{0};
+    pool.parallel_for(1000, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) sum.fetch_add(i);
+    });
+    ASSERT_EQ(sum.load(), 1000 * 999 / 2);
+  }
+}
+
+TEST(ThreadPoolTest, RunSharedPropagatesExceptions) {
+  ThreadPool pool(2);
+  EXPECT_THROW(pool.run_shared([](int thread) {
+    if (thread == 0) throw std::runtime_error("boom");
+  }),
+               std::runtime_error);
+  // The pool still works afterwards.
+  std::atomic<int> calls{0};
+  pool.run_on_all([&](int) { calls.fetch_add(1); });
+  EXPECT_EQ(calls.load(), 2);
 }
 
 }  // namespace

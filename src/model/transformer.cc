@@ -1,6 +1,7 @@
 #include "model/transformer.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 
@@ -173,15 +174,18 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
     int64_t items;
     size_t scores_per_thread;
     size_t value_row_floats;
+    std::atomic<int64_t> next_item;
   } ctx{&c,    &cache,  &buf,  layer, position,          head_dim,
-        group, threads, scale, items, scores_per_thread, buf.value_rows.size() / threads};
-  pool.run_on_all([p = &ctx](int thread) {
-    const Context& x = *p;
+        group, threads, scale, items, scores_per_thread, buf.value_rows.size() / threads,
+        {0}};
+  // Items are handed out one by one, so a thread that starts late (or not at
+  // all, on a busy machine) leaves its share to the others.
+  pool.run_shared([p = &ctx](int thread) {
+    Context& x = *p;
     float* scores = x.buf->scores.data() + thread * x.scores_per_thread;
-    const int64_t item_begin = x.items * thread / x.threads;
-    const int64_t item_end = x.items * (thread + 1) / x.threads;
     const int q_dim = x.c->q_dim();
-    for (int64_t item = item_begin; item < item_end; ++item) {
+    for (int64_t item = x.next_item.fetch_add(1, std::memory_order_relaxed); item < x.items;
+         item = x.next_item.fetch_add(1, std::memory_order_relaxed)) {
       const int i = static_cast<int>(item / x.c->n_heads);
       const int h = static_cast<int>(item % x.c->n_heads);
       const int g = h / x.group;  // its KV head
