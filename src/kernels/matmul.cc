@@ -78,6 +78,7 @@ struct KernelTables {
         if (!out.panel_matmul) out.panel_matmul = in.panel_matmul;
         if (!out.quantize_q8_0) out.quantize_q8_0 = in.quantize_q8_0;
         if (!out.quantize_q8_K) out.quantize_q8_K = in.quantize_q8_K;
+        if (!out.f32_to_f16) out.f32_to_f16 = in.f32_to_f16;
         for (uint32_t s = 0; s < kDTypeSlots; ++s) {
           if (!out.types[s].matvec) out.types[s].matvec = in.types[s].matvec;
           if (!out.types[s].to_f32) out.types[s].to_f32 = in.types[s].to_f32;
@@ -251,6 +252,9 @@ namespace kernels_internal {
 
 void register_scalar_kernels(IsaKernels* table) {
   table->panel_matmul = scalar_panel_matmul;
+  table->f32_to_f16 = [](const float* src, uint16_t* dst, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = fp32_to_fp16(src[i]);
+  };
   table->types[slot(DType::F32)] = {scalar_matvec<ScalarF32>, f32_to_f32, nullptr};
   table->types[slot(DType::F16)] = {scalar_matvec<ScalarF16>, f16_to_f32, nullptr};
   table->types[slot(DType::BF16)] = {scalar_matvec<ScalarBF16>, bf16_to_f32, nullptr};
@@ -400,6 +404,10 @@ void matmul_reference(const WeightMatrix& weights, const float* x, int64_t n, fl
       y[t * w.rows + r] = static_cast<float>(acc);
     }
   }
+}
+
+void convert_to_f16(const float* src, uint16_t* dst, int64_t n) {
+  isa_kernels(active_isa()).f32_to_f16(src, dst, n);
 }
 
 void dequantize_row(DType type, const void* src, float* dst, int64_t n) {

@@ -37,6 +37,10 @@ void matmul_many(const WeightMatrix* ws, float* const* ys, int count, const floa
 // Plain scalar reference that every SIMD path is tested against.
 void matmul_reference(const WeightMatrix& w, const float* x, int64_t n, float* y);
 
+// dst[i] = src[i] rounded to F16 (nearest even; same bits as util/half.h's
+// fp32_to_fp16 for every non-NaN input), with F16C / NEON where available.
+void convert_to_f16(const float* src, uint16_t* dst, int64_t n);
+
 // Converts one row of any supported type to F32 (embedding lookup).
 void dequantize_row(DType type, const void* src, float* dst, int64_t n);
 

@@ -208,8 +208,18 @@ void to_f32(const void* src, float* dst, int64_t n) {
 
 }  // namespace
 
+void f32_to_f16_f16c(const float* src, uint16_t* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), h);
+  }
+  for (; i < n; ++i) dst[i] = static_cast<uint16_t>(_cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT));
+}
+
 void register_avx2_kernels(IsaKernels* table) {
   table->panel_matmul = panel_matmul;
+  table->f32_to_f16 = f32_to_f16_f16c;
   table->types[static_cast<uint32_t>(DType::F32)] = {matvec<F32Weights>, to_f32<F32Weights>,
                                                      nullptr};
   table->types[static_cast<uint32_t>(DType::F16)] = {matvec<F16Weights>, to_f32<F16Weights>,

@@ -90,6 +90,7 @@ struct IsaKernels {
   PanelMatmulFn panel_matmul = nullptr;
   QuantizeActsFn quantize_q8_0 = nullptr;  // activations of the 32-value quantized types
   QuantizeActsFn quantize_q8_K = nullptr;  // activations of the K-quants
+  void (*f32_to_f16)(const float* src, uint16_t* dst, int64_t n) = nullptr;  // round to even
 };
 
 void register_scalar_kernels(IsaKernels* table);

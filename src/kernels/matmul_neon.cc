@@ -202,8 +202,19 @@ void to_f32(const void* src, float* dst, int64_t n) {
 
 }  // namespace
 
+void f32_to_f16_neon(const float* src, uint16_t* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {  // FPCR's default rounding: to nearest even
+    vst1_u16(dst + i, vreinterpret_u16_f16(vcvt_f16_f32(vld1q_f32(src + i))));
+  }
+  for (; i < n; ++i) {
+    vst1_lane_u16(dst + i, vreinterpret_u16_f16(vcvt_f16_f32(vdupq_n_f32(src[i]))), 0);
+  }
+}
+
 void register_neon_kernels(IsaKernels* table) {
   table->panel_matmul = panel_matmul;
+  table->f32_to_f16 = f32_to_f16_neon;
   table->types[static_cast<uint32_t>(DType::F32)] = {matvec<F32Weights>, to_f32<F32Weights>,
                                                      nullptr};
   table->types[static_cast<uint32_t>(DType::F16)] = {matvec<F16Weights>, to_f32<F16Weights>,

@@ -298,3 +298,44 @@ TEST(MatmulTest, DequantizeRowIsExactForAllHalfValues) {
 
 }  // namespace
 }  // namespace edgelm
+
+namespace edgelm {
+namespace {
+
+// convert_to_f16 (F16C / NEON) gives fp32_to_fp16's bits for every non-NaN
+// input: a stride through all float bit patterns (normals, subnormals, the
+// rounding boundaries between them, overflow to inf) plus tails of odd length.
+TEST(MatmulTest, ConvertToF16MatchesScalarOnEveryIsa) {
+  const Isa saved = active_isa();
+  std::vector<float> src;
+  for (uint64_t bits = 0; bits <= 0xffffffffu; bits += 1021) {
+    float f;
+    const uint32_t b = static_cast<uint32_t>(bits);
+    std::memcpy(&f, &b, 4);
+    if (!std::isnan(f)) src.push_back(f);
+  }
+  for (float f : {65504.0f, 65519.99f, 65520.0f, 6.1035156e-05f, 5.9604645e-08f, 2.9802322e-08f,
+                  2.9802326e-08f, -0.0f, 0.0f}) {
+    src.push_back(f);
+  }
+  std::vector<uint16_t> want(src.size()), got(src.size());
+  for (size_t i = 0; i < src.size(); ++i) want[i] = fp32_to_fp16(src[i]);
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon, Isa::kNeonDotprod}) {
+    if (!isa_supported(isa)) continue;
+    set_active_isa(isa);
+    for (size_t n : {src.size(), size_t{7}, size_t{1}}) {
+      std::fill(got.begin(), got.end(), 0xdead);
+      convert_to_f16(src.data(), got.data(), static_cast<int64_t>(n));
+      for (size_t i = 0; i < n; ++i) {
+        ASSERT_EQ(got[i], want[i]) << isa_name(isa) << " input " << src[i];
+      }
+      if (n < got.size()) {
+        EXPECT_EQ(got[n], 0xdead);
+      }
+    }
+  }
+  set_active_isa(saved);
+}
+
+}  // namespace
+}  // namespace edgelm

@@ -49,8 +49,7 @@ void KvCache::store(int layer, int position, const float* k, const float* v) {
     if (type == DType::F32) {
       std::copy(kh, kh + head_dim, reinterpret_cast<float*>(key_row));
     } else if (type == DType::F16) {
-      auto* k16 = reinterpret_cast<uint16_t*>(key_row);
-      for (int d = 0; d < head_dim; ++d) k16[d] = fp32_to_fp16(kh[d]);
+      convert_to_f16(kh, reinterpret_cast<uint16_t*>(key_row), head_dim);
     } else {
       quantize_row_q8_0_reference(kh, key_row, head_dim);
     }
@@ -63,13 +62,19 @@ void KvCache::store(int layer, int position, const float* k, const float* v) {
     const float* vh = v + g * head_dim;
     uint8_t* column =
         value_matrix(layer, g) + static_cast<size_t>(position) * (type == DType::F32 ? 4 : 2);
-    for (int d = 0; d < head_dim; ++d) {
-      uint8_t* dst = column + d * value_row_bytes;
-      if (type == DType::F32) {
-        std::memcpy(dst, &vh[d], sizeof(float));
-      } else {
-        const uint16_t h = fp32_to_fp16(vh[d]);
-        std::memcpy(dst, &h, sizeof h);
+    if (type == DType::F32) {
+      for (int d = 0; d < head_dim; ++d) {
+        std::memcpy(column + d * value_row_bytes, &vh[d], sizeof(float));
+      }
+      continue;
+    }
+    // Values are stored transposed: convert a run of them, then scatter.
+    uint16_t h[64];
+    for (int d0 = 0; d0 < head_dim; d0 += 64) {
+      const int count = std::min(64, head_dim - d0);
+      convert_to_f16(vh + d0, h, count);
+      for (int d = 0; d < count; ++d) {
+        std::memcpy(column + (d0 + d) * value_row_bytes, &h[d], sizeof(uint16_t));
       }
     }
   }
