@@ -95,6 +95,84 @@ void set_unsigned(GgufValue& v, uint64_t x) {
       x <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ? static_cast<int64_t>(x) : 0;
 }
 
+// Bytes of one element in a packed number/bool array; 0 for strings and arrays.
+size_t packed_size(GgufType t) {
+  switch (t) {
+    case GgufType::kUint8:
+    case GgufType::kInt8:
+    case GgufType::kBool:
+      return 1;
+    case GgufType::kUint16:
+    case GgufType::kInt16:
+      return 2;
+    case GgufType::kUint32:
+    case GgufType::kInt32:
+    case GgufType::kFloat32:
+      return 4;
+    case GgufType::kUint64:
+    case GgufType::kInt64:
+    case GgufType::kFloat64:
+      return 8;
+    case GgufType::kString:
+    case GgufType::kArray:
+      return 0;
+  }
+  return 0;
+}
+
+template <typename T>
+T load(const char* p) {
+  T value;
+  std::memcpy(&value, p, sizeof(T));
+  return value;
+}
+
+// Decodes a number or bool from its little-endian bytes (packed_size(t) of them).
+GgufValue decode_packed(GgufType t, const char* p) {
+  GgufValue v;
+  v.type = t;
+  switch (t) {
+    case GgufType::kUint8:
+      set_unsigned(v, load<uint8_t>(p));
+      break;
+    case GgufType::kInt8:
+      set_signed(v, load<int8_t>(p));
+      break;
+    case GgufType::kUint16:
+      set_unsigned(v, load<uint16_t>(p));
+      break;
+    case GgufType::kInt16:
+      set_signed(v, load<int16_t>(p));
+      break;
+    case GgufType::kUint32:
+      set_unsigned(v, load<uint32_t>(p));
+      break;
+    case GgufType::kInt32:
+      set_signed(v, load<int32_t>(p));
+      break;
+    case GgufType::kUint64:
+      set_unsigned(v, load<uint64_t>(p));
+      break;
+    case GgufType::kInt64:
+      set_signed(v, load<int64_t>(p));
+      break;
+    case GgufType::kFloat32:
+      v.f = load<float>(p);
+      break;
+    case GgufType::kFloat64:
+      v.f = load<double>(p);
+      break;
+    case GgufType::kBool:
+      v.b = load<uint8_t>(p) != 0;
+      set_unsigned(v, v.b ? 1 : 0);
+      break;
+    case GgufType::kString:
+    case GgufType::kArray:
+      break;
+  }
+  return v;
+}
+
 std::string u128_to_string(unsigned __int128 x) {
   if (x == 0) return "0";
   std::string s;
@@ -135,6 +213,14 @@ class Reader {
     return value;
   }
 
+  // Returns the next n bytes and moves past them.
+  const char* take(uint64_t n) {
+    need(n);
+    const char* p = reinterpret_cast<const char*>(data_ + pos_);
+    pos_ += n;
+    return p;
+  }
+
   std::string read_string(uint64_t max_length, const char* what) {
     const uint64_t length = read<uint64_t>();
     if (length > max_length) {
@@ -154,72 +240,73 @@ class Reader {
   const std::string& name_;
 };
 
+void check_bool_byte(const Reader& r, uint8_t b) {
+  if (b > 1) fail(r.name(), ": ", r.context, ": bool value ", int{b}, " is not 0 or 1");
+}
+
+// Strings of an array, packed: a first pass checks the lengths against the
+// file so that the bytes are allocated once, at their exact size.
+void read_string_array(Reader& r, uint64_t count, GgufValue& out) {
+  const size_t start = r.pos();
+  uint64_t total_bytes = 0;  // <= file size: each string was checked to fit
+  for (uint64_t k = 0; k < count; ++k) {
+    const uint64_t length = r.read<uint64_t>();
+    r.take(length);
+    total_bytes += length;
+  }
+  r.seek(start);
+  out.array_bytes.reserve(total_bytes);
+  out.string_ends.reserve(count);
+  for (uint64_t k = 0; k < count; ++k) {
+    const uint64_t length = r.read<uint64_t>();
+    out.array_bytes.append(r.take(length), length);
+    out.string_ends.push_back(out.array_bytes.size());
+  }
+}
+
 void read_value(Reader& r, GgufType type, int depth, uint64_t& budget, GgufValue& out) {
   out.type = type;
-  switch (type) {
-    case GgufType::kUint8:
-      set_unsigned(out, r.read<uint8_t>());
-      break;
-    case GgufType::kInt8:
-      set_signed(out, r.read<int8_t>());
-      break;
-    case GgufType::kUint16:
-      set_unsigned(out, r.read<uint16_t>());
-      break;
-    case GgufType::kInt16:
-      set_signed(out, r.read<int16_t>());
-      break;
-    case GgufType::kUint32:
-      set_unsigned(out, r.read<uint32_t>());
-      break;
-    case GgufType::kInt32:
-      set_signed(out, r.read<int32_t>());
-      break;
-    case GgufType::kUint64:
-      set_unsigned(out, r.read<uint64_t>());
-      break;
-    case GgufType::kInt64:
-      set_signed(out, r.read<int64_t>());
-      break;
-    case GgufType::kFloat32:
-      out.f = r.read<float>();
-      break;
-    case GgufType::kFloat64:
-      out.f = r.read<double>();
-      break;
-    case GgufType::kBool: {
-      const uint8_t b = r.read<uint8_t>();
-      if (b > 1) fail(r.name(), ": ", r.context, ": bool value ", int{b}, " is not 0 or 1");
-      out.b = b != 0;
-      set_unsigned(out, b);
-      break;
+  if (const size_t size = packed_size(type); size != 0) {
+    const char* p = r.take(size);
+    if (type == GgufType::kBool) check_bool_byte(r, load<uint8_t>(p));
+    out = decode_packed(type, p);
+    return;
+  }
+  if (type == GgufType::kString) {
+    out.str = r.read_string(std::numeric_limits<uint64_t>::max(), "string");
+    return;
+  }
+  if (depth >= kMaxArrayDepth) {
+    fail(r.name(), ": ", r.context, ": arrays nested deeper than ", kMaxArrayDepth);
+  }
+  const uint32_t elem_type = r.read<uint32_t>();
+  if (!is_valid_type(elem_type)) {
+    fail(r.name(), ": ", r.context, ": unknown array element type ", elem_type);
+  }
+  out.array_type = static_cast<GgufType>(elem_type);
+  const uint64_t count = r.read<uint64_t>();
+  const uint64_t min_bytes = min_encoded_bytes(out.array_type);
+  if (count > r.remaining() / min_bytes) {
+    fail(r.name(), ": ", r.context, ": array of ", count, " ", gguf_type_name(out.array_type),
+         " elements cannot fit in the ", r.remaining(), " bytes left in the file");
+  }
+  if (count > budget) {
+    fail(r.name(), ": ", r.context, ": too-large metadata (more than ", kMaxMetadataValues,
+         " values in all arrays)");
+  }
+  budget -= count;
+  if (const size_t size = packed_size(out.array_type); size != 0) {
+    // Numbers and bools are kept in their file encoding: one copy, no decoding.
+    out.array_bytes.assign(r.take(count * size), count * size);
+    if (out.array_type == GgufType::kBool) {
+      for (const char c : out.array_bytes) check_bool_byte(r, static_cast<uint8_t>(c));
     }
-    case GgufType::kString:
-      out.str = r.read_string(std::numeric_limits<uint64_t>::max(), "string");
-      break;
-    case GgufType::kArray: {
-      if (depth >= kMaxArrayDepth) {
-        fail(r.name(), ": ", r.context, ": arrays nested deeper than ", kMaxArrayDepth);
-      }
-      const uint32_t elem_type = r.read<uint32_t>();
-      if (!is_valid_type(elem_type)) {
-        fail(r.name(), ": ", r.context, ": unknown array element type ", elem_type);
-      }
-      out.array_type = static_cast<GgufType>(elem_type);
-      const uint64_t count = r.read<uint64_t>();
-      const uint64_t min_bytes = min_encoded_bytes(out.array_type);
-      if (count > r.remaining() / min_bytes) {
-        fail(r.name(), ": ", r.context, ": array of ", count, " ", gguf_type_name(out.array_type),
-             " elements cannot fit in the ", r.remaining(), " bytes left in the file");
-      }
-      if (count > budget) {
-        fail(r.name(), ": ", r.context, ": too-large metadata (more than ", kMaxMetadataValues,
-             " values in all arrays)");
-      }
-      budget -= count;
-      out.array.resize(count);
-      for (GgufValue& elem : out.array) read_value(r, out.array_type, depth + 1, budget, elem);
-      break;
+  } else if (out.array_type == GgufType::kString) {
+    read_string_array(r, count, out);
+  } else {
+    out.nested_arrays.resize(count);
+    for (GgufValue& inner : out.nested_arrays) {
+      read_value(r, GgufType::kArray, depth + 1, budget, inner);
     }
   }
 }
@@ -248,56 +335,55 @@ uint64_t align_up(uint64_t x, uint64_t alignment) {
 
 // Integer payload of a writer value: signed types use `i`, unsigned `u`; either
 // field is accepted so values built by hand with the "other" field still work.
-uint64_t writer_unsigned(const std::string& key, const GgufValue& v, uint64_t max) {
+// `where` names the value in errors ("GGUF key 'x'").
+uint64_t writer_unsigned(std::string_view where, const GgufValue& v, uint64_t max) {
   uint64_t x = v.u;
   if (x == 0 && v.i != 0) {
-    if (v.i < 0)
-      fail("GGUF key '", key, "': negative value ", v.i, " for ", gguf_type_name(v.type));
+    if (v.i < 0) fail(where, ": negative value ", v.i, " for ", gguf_type_name(v.type));
     x = static_cast<uint64_t>(v.i);
   }
-  if (x > max) fail("GGUF key '", key, "': value ", x, " does not fit ", gguf_type_name(v.type));
+  if (x > max) fail(where, ": value ", x, " does not fit ", gguf_type_name(v.type));
   return x;
 }
 
-int64_t writer_signed(const std::string& key, const GgufValue& v, int64_t min, int64_t max) {
+int64_t writer_signed(std::string_view where, const GgufValue& v, int64_t min, int64_t max) {
   int64_t x = v.i;
   if (x == 0 && v.u != 0) {
     if (v.u > static_cast<uint64_t>(max)) {
-      fail("GGUF key '", key, "': value ", v.u, " does not fit ", gguf_type_name(v.type));
+      fail(where, ": value ", v.u, " does not fit ", gguf_type_name(v.type));
     }
     x = static_cast<int64_t>(v.u);
   }
-  if (x < min || x > max) {
-    fail("GGUF key '", key, "': value ", x, " does not fit ", gguf_type_name(v.type));
-  }
+  if (x < min || x > max) fail(where, ": value ", x, " does not fit ", gguf_type_name(v.type));
   return x;
 }
 
-void put_value(std::string& out, const std::string& key, const GgufValue& v) {
+// Appends the little-endian encoding of a number or bool (the inverse of decode_packed).
+void encode_packed(std::string& out, std::string_view where, const GgufValue& v) {
   switch (v.type) {
     case GgufType::kUint8:
-      put<uint8_t>(out, static_cast<uint8_t>(writer_unsigned(key, v, UINT8_MAX)));
+      put<uint8_t>(out, static_cast<uint8_t>(writer_unsigned(where, v, UINT8_MAX)));
       break;
     case GgufType::kInt8:
-      put<int8_t>(out, static_cast<int8_t>(writer_signed(key, v, INT8_MIN, INT8_MAX)));
+      put<int8_t>(out, static_cast<int8_t>(writer_signed(where, v, INT8_MIN, INT8_MAX)));
       break;
     case GgufType::kUint16:
-      put<uint16_t>(out, static_cast<uint16_t>(writer_unsigned(key, v, UINT16_MAX)));
+      put<uint16_t>(out, static_cast<uint16_t>(writer_unsigned(where, v, UINT16_MAX)));
       break;
     case GgufType::kInt16:
-      put<int16_t>(out, static_cast<int16_t>(writer_signed(key, v, INT16_MIN, INT16_MAX)));
+      put<int16_t>(out, static_cast<int16_t>(writer_signed(where, v, INT16_MIN, INT16_MAX)));
       break;
     case GgufType::kUint32:
-      put<uint32_t>(out, static_cast<uint32_t>(writer_unsigned(key, v, UINT32_MAX)));
+      put<uint32_t>(out, static_cast<uint32_t>(writer_unsigned(where, v, UINT32_MAX)));
       break;
     case GgufType::kInt32:
-      put<int32_t>(out, static_cast<int32_t>(writer_signed(key, v, INT32_MIN, INT32_MAX)));
+      put<int32_t>(out, static_cast<int32_t>(writer_signed(where, v, INT32_MIN, INT32_MAX)));
       break;
     case GgufType::kUint64:
-      put<uint64_t>(out, writer_unsigned(key, v, UINT64_MAX));
+      put<uint64_t>(out, writer_unsigned(where, v, UINT64_MAX));
       break;
     case GgufType::kInt64:
-      put<int64_t>(out, writer_signed(key, v, INT64_MIN, INT64_MAX));
+      put<int64_t>(out, writer_signed(where, v, INT64_MIN, INT64_MAX));
       break;
     case GgufType::kFloat32:
       put<float>(out, static_cast<float>(v.f));
@@ -309,31 +395,75 @@ void put_value(std::string& out, const std::string& key, const GgufValue& v) {
       put<uint8_t>(out, v.b ? 1 : 0);
       break;
     case GgufType::kString:
-      put_string(out, v.str);
-      break;
     case GgufType::kArray:
-      put<uint32_t>(out, static_cast<uint32_t>(v.array_type));
-      put<uint64_t>(out, v.array.size());
-      for (const GgufValue& elem : v.array) put_value(out, key, elem);
-      break;
+      fail(where, ": ", gguf_type_name(v.type), " is not a number");
   }
 }
 
-void check_writer_value(const std::string& key, const GgufValue& v, int depth) {
+void put_value(std::string& out, std::string_view where, const GgufValue& v) {
+  if (v.type == GgufType::kString) {
+    put_string(out, v.str);
+    return;
+  }
+  if (v.type != GgufType::kArray) {
+    encode_packed(out, where, v);
+    return;
+  }
+  put<uint32_t>(out, static_cast<uint32_t>(v.array_type));
+  put<uint64_t>(out, v.array_size());
+  if (packed_size(v.array_type) != 0) {
+    out.append(v.array_bytes);  // already in file encoding
+  } else if (v.array_type == GgufType::kString) {
+    for (size_t k = 0; k < v.string_ends.size(); ++k) {
+      const std::string_view s = v.string_element(k);
+      put<uint64_t>(out, s.size());
+      out.append(s);
+    }
+  } else {
+    for (const GgufValue& inner : v.nested_arrays) put_value(out, where, inner);
+  }
+}
+
+// Arrays built by hand must have consistent packed storage (see GgufValue).
+void check_writer_value(std::string_view where, const GgufValue& v, int depth) {
   if (!is_valid_type(static_cast<uint32_t>(v.type))) {
-    fail("GGUF key '", key, "': unknown value type ", static_cast<uint32_t>(v.type));
+    fail(where, ": unknown value type ", static_cast<uint32_t>(v.type));
   }
   if (v.type != GgufType::kArray) return;
-  if (depth >= kMaxArrayDepth) fail("GGUF key '", key, "': arrays nested too deeply");
+  if (depth >= kMaxArrayDepth) fail(where, ": arrays nested too deeply");
   if (!is_valid_type(static_cast<uint32_t>(v.array_type))) {
-    fail("GGUF key '", key, "': unknown array element type ", static_cast<uint32_t>(v.array_type));
+    fail(where, ": unknown array element type ", static_cast<uint32_t>(v.array_type));
   }
-  for (const GgufValue& elem : v.array) {
-    if (elem.type != v.array_type) {
-      fail("GGUF key '", key, "': array of ", gguf_type_name(v.array_type), " holds a ",
-           gguf_type_name(elem.type), " element");
+  const char* elem_name = gguf_type_name(v.array_type);
+  const size_t size = packed_size(v.array_type);
+  bool consistent = true;
+  if (size != 0) {
+    consistent =
+        v.string_ends.empty() && v.nested_arrays.empty() && v.array_bytes.size() % size == 0;
+    if (consistent && v.array_type == GgufType::kBool) {
+      for (const char c : v.array_bytes) {
+        const uint8_t byte = static_cast<uint8_t>(c);
+        if (byte > 1) fail(where, ": array of bool holds byte ", int{byte});
+      }
     }
-    check_writer_value(key, elem, depth + 1);
+  } else if (v.array_type == GgufType::kString) {
+    consistent = v.nested_arrays.empty() &&
+                 std::is_sorted(v.string_ends.begin(), v.string_ends.end()) &&
+                 (v.string_ends.empty() ? v.array_bytes.empty()
+                                        : v.string_ends.back() == v.array_bytes.size());
+  } else {
+    consistent = v.array_bytes.empty() && v.string_ends.empty();
+    for (const GgufValue& inner : v.nested_arrays) {
+      if (inner.type != GgufType::kArray) {
+        fail(where, ": array of array holds a ", gguf_type_name(inner.type), " element");
+      }
+      check_writer_value(where, inner, depth + 1);
+    }
+  }
+  if (!consistent) {
+    fail(where, ": array of ", elem_name, " has inconsistent storage (", v.array_bytes.size(),
+         " bytes, ", v.string_ends.size(), " string ends, ", v.nested_arrays.size(),
+         " nested arrays)");
   }
 }
 
@@ -346,6 +476,73 @@ bool valid_alignment(uint64_t a) {
 const char* gguf_type_name(GgufType type) {
   const uint32_t t = static_cast<uint32_t>(type);
   return is_valid_type(t) ? kTypeNames[t] : "unknown";
+}
+
+GgufValue GgufValue::make_array(GgufType element_type) {
+  GgufValue v;
+  v.type = GgufType::kArray;
+  v.array_type = element_type;
+  return v;
+}
+
+size_t GgufValue::array_size() const {
+  if (type != GgufType::kArray) return 0;
+  if (const size_t size = packed_size(array_type); size != 0) return array_bytes.size() / size;
+  return array_type == GgufType::kString ? string_ends.size() : nested_arrays.size();
+}
+
+GgufValue GgufValue::element(size_t index) const {
+  if (index >= array_size()) {
+    fail("GGUF array element ", index, " is out of range (", array_size(), " elements)");
+  }
+  if (const size_t size = packed_size(array_type); size != 0) {
+    return decode_packed(array_type, array_bytes.data() + index * size);
+  }
+  if (array_type == GgufType::kArray) return nested_arrays[index];
+  GgufValue v;
+  v.type = GgufType::kString;
+  v.str = string_element(index);
+  return v;
+}
+
+std::string_view GgufValue::string_element(size_t index) const {
+  if (type != GgufType::kArray || array_type != GgufType::kString) {
+    fail("GGUF value of type ", gguf_type_name(type), " is not an array of strings");
+  }
+  if (index >= string_ends.size()) {
+    fail("GGUF array element ", index, " is out of range (", string_ends.size(), " elements)");
+  }
+  const uint64_t begin = index == 0 ? 0 : string_ends[index - 1];
+  const uint64_t end = string_ends[index];
+  if (begin > end || end > array_bytes.size()) {
+    fail("GGUF array of string has inconsistent string ends at element ", index);
+  }
+  return std::string_view(array_bytes).substr(begin, end - begin);
+}
+
+void GgufValue::append(const GgufValue& element) {
+  if (type != GgufType::kArray) {
+    fail("GGUF value of type ", gguf_type_name(type), " is not an array");
+  }
+  if (element.type != array_type) {
+    fail("GGUF array of ", gguf_type_name(array_type), " cannot hold a ",
+         gguf_type_name(element.type), " element");
+  }
+  if (array_type == GgufType::kString) {
+    append_string(element.str);
+  } else if (array_type == GgufType::kArray) {
+    nested_arrays.push_back(element);
+  } else {
+    encode_packed(array_bytes, str_cat("GGUF array of ", gguf_type_name(array_type)), element);
+  }
+}
+
+void GgufValue::append_string(std::string_view element) {
+  if (type != GgufType::kArray || array_type != GgufType::kString) {
+    fail("GGUF value of type ", gguf_type_name(type), " is not an array of strings");
+  }
+  array_bytes.append(element);
+  string_ends.push_back(array_bytes.size());
 }
 
 std::string gguf_value_to_string(const GgufValue& v) {
@@ -381,11 +578,12 @@ std::string gguf_value_to_string(const GgufValue& v) {
       break;
     case GgufType::kArray: {
       out << '[';
-      const size_t shown = std::min(v.array.size(), kMaxArrayItems);
-      for (size_t i = 0; i < shown; ++i) out << (i ? ", " : "") << gguf_value_to_string(v.array[i]);
-      if (shown < v.array.size()) {
-        out << ", ... (" << v.array.size() << " " << gguf_type_name(v.array_type) << ")";
+      const size_t count = v.array_size();
+      const size_t shown = std::min(count, kMaxArrayItems);
+      for (size_t i = 0; i < shown; ++i) {
+        out << (i ? ", " : "") << gguf_value_to_string(v.element(i));
       }
+      if (shown < count) out << ", ... (" << count << " " << gguf_type_name(v.array_type) << ")";
       out << ']';
       break;
     }
@@ -642,17 +840,20 @@ std::vector<std::string> GgufFile::get_string_array(const std::string& key) cons
   const GgufValue& v = require_array(path_, key, find(key), "array of string");
   if (v.array_type != GgufType::kString) wrong_type(path_, key, v, "array of string");
   std::vector<std::string> out;
-  out.reserve(v.array.size());
-  for (const GgufValue& e : v.array) out.push_back(e.str);
+  out.reserve(v.array_size());
+  for (size_t k = 0; k < v.array_size(); ++k) out.emplace_back(v.string_element(k));
   return out;
 }
 
 std::vector<int64_t> GgufFile::get_int_array(const std::string& key) const {
   const GgufValue& v = require_array(path_, key, find(key), "array of integers");
   if (!is_integer_type(v.array_type)) wrong_type(path_, key, v, "array of integers");
+  const size_t size = packed_size(v.array_type);
   std::vector<int64_t> out;
-  out.reserve(v.array.size());
-  for (const GgufValue& e : v.array) out.push_back(value_as_int(path_, key, e));
+  out.reserve(v.array_size());
+  for (size_t k = 0; k < v.array_size(); ++k) {
+    out.push_back(value_as_int(path_, key, decode_packed(v.array_type, &v.array_bytes[k * size])));
+  }
   return out;
 }
 
@@ -661,10 +862,13 @@ std::vector<float> GgufFile::get_float_array(const std::string& key) const {
   if (!is_float_type(v.array_type) && !is_integer_type(v.array_type)) {
     wrong_type(path_, key, v, "array of numbers");
   }
+  const size_t size = packed_size(v.array_type);
   std::vector<float> out;
-  out.reserve(v.array.size());
-  for (const GgufValue& e : v.array)
+  out.reserve(v.array_size());
+  for (size_t k = 0; k < v.array_size(); ++k) {
+    const GgufValue e = decode_packed(v.array_type, &v.array_bytes[k * size]);
     out.push_back(static_cast<float>(value_as_float(path_, key, e)));
+  }
   return out;
 }
 
@@ -672,56 +876,61 @@ std::vector<float> GgufFile::get_float_array(const std::string& key) const {
 // Writer
 
 void GgufWriter::set(const std::string& key, const GgufValue& value) {
+  set_value(key, value);
+}
+
+void GgufWriter::set_value(const std::string& key, GgufValue value) {
   if (key.empty()) fail("GGUF writer: empty key");
-  check_writer_value(key, value, 0);
+  const std::string where = str_cat("GGUF key '", key, "'");
+  check_writer_value(where, value, 0);
   if (key == "general.alignment") {
     if (!is_integer_type(value.type)) fail("GGUF key 'general.alignment' must be an integer");
-    const uint64_t a = writer_unsigned(key, value, UINT32_MAX);
+    const uint64_t a = writer_unsigned(where, value, UINT32_MAX);
     if (!valid_alignment(a)) fail("GGUF alignment ", a, " is not a power of two");
     alignment_ = static_cast<uint32_t>(a);
   }
   for (auto& kv : values_) {
     if (kv.first == key) {
-      kv.second = value;
+      kv.second = std::move(value);
       return;
     }
   }
-  values_.emplace_back(key, value);
+  values_.emplace_back(key, std::move(value));
 }
 
 void GgufWriter::set_string(const std::string& key, const std::string& value) {
   GgufValue v;
   v.type = GgufType::kString;
   v.str = value;
-  set(key, v);
+  set_value(key, std::move(v));
 }
 
 void GgufWriter::set_u32(const std::string& key, uint32_t value) {
   GgufValue v;
   v.type = GgufType::kUint32;
   set_unsigned(v, value);
-  set(key, v);
+  set_value(key, std::move(v));
 }
 
 void GgufWriter::set_i32(const std::string& key, int32_t value) {
   GgufValue v;
   v.type = GgufType::kInt32;
   set_signed(v, value);
-  set(key, v);
+  set_value(key, std::move(v));
 }
 
 void GgufWriter::set_u64(const std::string& key, uint64_t value) {
   GgufValue v;
   v.type = GgufType::kUint64;
   set_unsigned(v, value);
-  set(key, v);
+  set_value(key, std::move(v));
 }
 
 void GgufWriter::set_f32(const std::string& key, float value) {
   GgufValue v;
   v.type = GgufType::kFloat32;
   v.f = value;
-  set(key, v);
+  set_value(key, std::move(v));
 }
 
 void GgufWriter::set_bool(const std::string& key, bool value) {
@@ -729,43 +938,30 @@ void GgufWriter::set_bool(const std::string& key, bool value) {
   v.type = GgufType::kBool;
   v.b = value;
   set_unsigned(v, value ? 1 : 0);
-  set(key, v);
+  set_value(key, std::move(v));
 }
 
 void GgufWriter::set_string_array(const std::string& key, const std::vector<std::string>& values) {
-  GgufValue v;
-  v.type = GgufType::kArray;
-  v.array_type = GgufType::kString;
-  v.array.resize(values.size());
-  for (size_t i = 0; i < values.size(); ++i) {
-    v.array[i].type = GgufType::kString;
-    v.array[i].str = values[i];
-  }
-  set(key, v);
+  GgufValue v = GgufValue::make_array(GgufType::kString);
+  size_t total_bytes = 0;
+  for (const std::string& s : values) total_bytes += s.size();
+  v.array_bytes.reserve(total_bytes);
+  v.string_ends.reserve(values.size());
+  for (const std::string& s : values) v.append_string(s);
+  set_value(key, std::move(v));
 }
 
 void GgufWriter::set_f32_array(const std::string& key, const std::vector<float>& values) {
-  GgufValue v;
-  v.type = GgufType::kArray;
-  v.array_type = GgufType::kFloat32;
-  v.array.resize(values.size());
-  for (size_t i = 0; i < values.size(); ++i) {
-    v.array[i].type = GgufType::kFloat32;
-    v.array[i].f = values[i];
-  }
-  set(key, v);
+  GgufValue v = GgufValue::make_array(GgufType::kFloat32);
+  v.array_bytes.assign(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
+  set_value(key, std::move(v));
 }
 
 void GgufWriter::set_i32_array(const std::string& key, const std::vector<int32_t>& values) {
-  GgufValue v;
-  v.type = GgufType::kArray;
-  v.array_type = GgufType::kInt32;
-  v.array.resize(values.size());
-  for (size_t i = 0; i < values.size(); ++i) {
-    v.array[i].type = GgufType::kInt32;
-    set_signed(v.array[i], values[i]);
-  }
-  set(key, v);
+  GgufValue v = GgufValue::make_array(GgufType::kInt32);
+  v.array_bytes.assign(reinterpret_cast<const char*>(values.data()),
+                       values.size() * sizeof(int32_t));
+  set_value(key, std::move(v));
 }
 
 void GgufWriter::set_alignment(uint32_t alignment) {
@@ -825,7 +1021,7 @@ void GgufWriter::write(const std::string& path) const {
   for (const auto& [key, value] : values_) {
     put_string(header, key);
     put<uint32_t>(header, static_cast<uint32_t>(value.type));
-    put_value(header, key, value);
+    put_value(header, str_cat("GGUF key '", key, "'"), value);
   }
   uint64_t offset = 0;
   for (const TensorView& t : tensors_) {

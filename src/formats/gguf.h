@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "formats/tensor.h"
@@ -33,10 +34,20 @@ enum class GgufType : uint32_t {
 const char* gguf_type_name(GgufType type);
 
 // One metadata value. Scalars use the field matching their type (all integer
-// types in `i` or `u`, floats in `f`); arrays hold their elements in `array`
-// with `array_type` naming the element type. The reader fills both `i` and `u`
-// when the integer fits (signed types: `u` is 0 for negatives; uint64 above
+// types in `i` or `u`, floats in `f`); the reader fills both `i` and `u` when
+// the integer fits (signed types: `u` is 0 for negatives; uint64 above
 // INT64_MAX: `i` is 0); the writer reads whichever of the two is non-zero.
+//
+// Arrays (type kArray) of `array_type` elements are stored packed, because a
+// vocabulary holds hundreds of thousands of elements (one GgufValue per element
+// made a 150k-token vocabulary cost ~35 MB):
+// - numbers and bools: `array_bytes` holds the elements' little-endian
+//   encodings back to back, exactly as in the file (bools are bytes 0 / 1);
+// - strings: `array_bytes` holds the strings' bytes back to back and string k
+//   ends at `string_ends[k]` (it starts where string k-1 ends, or at 0);
+// - arrays of arrays: `nested_arrays` holds the inner arrays (type kArray).
+// Build arrays with make_array() and append(); the writer checks that the
+// three fields are consistent.
 struct GgufValue {
   GgufType type = GgufType::kUint32;
   GgufType array_type = GgufType::kUint32;
@@ -45,7 +56,22 @@ struct GgufValue {
   double f = 0;
   bool b = false;
   std::string str;
-  std::vector<GgufValue> array;
+  std::string array_bytes;
+  std::vector<uint64_t> string_ends;
+  std::vector<GgufValue> nested_arrays;
+
+  // An empty array of `element_type` elements.
+  static GgufValue make_array(GgufType element_type);
+  // Element count of an array (0 for scalars).
+  size_t array_size() const;
+  // Element `index` (< array_size()) as a standalone value, for generic code.
+  GgufValue element(size_t index) const;
+  // Element `index` (< array_size()) of an array of strings, without copying.
+  std::string_view string_element(size_t index) const;
+  // Appends to an array; throws edgelm::Error when `element` is not of
+  // `array_type` or its value does not fit the element type.
+  void append(const GgufValue& element);
+  void append_string(std::string_view element);  // array of strings only
 };
 // Short human-readable rendering (long arrays are summarized).
 std::string gguf_value_to_string(const GgufValue& value);
@@ -121,6 +147,8 @@ class GgufWriter {
   void write(const std::string& path) const;
 
  private:
+  void set_value(const std::string& key, GgufValue value);  // moves large arrays in
+
   std::vector<std::pair<std::string, GgufValue>> values_;
   std::vector<TensorView> tensors_;
   uint32_t alignment_ = 32;

@@ -120,11 +120,9 @@ GgufValue scalar(GgufType type) {
   return v;
 }
 
-GgufValue array_of(GgufType elem_type, std::vector<GgufValue> elems) {
-  GgufValue v;
-  v.type = GgufType::kArray;
-  v.array_type = elem_type;
-  v.array = std::move(elems);
+GgufValue array_of(GgufType elem_type, const std::vector<GgufValue>& elems) {
+  GgufValue v = GgufValue::make_array(elem_type);
+  for (const GgufValue& e : elems) v.append(e);
   return v;
 }
 
@@ -144,8 +142,10 @@ void expect_same_value(const GgufValue& a, const GgufValue& b, const std::string
       break;
     case GgufType::kArray:
       ASSERT_EQ(a.array_type, b.array_type);
-      ASSERT_EQ(a.array.size(), b.array.size());
-      for (size_t i = 0; i < a.array.size(); ++i) expect_same_value(a.array[i], b.array[i], key);
+      ASSERT_EQ(a.array_size(), b.array_size());
+      for (size_t i = 0; i < a.array_size(); ++i) {
+        expect_same_value(a.element(i), b.element(i), key);
+      }
       break;
     default:
       EXPECT_EQ(a.i, b.i);
@@ -202,6 +202,30 @@ void add_all_value_types(GgufWriter& w) {
   GgufValue b = scalar(GgufType::kBool);
   b.b = true;
   w.set("test.bools", array_of(GgufType::kBool, {b, scalar(GgufType::kBool)}));
+}
+
+// Arrays of every number type, with extreme values.
+void add_typed_arrays(GgufWriter& w) {
+  w.set("test.i8s", array_of(GgufType::kInt8,
+                             {int_value(GgufType::kInt8, -128), int_value(GgufType::kInt8, 127)}));
+  w.set("test.u64s",
+        array_of(GgufType::kUint64, {uint_value(GgufType::kUint64, 18000000000000000000ull)}));
+  w.set("test.i64s", array_of(GgufType::kInt64, {int_value(GgufType::kInt64, -5)}));
+  GgufValue d = scalar(GgufType::kFloat64);
+  d.f = -0.1;
+  w.set("test.f64s", array_of(GgufType::kFloat64, {d, d}));
+  w.set("test.u32s", array_of(GgufType::kUint32, {uint_value(GgufType::kUint32, 4000000000u)}));
+  w.set("test.i16s", array_of(GgufType::kInt16, {int_value(GgufType::kInt16, -300)}));
+  w.set("test.u8s", array_of(GgufType::kUint8, {uint_value(GgufType::kUint8, 255)}));
+  GgufValue f = scalar(GgufType::kFloat32);
+  f.f = 0.1f;
+  w.set("test.f32s", array_of(GgufType::kFloat32, {f}));
+}
+
+uint64_t fnv1a(const Bytes& bytes) {
+  uint64_t h = 1469598103934665603ull;
+  for (const uint8_t c : bytes) h = (h ^ c) * 1099511628211ull;
+  return h;
 }
 
 struct SampleTensors {
@@ -280,8 +304,8 @@ void round_trip(uint32_t alignment) {
   EXPECT_TRUE(f->get_int_array("test.empty").empty());
   const GgufValue* nested = f->find("test.nested");
   ASSERT_NE(nested, nullptr);
-  ASSERT_EQ(nested->array.size(), 3u);
-  EXPECT_EQ(nested->array[0].array[1].u, 2u);
+  ASSERT_EQ(nested->array_size(), 3u);
+  EXPECT_EQ(nested->element(0).element(1).u, 2u);
   EXPECT_EQ(gguf_value_to_string(*nested), "[[1, 2], [], [3]]");
   expect_tensor(*f, "weight.f32", DType::F32, {3, 8}, data.f32.data(), data.f32.size() * 4);
   expect_tensor(*f, "weight.f16", DType::F16, {5}, data.f16.data(), data.f16.size() * 2);
@@ -311,6 +335,7 @@ TEST(GgufWriter, ReadBackEqualsWrittenValues) {
   TempDir dir;
   GgufWriter w;
   add_all_value_types(w);
+  add_typed_arrays(w);
   SampleTensors data;
   data.add_to(w);
   w.write(dir.file("a.gguf"));
@@ -323,6 +348,137 @@ TEST(GgufWriter, ReadBackEqualsWrittenValues) {
   EXPECT_EQ(read_bytes(dir.file("a.gguf")), read_bytes(dir.file("b.gguf")));
   auto b = GgufFile::open(dir.file("b.gguf"));
   for (const std::string& key : a->keys()) expect_same_value(*a->find(key), *b->find(key), key);
+}
+
+TEST(GgufWriter, WritesTheSameBytesAsTheUnpackedWriter) {
+  // Checksum of the file the writer produced when every array element was a
+  // GgufValue of its own: packing must not change a single byte.
+  TempDir dir;
+  GgufWriter w;
+  add_all_value_types(w);
+  add_typed_arrays(w);
+  static const float t[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  w.add_tensor("weight.f32", DType::F32, {2, 4}, t, sizeof(t));
+  w.write(dir.file("w.gguf"));
+  const Bytes bytes = read_bytes(dir.file("w.gguf"));
+  EXPECT_EQ(bytes.size(), 1216u);
+  EXPECT_EQ(fnv1a(bytes), 0xe5f11a20bd606e60ull);
+}
+
+TEST(GgufValue, ArraysArePackedAndCopiesOwnThem) {
+  auto f = GgufFile::open(stories_gguf());
+  const GgufValue* tokens = f->find("tokenizer.ggml.tokens");
+  ASSERT_NE(tokens, nullptr);
+  EXPECT_EQ(tokens->type, GgufType::kArray);
+  EXPECT_EQ(tokens->array_type, GgufType::kString);
+  ASSERT_EQ(tokens->array_size(), 512u);
+  ASSERT_EQ(tokens->string_ends.size(), 512u);
+  EXPECT_TRUE(tokens->nested_arrays.empty());
+  EXPECT_EQ(tokens->string_ends.back(), tokens->array_bytes.size());
+  EXPECT_EQ(tokens->array_bytes.substr(0, 8), "<unk><s>");
+  EXPECT_EQ(tokens->string_element(1), "<s>");
+  EXPECT_EQ(tokens->element(0).type, GgufType::kString);
+  EXPECT_EQ(tokens->element(0).str, "<unk>");
+
+  const GgufValue* types = f->find("tokenizer.ggml.token_type");
+  ASSERT_NE(types, nullptr);
+  EXPECT_EQ(types->array_type, GgufType::kInt32);
+  EXPECT_EQ(types->array_bytes.size(), 512u * 4);  // the file's encoding, 4 bytes each
+  EXPECT_TRUE(types->string_ends.empty());
+  EXPECT_EQ(types->element(1).type, GgufType::kInt32);
+  EXPECT_EQ(types->element(1).i, 3);
+  EXPECT_EQ(f->find("tokenizer.ggml.scores")->array_bytes.size(), 512u * 4);
+  EXPECT_EQ(f->find("llama.block_count")->array_size(), 0u);  // scalars have no elements
+
+  // A copy outlives the file and is written back identically.
+  GgufValue copy = *tokens;
+  f.reset();
+  EXPECT_EQ(copy.string_element(511),
+            GgufFile::open(stories_gguf())->get_string_array("tokenizer.ggml.tokens")[511]);
+  TempDir dir;
+  GgufWriter w;
+  w.set("tokens", copy);
+  w.write(dir.file("t.gguf"));
+  EXPECT_EQ(GgufFile::open(dir.file("t.gguf"))->get_string_array("tokens").size(), 512u);
+}
+
+TEST(GgufValue, ElementsOfEveryTypeReadBack) {
+  TempDir dir;
+  GgufWriter w;
+  add_all_value_types(w);
+  add_typed_arrays(w);
+  w.write(dir.file("a.gguf"));
+  auto f = GgufFile::open(dir.file("a.gguf"));
+  EXPECT_EQ(f->find("test.i8s")->element(0).i, -128);
+  EXPECT_EQ(f->find("test.i8s")->element(1).u, 127u);
+  EXPECT_EQ(f->find("test.u64s")->element(0).u, 18000000000000000000ull);
+  EXPECT_EQ(f->find("test.i64s")->element(0).i, -5);
+  EXPECT_EQ(f->find("test.f64s")->element(1).f, -0.1);
+  EXPECT_EQ(f->find("test.u32s")->element(0).u, 4000000000u);
+  EXPECT_EQ(f->find("test.i16s")->element(0).i, -300);
+  EXPECT_EQ(f->find("test.u8s")->element(0).u, 255u);
+  EXPECT_EQ(f->find("test.f32s")->element(0).f, static_cast<double>(0.1f));
+  EXPECT_TRUE(f->find("test.bools")->element(0).b);
+  EXPECT_FALSE(f->find("test.bools")->element(1).b);
+  EXPECT_EQ(f->get_int_array("test.i8s"), (std::vector<int64_t>{-128, 127}));
+  EXPECT_EQ(f->get_float_array("test.f64s"), (std::vector<float>{-0.1f, -0.1f}));
+  EXPECT_NE(error_of([&] { f->get_int_array("test.u64s"); }).find("does not fit in int64"),
+            std::string::npos);
+  const GgufValue* strings = f->find("test.nested_strings");
+  EXPECT_EQ(strings->element(0).string_element(1), "x");
+  EXPECT_EQ(gguf_value_to_string(*strings), "[[\"x\", \"x\"]]");
+  EXPECT_EQ(gguf_value_to_string(*f->find("test.strings")), "[\"a\", \"\", \"longer string\"]");
+  EXPECT_NE(error_of([&] { f->find("test.strings")->element(3); }).find("out of range"),
+            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { f->find("test.ints")->string_element(0); }).find("not an array of strings"),
+      std::string::npos);
+}
+
+TEST(GgufValue, AppendChecksTypeAndRange) {
+  GgufValue bytes = GgufValue::make_array(GgufType::kUint8);
+  bytes.append(uint_value(GgufType::kUint8, 7));
+  EXPECT_EQ(bytes.array_bytes, std::string(1, '\x07'));
+  EXPECT_NE(error_of([&] {
+              bytes.append(uint_value(GgufType::kUint8, 300));
+            }).find("GGUF array of uint8: value 300 does not fit uint8"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              bytes.append(int_value(GgufType::kUint8, -1));
+            }).find("negative value -1 for uint8"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { bytes.append_string("x"); }).find("not an array of strings"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { scalar(GgufType::kUint8).append(bytes); }).find("is not an array"),
+            std::string::npos);
+  EXPECT_EQ(bytes.array_size(), 1u);  // failed appends leave the array as it was
+}
+
+TEST(GgufWriter, RejectsInconsistentPackedArrays) {
+  auto err = [](const GgufValue& v) { return error_of([&] { GgufWriter().set("k", v); }); };
+  GgufValue strings = GgufValue::make_array(GgufType::kString);
+  strings.array_bytes = "abc";
+  strings.string_ends = {1, 4};
+  EXPECT_NE(err(strings).find("GGUF key 'k': array of string has inconsistent storage"),
+            std::string::npos);
+  strings.string_ends = {2, 1, 3};
+  EXPECT_NE(err(strings).find("inconsistent storage"), std::string::npos);
+  strings.array_bytes.clear();
+  strings.string_ends.clear();
+  strings.nested_arrays.push_back(GgufValue::make_array(GgufType::kString));
+  EXPECT_NE(err(strings).find("inconsistent storage"), std::string::npos);
+
+  GgufValue ints = GgufValue::make_array(GgufType::kInt32);
+  ints.array_bytes = "abc";  // not a whole int32
+  EXPECT_NE(err(ints).find("array of int32 has inconsistent storage (3 bytes"), std::string::npos);
+  GgufValue bools = GgufValue::make_array(GgufType::kBool);
+  bools.array_bytes = std::string("\x01\x02", 2);
+  EXPECT_NE(err(bools).find("array of bool holds byte 2"), std::string::npos);
+  GgufValue nested = GgufValue::make_array(GgufType::kArray);
+  nested.nested_arrays.push_back(scalar(GgufType::kUint8));
+  EXPECT_NE(err(nested).find("array of array holds a uint8 element"), std::string::npos);
+  nested.nested_arrays = {ints};
+  EXPECT_NE(err(nested).find("array of int32 has inconsistent storage"), std::string::npos);
 }
 
 TEST(GgufWriter, RewritesStories260KIdentically) {
@@ -378,7 +534,7 @@ TEST(GgufWriter, RejectsBadInput) {
             std::string::npos);
   EXPECT_NE(err([&] {
               GgufWriter().set("k", array_of(GgufType::kInt32, {uint_value(GgufType::kUint8, 1)}));
-            }).find("array of int32 holds a uint8 element"),
+            }).find("GGUF array of int32 cannot hold a uint8 element"),
             std::string::npos);
   EXPECT_NE(err([&] {
               TempDir dir;
@@ -402,6 +558,7 @@ Bytes make_hostile_base() {
   w.set_u32("aa.first", 7);
   w.set_u32("aa.other", 8);
   w.set_string_array("zz.strings", {"one", "two"});
+  w.set("cc.bools", array_of(GgufType::kBool, {scalar(GgufType::kBool), scalar(GgufType::kBool)}));
   w.set_bool("bb.flag", true);
   static const std::vector<float> a(8, 1.0f), b(16, 2.0f);
   w.add_tensor("ta.weight", DType::F32, {2, 4}, a.data(), a.size() * 4);
@@ -456,6 +613,10 @@ TEST(GgufHostile, CorruptedFieldsThrowClearErrors) {
        [](Bytes& b) { poke<uint64_t>(b, offset_after(b, "zz.strings") + 16, uint64_t{1} << 50); },
        "file truncated while reading key 'zz.strings'"},
       {"bool value", [](Bytes& b) { b[offset_after(b, "bb.flag") + 4] = 2; }, "bool value 2"},
+      {"bool array element", [](Bytes& b) { b[offset_after(b, "cc.bools") + 4 + 4 + 8 + 1] = 3; },
+       "key 'cc.bools': bool value 3 is not 0 or 1"},
+      {"string array count past end",
+       [](Bytes& b) { poke<uint64_t>(b, offset_after(b, "zz.strings") + 8, 4); }, "hostile.gguf: "},
       {"duplicate key",
        [](Bytes& b) { std::memcpy(&b[offset_after(b, "aa.other") - 8], "aa.first", 8); },
        "duplicate key 'aa.first'"},

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <thread>
+#include <utility>
 
 #include "edgelm/edgelm.h"
 #include "generation/chat_template.h"
@@ -44,7 +45,9 @@ std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   model->impl_ = std::make_unique<ModelImpl>();
   ModelImpl& m = *model->impl_;
   m.loaded = load_model(path);
-  m.tokenizer = std::make_unique<Tokenizer>(m.loaded->vocab);
+  // The tokenizer takes the vocabulary rather than a copy (tokens and merges are
+  // tens of MB for 150k-token vocabularies); m.loaded->vocab is empty from here on.
+  m.tokenizer = std::make_unique<Tokenizer>(std::move(m.loaded->vocab));
   m.threads =
       options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
   m.chat_format = options.chat_template_override.empty()
@@ -71,7 +74,7 @@ std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   info.context_length = c.context_length;
   info.rope_theta = c.rope_theta;
   info.tied_embeddings = c.tied_embeddings;
-  info.tokenizer = tokenizer_kind_name(l.vocab.kind);
+  info.tokenizer = tokenizer_kind_name(m.tokenizer->vocab().kind);
   info.chat_template = chat_format_name(m.chat_format);
   info.weight_bytes_per_token = l.weight_bytes_per_token;
   const GenerationDefaults& d = l.generation_defaults;
@@ -102,10 +105,10 @@ std::string Model::token_piece(int32_t token) const {
 }
 
 int32_t Model::bos_token() const {
-  return impl_->loaded->vocab.bos;
+  return impl_->tokenizer->vocab().bos;
 }
 int32_t Model::eos_token() const {
-  return impl_->loaded->vocab.eos;
+  return impl_->tokenizer->vocab().eos;
 }
 bool Model::is_end_of_generation(int32_t token) const {
   return impl_->tokenizer->is_end_of_generation(token);
