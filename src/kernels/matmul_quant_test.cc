@@ -482,3 +482,40 @@ TEST(MatmulQuantTest, MatmulManyEqualsSeparateMatmuls) {
 
 }  // namespace
 }  // namespace edgelm
+
+namespace edgelm {
+namespace {
+
+// Largest quants everywhere (and Q8_0's -128) against activations of +-127:
+// the integer sums of the SIMD kernels (int16 in AVX2's maddubs) reach their
+// bounds, which random data never does. Exact against the scalar reference.
+TEST(MatmulQuantTest, ExtremeQuantsMatchScalarExactly) {
+  IsaGuard guard;
+  for (DType type : kIntTypes) {
+    const int64_t rows = 9, cols = is_k(type) ? 256 : 64, n = 17;
+    QuantMatrix m;
+    m.bytes.assign(dtype_row_bytes(type, cols) * rows, type == DType::Q8_0 ? 0x80 : 0xFF);
+    const size_t block_bytes = dtype_traits(type).block_bytes;
+    const uint16_t quarter = 0x3400;  // f16 2^-2
+    for (size_t off = 0; off < m.bytes.size(); off += block_bytes) {
+      for (size_t field : scale_offsets(type)) std::memcpy(&m.bytes[off + field], &quarter, 2);
+    }
+    finish(&m, type, rows, cols);
+    std::vector<float> x(static_cast<size_t>(n * cols));
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t i = 0; i < cols; ++i) x[t * cols + i] = t % 2 ? -127.0f : 127.0f;
+    }
+    set_active_isa(Isa::kScalar);
+    const std::vector<float> want = run(m, x, n, nullptr);
+    for (Isa isa : available_isas()) {
+      set_active_isa(isa);
+      const std::vector<float> got = run(m, x, n, nullptr);
+      for (size_t i = 0; i < got.size(); ++i) {
+        ASSERT_EQ(got[i], want[i]) << dtype_name(type) << " " << isa_name(isa) << " at " << i;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace edgelm
