@@ -205,17 +205,10 @@ int bench_command(const BenchFlags& f) {
     text = read_file(f.quality_text);
   }
 
-  // Bandwidth per thread count, measured once (the roofline's denominator).
-  std::vector<std::pair<int, double>> bandwidths;
-  auto bandwidth_for = [&](int threads) {
-    for (const auto& [t, bw] : bandwidths) {
-      if (t == threads) return bw;
-    }
-    const double bw = measure_memory_bandwidth(threads);
-    bandwidths.emplace_back(threads, bw);
-    return bw;
-  };
-
+  // The roofline's denominator: read bandwidth with the row's thread count,
+  // measured right before and right after the row and the higher value kept.
+  // On a shared machine the bandwidth available changes over a long run, and
+  // a measurement slowed by another program would flatter the fraction.
   std::vector<Row> rows;
   for (const std::string& path : models) {
     LoadOptions load_options;
@@ -226,6 +219,7 @@ int bench_command(const BenchFlags& f) {
     Row quality_row;
     if (quality) measure_quality(base, model, text, f, quality_row);
     for (int threads : thread_counts) {
+      const double bandwidth_before = measure_memory_bandwidth(effective_threads(threads));
       reset_peak_rss();
       Row row;
       row.info = model->info();
@@ -235,7 +229,7 @@ int bench_command(const BenchFlags& f) {
           row.info.n_params > 0 ? 8.0 * row.info.file_bytes / row.info.n_params : 0;
       measure_speed(model, f, row);
       row.rss = peak_rss_mib();  // before the bandwidth test's own buffer
-      bandwidth_for(row.threads);
+      row.bandwidth = std::max(bandwidth_before, measure_memory_bandwidth(row.threads));
       row.has_quality = quality_row.has_quality;
       row.ppl = quality_row.ppl;
       row.ppl_uncertainty = quality_row.ppl_uncertainty;
@@ -245,10 +239,6 @@ int bench_command(const BenchFlags& f) {
     }
   }
 
-  // Measured again after the models ran and the higher value kept: on a shared
-  // machine another program can slow one measurement, which would flatter the
-  // roofline fraction (a higher bandwidth only makes the fraction smaller).
-  for (auto& [threads, bw] : bandwidths) bw = std::max(bw, measure_memory_bandwidth(threads));
   // A decode step must stream every weight once and the KV cache of all
   // earlier positions (keys and values of every layer): that is the roofline.
   const double kv_element_bytes = f.kv_type == "f32" ? 4.0 : f.kv_type == "q8_0" ? 34.0 / 32 : 2.0;
@@ -257,7 +247,6 @@ int bench_command(const BenchFlags& f) {
     const ModelInfo& m = row.info;
     row.kv_bytes_per_token =
         2.0 * m.n_layers * m.n_kv_heads * m.head_dim * kv_element_bytes * mean_context;
-    row.bandwidth = bandwidth_for(row.threads);
     const double bytes_per_token =
         static_cast<double>(m.weight_bytes_per_token) + row.kv_bytes_per_token;
     row.roofline = row.decode / (row.bandwidth * 1e9 / bytes_per_token);
