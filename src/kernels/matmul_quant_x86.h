@@ -431,6 +431,17 @@ inline void high_bit_masks(const uint8_t* g, __mmask64* lo, __mmask64* hi) {
   *hi = _cvtu64_mask64(mhi);
 }
 
+// The f16 values at p, p + kStride, ..., p + 7 kStride.
+template <size_t kStride>
+inline __m128i halves_at(const uint8_t* p) {
+  auto at = [&](int k) {
+    uint16_t h;
+    std::memcpy(&h, p + k * kStride, 2);
+    return static_cast<short>(h);
+  };
+  return _mm_setr_epi16(at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7));
+}
+
 template <typename F, int R>
 inline void matvec_32_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a,
                           float* y) {
@@ -474,14 +485,12 @@ inline void matvec_32_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, con
         const __m512i l0 = _mm512_loadu_si512(g), l1 = _mm512_loadu_si512(g + 64);
         dw = _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutex2var_epi16(l0, d_idx, l1)));
       } else {
-        alignas(16) uint16_t dh[8];
-        for (int k = 0; k < 8; ++k) std::memcpy(&dh[k], g + k * kBytes, 2);
-        dw = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dh)));
+        // Inserted one by one: eight 2-byte stores and a vector load would stall
+        // on store forwarding.
+        dw = _mm256_cvtph_ps(halves_at<kBytes>(g));
       }
       if constexpr (F::kMin) {
-        alignas(16) uint16_t mh[8];
-        for (int k = 0; k < 8; ++k) std::memcpy(&mh[k], g + k * kBytes + offsetof(Block, m), 2);
-        corr = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(mh)));
+        corr = _mm256_cvtph_ps(halves_at<kBytes>(g + offsetof(Block, m)));
       } else {
         corr = _mm256_mul_ps(dw, _mm256_set1_ps(-static_cast<float>(F::kOffset)));
       }
