@@ -416,22 +416,6 @@ struct ZmmLayout {  // byte offsets inside a block
   static constexpr size_t kQs = offsetof(Block, qs);
 };
 
-// Bit 4 of the 32 values of block k, as 64-bit masks over four blocks' 16-byte
-// lanes: low nibbles (values 0..15) and high nibbles (values 16..31).
-template <typename Block>
-inline void high_bit_masks(const uint8_t* g, __mmask64* lo, __mmask64* hi) {
-  uint64_t mlo = 0, mhi = 0;
-  for (int k = 0; k < 4; ++k) {
-    uint32_t qh;
-    std::memcpy(&qh, g + k * sizeof(Block) + offsetof(Block, qh), 4);
-    mlo |= static_cast<uint64_t>(qh & 0xFFFF) << (16 * k);
-    mhi |= static_cast<uint64_t>(qh >> 16) << (16 * k);
-  }
-  *lo = _cvtu64_mask64(mlo);
-  *hi = _cvtu64_mask64(mhi);
-}
-
-// The f16 values at p, p + kStride, ..., p + 7 kStride.
 template <size_t kStride>
 inline __m128i halves_at(const uint8_t* p) {
   auto at = [&](int k) {
@@ -463,6 +447,12 @@ inline void matvec_32_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, con
   const __m512i expand_hi = _mm512_set_epi32(7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4);
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   const __m512i bit4 = _mm512_set1_epi8(0x10);
+  const __m512i lane_of_word = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+  const __m512i pick_lo =
+      _mm512_broadcast_i32x4(_mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
+  const __m512i pick_hi =
+      _mm512_broadcast_i32x4(_mm_setr_epi8(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+  const __m512i bit_of_byte = _mm512_set1_epi64(0x8040201008040201);
   for (int64_t b = 0; b < nb8; b += 8) {
     // x of blocks b..b+7 split into low and high halves to match the nibbles.
     const int8_t* xq = a.q + b * kQK;
@@ -510,8 +500,20 @@ inline void matvec_32_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, con
         __m512i lo = _mm512_and_si512(v[h], m4);
         __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v[h], 4), m4);
         if constexpr (L::kHigh) {
-          __mmask64 mlo, mhi;
-          high_bit_masks<Block>(g + 4 * h * kBytes, &mlo, &mhi);
+          // qh of block k into 128-bit lane k; byte j of a lane then takes bit j
+          // (low nibbles: bits 0..15, high nibbles: bits 16..31) as a mask bit.
+          const uint8_t* qh = g + 4 * h * kBytes + offsetof(Block, qh);
+          auto at = [&](int k) {
+            int32_t v;
+            std::memcpy(&v, qh + k * kBytes, 4);
+            return v;
+          };
+          const __m512i rep = _mm512_permutexvar_epi32(
+              lane_of_word, _mm512_castsi128_si512(_mm_setr_epi32(at(0), at(1), at(2), at(3))));
+          const __mmask64 mlo =
+              _mm512_test_epi8_mask(_mm512_shuffle_epi8(rep, pick_lo), bit_of_byte);
+          const __mmask64 mhi =
+              _mm512_test_epi8_mask(_mm512_shuffle_epi8(rep, pick_hi), bit_of_byte);
           lo = _mm512_or_si512(lo, _mm512_maskz_mov_epi8(mlo, bit4));
           hi = _mm512_or_si512(hi, _mm512_maskz_mov_epi8(mhi, bit4));
         }
