@@ -245,6 +245,18 @@ inline void k4_scales_mins(const uint8_t* packed, uint8_t out[16]) {
   std::memcpy(out, u, 16);
 }
 
+// The same 16 bytes in a register (no store and reload: a vector load of
+// bytes just written by narrower stores stalls on store forwarding).
+inline __m128i k4_scales_mins_vec(const uint8_t* packed) {
+  uint32_t u[3];
+  std::memcpy(u, packed, 12);
+  const uint32_t kLow6 = 0x3f3f3f3f, kLow4 = 0x0f0f0f0f, kLow2 = 0x03030303;
+  const uint32_t scales_hi = (u[2] & kLow4) | (((u[0] >> 6) & kLow2) << 4);
+  const uint32_t mins_hi = ((u[2] >> 4) & kLow4) | (((u[1] >> 6) & kLow2) << 4);
+  return _mm_setr_epi32(static_cast<int>(u[0] & kLow6), static_cast<int>(scales_hi),
+                        static_cast<int>(u[1] & kLow6), static_cast<int>(mins_hi));
+}
+
 struct X86Q4_K {
   using Block = BlockQ4_K;
   // 64 values of chunk c (sub-blocks 2c, 2c+1) as unsigned bytes.
@@ -566,9 +578,7 @@ inline void matvec_k4_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, con
       _mm_prefetch(next, _MM_HINT_T0);
       _mm_prefetch(next + 64, _MM_HINT_T0);
       _mm_prefetch(next + 128, _MM_HINT_T0);
-      alignas(16) uint8_t sm[16];
-      k4_scales_mins(blk->scales, sm);
-      const __m128i sm16 = _mm_load_si128(reinterpret_cast<const __m128i*>(sm));
+      const __m128i sm16 = k4_scales_mins_vec(blk->scales);
       const __m256 sc = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm16)),
                                       _mm256_set1_ps(f16(blk->d) * dx));
       const __m512 scz = _mm512_castps256_ps512(sc);
