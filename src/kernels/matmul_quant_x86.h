@@ -257,6 +257,25 @@ inline __m128i k4_scales_mins_vec(const uint8_t* packed) {
                         static_cast<int>(u[1] & kLow6), static_cast<int>(mins_hi));
 }
 
+#if EDGELM_QUANT_VNNI
+// k4_scales_mins for four blocks at once, one per 128-bit lane (12 packed
+// bytes in words 0..2 of each lane in; 8 scales then 8 mins out).
+inline __m512i k4_scales_mins_x4(__m512i packed) {
+  const __m512i low6 = _mm512_set1_epi32(0x3f3f3f3f);
+  const __m512i low4 = _mm512_set1_epi32(0x0f0f0f0f);
+  const __m512i low2 = _mm512_set1_epi32(0x03030303);
+  // Words (u0, u2, u1, u2 >> 4) & (low6, low4, low6, low4) ...
+  const __m512i first = _mm512_and_si512(
+      _mm512_srlv_epi32(_mm512_shuffle_epi32(packed, _MM_PERM_CBCA), _mm512_set4_epi32(4, 0, 0, 0)),
+      _mm512_mask_blend_epi32(0xAAAA, low6, low4));
+  // ... | ((u0, u0, u1, u1) >> 6 & low2) << 4 in words 1 and 3.
+  const __m512i second = _mm512_maskz_slli_epi32(
+      0xAAAA,
+      _mm512_and_si512(_mm512_srli_epi32(_mm512_shuffle_epi32(packed, _MM_PERM_BBAA), 6), low2), 4);
+  return _mm512_or_si512(first, second);
+}
+#endif
+
 struct X86Q4_K {
   using Block = BlockQ4_K;
   // 64 values of chunk c (sub-blocks 2c, 2c+1) as unsigned bytes.
@@ -566,19 +585,37 @@ inline void matvec_k4_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, con
   }
   const size_t ahead = prefetch_distance(R * row_bytes);
   const __m512i m4 = _mm512_set1_epi8(0x0F);
+  const __m512i lane_words = _mm512_setr_epi32(0, 1, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
   for (int64_t b = 0; b < nb; ++b) {
     const int8_t* xq = a.q + b * kQK_K;
     __m512i x[4];
     for (int c = 0; c < 4; ++c) x[c] = _mm512_loadu_si512(xq + 64 * c);
     const float dx = a.d[b];
     const __m128i xs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a.s32 + 8 * b));
+    // The 6-bit scales and mins of all R rows unpacked at once, row r in lane r.
+    __m512i sm_rows = _mm512_setzero_si512();
+    if constexpr (R == 4) {
+      for (int r = 0; r < 4; ++r) {
+        const Block* blk = reinterpret_cast<const Block*>(rows + r * row_bytes) + b;
+        const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->scales));
+        sm_rows = r == 0 ? _mm512_castsi128_si512(packed)
+                         : _mm512_mask_broadcast_i32x4(sm_rows, 0xF << (4 * r), packed);
+      }
+      sm_rows = k4_scales_mins_x4(sm_rows);
+    }
     for (int r = 0; r < R; ++r) {
       const Block* blk = reinterpret_cast<const Block*>(rows + r * row_bytes) + b;
       const char* next = reinterpret_cast<const char*>(blk) + ahead;
       _mm_prefetch(next, _MM_HINT_T0);
       _mm_prefetch(next + 64, _MM_HINT_T0);
       _mm_prefetch(next + 128, _MM_HINT_T0);
-      const __m128i sm16 = k4_scales_mins_vec(blk->scales);
+      __m128i sm16;
+      if constexpr (R == 4) {
+        sm16 = _mm512_castsi512_si128(_mm512_permutexvar_epi32(
+            _mm512_add_epi32(_mm512_set1_epi32(4 * r), lane_words), sm_rows));
+      } else {
+        sm16 = k4_scales_mins_vec(blk->scales);
+      }
       const __m256 sc = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm16)),
                                       _mm256_set1_ps(f16(blk->d) * dx));
       const __m512 scz = _mm512_castps256_ps512(sc);
