@@ -243,7 +243,7 @@ TEST(MatmulQuantTest, EveryIsaMatchesScalarExactly) {
   ThreadPool pool2(2), pool3(3);
   ThreadPool* pools[] = {nullptr, &pool2, &pool3};
   const int64_t row_list[] = {1, 2, 3, 4, 5, 7, 8, 13, 31, 70};
-  // 16+ tokens take the repacked GEMM where an ISA has one.
+  // 2+ tokens take the repacked GEMM where an ISA has one (scalar: per-token tiles).
   const int64_t n_list[] = {1, 2, 3, 5, 8, 9, 19, 16, 35, 40};
   int checked = 0;
   for (DType type : kIntTypes) {
