@@ -195,6 +195,20 @@ void register_all(bool all_isas) {
       }
     }
   }
+  // Short prompts (a chat turn, speculative drafts): time per token of a 2048 x 2048
+  // matmul at 2..32 tokens, the range where the repacked GEMM takes over from
+  // per-token kernels (kGemmMinTokens). Not part of the summary.
+  const Shape short_shape = {"short-prompt", 2048, 2048};
+  for (DType type : {DType::Q8_0, DType::Q4_K}) {
+    for (int64_t n : {2, 4, 8, 16, 32}) {
+      const std::string name = std::string("short_prefill/") + dtype_name(type) + "/" +
+                               isa_name(best_supported_isa()) + "/n:" + std::to_string(n);
+      benchmark::RegisterBenchmark(name.c_str(), run_matmul, best_supported_isa(), type,
+                                   short_shape, 1, n)
+          ->UseRealTime()
+          ->Unit(benchmark::kMicrosecond);
+    }
+  }
 }
 
 // BM_QuantizeActs: quantizing one token's activations (done once per matmul
