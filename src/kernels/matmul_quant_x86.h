@@ -444,8 +444,60 @@ struct ZmmLayout {  // byte offsets inside a block
   using Block = typename F::Block;
   static constexpr bool kHigh =
       std::is_same_v<Block, BlockQ5_0> || std::is_same_v<Block, BlockQ5_1>;
-  static constexpr size_t kQs = offsetof(Block, qs);
+  static constexpr int kQs = offsetof(Block, qs);
+  static constexpr int kQhOffset = [] {
+    if constexpr (kHigh) return static_cast<int>(offsetof(Block, qh));
+    return 0;
+  }();
+  static constexpr int kMOffset = [] {
+    if constexpr (F::kMin) return static_cast<int>(offsetof(Block, m));
+    return 0;
+  }();
 };
+
+// Which of a group's 8 halves at field_byte lie past word 63 (in the third zmm).
+constexpr __mmask32 third_half_mask(int block_bytes, int field_byte) {
+  uint32_t m = 0;
+  for (int k = 0; k < 8; ++k) {
+    if (k * block_bytes / 2 + field_byte / 2 >= 64) m |= 1u << k;
+  }
+  return m;
+}
+
+inline __m512i load512(const void* p) {
+  return _mm512_loadu_si512(p);
+}
+
+// Word indices for _mm512_permutex2var_epi16 over the 8 blocks of a group
+// (group bytes = 8 * sizeof(Block) <= 192, loaded as three zmm l0, l1, l2):
+// block k's field at word k * block_words + field_word. Half 0 (blocks 0..3)
+// indexes (l0, l1); half 1 (blocks 4..7) indexes (l1, l2), i.e. word - 32.
+struct GroupWordIndex {
+  alignas(64) uint16_t qs[2][32];     // lane k: the 8 words of block 4h + k's quants
+  alignas(64) uint16_t qh[2][32];     // lane k: block 4h + k's 2 qh words, 4 times
+  alignas(64) uint16_t field[2][32];  // word k < 8: block k's f16 at field_byte
+};
+constexpr GroupWordIndex group_word_index(int block_bytes, int qs_byte, int qh_byte,
+                                          int field_byte) {
+  GroupWordIndex t{};
+  const int bw = block_bytes / 2;
+  for (int h = 0; h < 2; ++h) {
+    for (int k = 0; k < 4; ++k) {
+      const int block = 4 * h + k;
+      for (int j = 0; j < 8; ++j) {
+        t.qs[h][8 * k + j] = static_cast<uint16_t>((block * bw + qs_byte / 2 + j - 32 * h) & 63);
+        t.qh[h][8 * k + j] =
+            static_cast<uint16_t>((block * bw + qh_byte / 2 + (j & 1) - 32 * h) & 63);
+      }
+    }
+  }
+  for (int k = 0; k < 8; ++k) {
+    const int word = k * bw + field_byte / 2;
+    t.field[0][k] = static_cast<uint16_t>(word & 63);         // from (l0, l1)
+    t.field[1][k] = static_cast<uint16_t>((word - 32) & 63);  // from (l1, l2)
+  }
+  return t;
+}
 
 template <size_t kStride>
 inline __m128i halves_at(const uint8_t* p) {
@@ -471,14 +523,20 @@ inline void matvec_32_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, con
     acc_off[r] = _mm256_setzero_ps();
   }
   const size_t ahead = prefetch_distance(R * row_bytes);
+  static constexpr GroupWordIndex kIndexD = group_word_index(kBytes, L::kQs, L::kQhOffset, 0);
+  static constexpr GroupWordIndex kIndexM =
+      group_word_index(kBytes, L::kQs, L::kQhOffset, L::kMOffset);
+  // Bytes of the group in the third zmm, and which of the 8 halves come from it.
+  constexpr __mmask64 kThirdMask =
+      8 * kBytes >= 192 ? ~__mmask64{0} : (__mmask64{1} << (8 * kBytes - 128)) - 1;
+  constexpr __mmask32 kDFromThird = third_half_mask(kBytes, 0);
+  constexpr __mmask32 kMFromThird = third_half_mask(kBytes, L::kMOffset);
   const __m512i lo_idx = _mm512_set_epi64(13, 12, 9, 8, 5, 4, 1, 0);
   const __m512i hi_idx = _mm512_set_epi64(15, 14, 11, 10, 7, 6, 3, 2);
-  const __m512i d_idx = _mm512_set_epi64(0, 0, 0, 0, 0, 0, 0x003f0036002d0024, 0x001b001200090000);
   const __m512i expand_lo = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
   const __m512i expand_hi = _mm512_set_epi32(7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4);
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   const __m512i bit4 = _mm512_set1_epi8(0x10);
-  const __m512i lane_of_word = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
   const __m512i pick_lo =
       _mm512_broadcast_i32x4(_mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
   const __m512i pick_hi =
@@ -500,31 +558,26 @@ inline void matvec_32_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, con
       for (size_t off = 0; off < 8 * kBytes; off += 64) {
         _mm_prefetch(reinterpret_cast<const char*>(g) + ahead + off, _MM_HINT_T0);
       }
-      __m256 dw, corr;
-      if constexpr (std::is_same_v<Block, BlockQ4_0>) {
-        // The eight f16 scales sit every 9 words of the 144 bytes: one permute.
-        const __m512i l0 = _mm512_loadu_si512(g), l1 = _mm512_loadu_si512(g + 64);
-        dw = _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutex2var_epi16(l0, d_idx, l1)));
-      } else {
-        // Inserted one by one: eight 2-byte stores and a vector load would stall
-        // on store forwarding.
-        dw = _mm256_cvtph_ps(halves_at<kBytes>(g));
-      }
+      // The group's 8 * kBytes (<= 192) bytes as three zmm; the third is a
+      // masked load, so nothing past the group is read. Every field is then
+      // one word permute away (the block sizes are even).
+      const __m512i l0 = _mm512_loadu_si512(g), l1 = _mm512_loadu_si512(g + 64);
+      const __m512i l2 = _mm512_maskz_loadu_epi8(kThirdMask, g + 128);
+      auto halves = [&](const GroupWordIndex& index, __mmask32 from_third) {
+        const __m512i lo = _mm512_permutex2var_epi16(l0, load512(index.field[0]), l1);
+        const __m512i hi = _mm512_permutex2var_epi16(l1, load512(index.field[1]), l2);
+        return _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_mask_blend_epi16(from_third, lo, hi)));
+      };
+      const __m256 dw = halves(kIndexD, kDFromThird);
+      __m256 corr;
       if constexpr (F::kMin) {
-        corr = _mm256_cvtph_ps(halves_at<kBytes>(g + offsetof(Block, m)));
+        corr = halves(kIndexM, kMFromThird);
       } else {
         corr = _mm256_mul_ps(dw, _mm256_set1_ps(-static_cast<float>(F::kOffset)));
       }
       const __m512 scale = _mm512_castps256_ps512(_mm256_mul_ps(dw, dx));
-      __m512i v[2];
-      for (int h = 0; h < 2; ++h) {
-        const uint8_t* q = g + 4 * h * kBytes + L::kQs;
-        v[h] = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)));
-        for (int k = 1; k < 4; ++k) {
-          v[h] = _mm512_inserti32x4(
-              v[h], _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + k * kBytes)), k);
-        }
-      }
+      const __m512i v[2] = {_mm512_permutex2var_epi16(l0, load512(kIndexD.qs[0]), l1),
+                            _mm512_permutex2var_epi16(l1, load512(kIndexD.qs[1]), l2)};
       __m512i s[2];
       const __m512i xlo[2] = {xlo0, xlo1}, xhi[2] = {xhi0, xhi1};
       for (int h = 0; h < 2; ++h) {
@@ -533,14 +586,8 @@ inline void matvec_32_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, con
         if constexpr (L::kHigh) {
           // qh of block k into 128-bit lane k; byte j of a lane then takes bit j
           // (low nibbles: bits 0..15, high nibbles: bits 16..31) as a mask bit.
-          const uint8_t* qh = g + 4 * h * kBytes + offsetof(Block, qh);
-          auto at = [&](int k) {
-            int32_t v;
-            std::memcpy(&v, qh + k * kBytes, 4);
-            return v;
-          };
-          const __m512i rep = _mm512_permutexvar_epi32(
-              lane_of_word, _mm512_castsi128_si512(_mm_setr_epi32(at(0), at(1), at(2), at(3))));
+          const __m512i rep = h == 0 ? _mm512_permutex2var_epi16(l0, load512(kIndexD.qh[0]), l1)
+                                     : _mm512_permutex2var_epi16(l1, load512(kIndexD.qh[1]), l2);
           const __mmask64 mlo =
               _mm512_test_epi8_mask(_mm512_shuffle_epi8(rep, pick_lo), bit_of_byte);
           const __mmask64 mhi =
