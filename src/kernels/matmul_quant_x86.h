@@ -499,16 +499,6 @@ constexpr GroupWordIndex group_word_index(int block_bytes, int qs_byte, int qh_b
   return t;
 }
 
-template <size_t kStride>
-inline __m128i halves_at(const uint8_t* p) {
-  auto at = [&](int k) {
-    uint16_t h;
-    std::memcpy(&h, p + k * kStride, 2);
-    return static_cast<short>(h);
-  };
-  return _mm_setr_epi16(at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7));
-}
-
 template <typename F, int R>
 inline void matvec_32_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a,
                           float* y) {
