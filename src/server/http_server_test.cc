@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <chrono>
 #include <thread>
 
 #include "edgelm/edgelm.h"
@@ -95,9 +96,17 @@ TEST_F(HttpServerTest, ErrorsAndEmbeddings) {
   json out = json::parse(res->body);
   ASSERT_EQ(out["data"].size(), 2u);
   EXPECT_GT(out["data"][0]["embedding"].size(), 0u);
-  res = client_->Get("/metrics");
-  EXPECT_NE(res->body.find("edgelm_requests_total{route=\"/v1/embeddings\",status=\"200\"} 1"),
-            std::string::npos);
+  // Requests are counted when logged, just after the response went out: the
+  // client can ask for /metrics before that, so poll (bounded) for the line.
+  const std::string line = "edgelm_requests_total{route=\"/v1/embeddings\",status=\"200\"} 1";
+  bool counted = false;
+  for (int attempt = 0; attempt < 200 && !counted; ++attempt) {
+    if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    res = client_->Get("/metrics");
+    ASSERT_TRUE(res);
+    counted = res->body.find(line) != std::string::npos;
+  }
+  EXPECT_TRUE(counted) << res->body;
 }
 
 TEST_F(HttpServerTest, ApiKey) {
