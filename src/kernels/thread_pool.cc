@@ -215,10 +215,13 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
                               FunctionRef<void(int64_t begin, int64_t end)> fn) {
   if (n <= 0) return;
   grain = std::max<int64_t>(grain, 1);
-  // A few chunks per thread, handed out from a shared counter: if the OS
+  // Two chunks per thread, handed out from a shared counter: if the OS
   // preempts one worker (other programs on a small device), the others take
-  // over its remaining chunks instead of waiting for it.
-  constexpr int64_t kChunksPerThread = 4;
+  // over its remaining chunks instead of waiting for it. More chunks balance
+  // better but every claim moves the counter's cache line between cores: on
+  // SmolLM2-sized matrices (a few microseconds each) 2 decoded 6-13% faster
+  // than 4 at 2 threads.
+  constexpr int64_t kChunksPerThread = 2;
   const int64_t chunks =
       std::min<int64_t>(n_threads_ * kChunksPerThread, std::max<int64_t>(1, n / grain));
   if (chunks <= 1 || n_threads_ == 1 || t_inside_pool) {
