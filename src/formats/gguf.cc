@@ -97,27 +97,7 @@ void set_unsigned(GgufValue& v, uint64_t x) {
 
 // Bytes of one element in a packed number/bool array; 0 for strings and arrays.
 size_t packed_size(GgufType t) {
-  switch (t) {
-    case GgufType::kUint8:
-    case GgufType::kInt8:
-    case GgufType::kBool:
-      return 1;
-    case GgufType::kUint16:
-    case GgufType::kInt16:
-      return 2;
-    case GgufType::kUint32:
-    case GgufType::kInt32:
-    case GgufType::kFloat32:
-      return 4;
-    case GgufType::kUint64:
-    case GgufType::kInt64:
-    case GgufType::kFloat64:
-      return 8;
-    case GgufType::kString:
-    case GgufType::kArray:
-      return 0;
-  }
-  return 0;
+  return t == GgufType::kString || t == GgufType::kArray ? 0 : min_encoded_bytes(t);
 }
 
 template <typename T>

@@ -137,21 +137,9 @@ struct Avx2GemmQ6K {
   static void unpack(const uint8_t* row, int64_t g, int, uint8_t* out, uint32_t* words,
                      uint32_t* group_words) {
     const auto* blk = reinterpret_cast<const BlockQ6_K*>(row) + g;
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int h = 0; h < 2; ++h) {
-      const __m256i ql0 = load256(blk->ql + 64 * h);
-      const __m256i ql1 = load256(blk->ql + 64 * h + 32);
-      const __m256i qh = load256(blk->qh + 32 * h);
       __m256i q[4];
-      q[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4),
-                             _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x03)), 4));
-      q[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),
-                             _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x0C)), 2));
-      q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                             _mm256_and_si256(qh, _mm256_set1_epi8(0x30)));
-      q[3] = _mm256_or_si256(
-          _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-          _mm256_srli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(static_cast<char>(0xC0))), 2));
+      q6_k_half(blk, h, q);
       for (int k = 0; k < 4; ++k) {
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 128 * h + 32 * k), q[k]);
       }
@@ -445,13 +433,7 @@ void gemm_micro_avx2(const Avx2Panel* panels, int64_t cols, const QuantActs& a, 
 template <typename G, int P, int T>
 void gemm_tokens_avx2(const Avx2Panel* panels, int64_t cols, const QuantActs& a, int64_t t0,
                       float* y, int64_t y_stride, const __m256i* mask) {
-  QuantActs at = a;
-  at.q += t0 * a.q_stride;
-  at.d += t0 * a.d_stride;
-  at.dsum += t0 * a.d32_stride;
-  at.s32 += t0 * a.d32_stride;
-  at.s16 += t0 * a.s16_stride;
-  gemm_micro_avx2<G, P, T>(panels, cols, at, y + t0 * y_stride, y_stride, mask);
+  gemm_micro_avx2<G, P, T>(panels, cols, acts_from_token(a, t0), y + t0 * y_stride, y_stride, mask);
 }
 
 // The last n % T tokens.

@@ -91,21 +91,9 @@ struct GemmQ6K {  // sub-blocks of 16, value = d*sc*(q - 32)
   static constexpr bool kMin = false;
   static void unpack(const uint8_t* row, int64_t g, int, uint8_t* out, float* scale, float* mcoef) {
     const auto* blk = reinterpret_cast<const BlockQ6_K*>(row) + g;
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int h = 0; h < 2; ++h) {
-      const __m256i ql0 = load256(blk->ql + 64 * h);
-      const __m256i ql1 = load256(blk->ql + 64 * h + 32);
-      const __m256i qh = load256(blk->qh + 32 * h);
       __m256i q[4];
-      q[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4),
-                             _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x03)), 4));
-      q[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),
-                             _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x0C)), 2));
-      q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                             _mm256_and_si256(qh, _mm256_set1_epi8(0x30)));
-      q[3] = _mm256_or_si256(
-          _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-          _mm256_srli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(static_cast<char>(0xC0))), 2));
+      q6_k_half(blk, h, q);
       for (int k = 0; k < 4; ++k) {
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 128 * h + 32 * k), q[k]);
       }
@@ -309,19 +297,14 @@ void gemm_micro(const PanelView* panels, int64_t blocks, const QuantActs& a, flo
   }
 }
 
-constexpr int kGemmTokens =
-    4;  // 6 measured no faster, 8 spills registers  // tokens per micro-kernel call
+// Tokens per micro-kernel call: 6 measured no faster, 8 spills registers.
+constexpr int kGemmTokens = 4;
+static_assert(kGemmTokens == 4, "quant_gemm's tail switch handles 1..3 tokens");
 
 template <typename G, int T>
 void gemm_tokens(const PanelView* panels, int64_t blocks, const QuantActs& a, int64_t t0, float* y,
                  int64_t y_stride, const __mmask16* mask) {
-  QuantActs at = a;
-  at.q += t0 * a.q_stride;
-  at.d += t0 * a.d_stride;
-  at.dsum += t0 * a.d32_stride;
-  at.s32 += t0 * a.d32_stride;
-  at.s16 += t0 * a.s16_stride;
-  gemm_micro<G, T>(panels, blocks, at, y + t0 * y_stride, y_stride, mask);
+  gemm_micro<G, T>(panels, blocks, acts_from_token(a, t0), y + t0 * y_stride, y_stride, mask);
 }
 
 // QuantGemmFn: rows [row_begin, row_end) x n tokens, in kGemmRows-row groups.
@@ -345,19 +328,7 @@ void quant_gemm(const WeightMatrix& w, const QuantActs& a, int64_t n, float* y, 
     for (; t + kGemmTokens <= n; t += kGemmTokens) {
       gemm_tokens<G, kGemmTokens>(panels, blocks, a, t, yr, y_stride, mask);
     }
-    switch (n - t) {
-      case 7:
-        gemm_tokens<G, 7>(panels, blocks, a, t, yr, y_stride, mask);
-        break;
-      case 6:
-        gemm_tokens<G, 6>(panels, blocks, a, t, yr, y_stride, mask);
-        break;
-      case 5:
-        gemm_tokens<G, 5>(panels, blocks, a, t, yr, y_stride, mask);
-        break;
-      case 4:
-        gemm_tokens<G, 4>(panels, blocks, a, t, yr, y_stride, mask);
-        break;
+    switch (n - t) {  // the last n % kGemmTokens tokens
       case 3:
         gemm_tokens<G, 3>(panels, blocks, a, t, yr, y_stride, mask);
         break;

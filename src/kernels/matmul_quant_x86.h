@@ -364,6 +364,35 @@ inline void tile_k4(const uint8_t* rows, size_t row_bytes, int64_t nb, const Qua
   }
 }
 
+// Half h of a Q6_K block as unsigned 6-bit quants: q[k] holds values
+// 128 h + 32 k .. + 31 (sub-blocks 8 h + 2 k and 8 h + 2 k + 1).
+inline void q6_k_half(const BlockQ6_K* blk, int h, __m256i q[4]) {
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  const __m256i ql0 = load256(blk->ql + 64 * h);
+  const __m256i ql1 = load256(blk->ql + 64 * h + 32);
+  const __m256i qh = load256(blk->qh + 32 * h);
+  q[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4),
+                         _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x03)), 4));
+  q[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),
+                         _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x0C)), 2));
+  q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                         _mm256_and_si256(qh, _mm256_set1_epi8(0x30)));
+  q[3] = _mm256_or_si256(
+      _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+      _mm256_srli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(static_cast<char>(0xC0))), 2));
+}
+
+// The activations of tokens t, t + 1, ... (the same arrays, moved t tokens on).
+inline QuantActs acts_from_token(const QuantActs& a, int64_t t) {
+  QuantActs at = a;
+  at.q += t * a.q_stride;
+  at.d += t * a.d_stride;
+  at.dsum += t * a.d32_stride;
+  at.s32 += t * a.d32_stride;
+  at.s16 += t * a.s16_stride;
+  return at;
+}
+
 // Q6_K: y += dx * d * sum_j sc_j * (dot_j - 32 * xsum_j), sub-blocks of 16.
 template <int R, int T>
 inline void tile_q6_k(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a,
@@ -372,7 +401,6 @@ inline void tile_q6_k(const uint8_t* rows, size_t row_bytes, int64_t nb, const Q
   for (int r = 0; r < R; ++r) {
     for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
   }
-  const __m256i m4 = _mm256_set1_epi8(0x0F);
   const size_t ahead = prefetch_distance(R * row_bytes);
   for (int64_t b = 0; b < nb; ++b) {
     for (int r = 0; r < R; ++r) {
@@ -395,19 +423,8 @@ inline void tile_q6_k(const uint8_t* rows, size_t row_bytes, int64_t nb, const Q
             _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_madd_epi16(sc16, xs)), 5);
       }
       for (int h = 0; h < 2; ++h) {
-        const __m256i ql0 = load256(blk->ql + 64 * h);
-        const __m256i ql1 = load256(blk->ql + 64 * h + 32);
-        const __m256i qh = load256(blk->qh + 32 * h);
         __m256i q[4];
-        q[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4),
-                               _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x03)), 4));
-        q[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),
-                               _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x0C)), 2));
-        q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                               _mm256_and_si256(qh, _mm256_set1_epi8(0x30)));
-        q[3] = _mm256_or_si256(
-            _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-            _mm256_srli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(static_cast<char>(0xC0))), 2));
+        q6_k_half(blk, h, q);
         for (int k = 0; k < 4; ++k) {
           // Sub-blocks j = 8h + 2k (first 16 values) and j + 1 (next 16).
           const int j = 8 * h + 2 * k;
@@ -875,12 +892,7 @@ void quant_matmul(const WeightMatrix& w, const QuantActs& a, int64_t n, float* y
     const uint8_t* row = base + r * w.row_bytes;
     int64_t t = 0;
     for (; t + kTokens <= n; t += kTokens) {
-      QuantActs at = a;
-      at.q += t * a.q_stride;
-      at.d += t * a.d_stride;
-      at.dsum += t * a.d32_stride;
-      at.s32 += t * a.d32_stride;
-      at.s16 += t * a.s16_stride;
+      const QuantActs at = acts_from_token(a, t);
       float* yt = y + t * y_stride + r;
 #if EDGELM_QUANT_VNNI
       if constexpr (std::is_same_v<F, X86Q4_0> || std::is_same_v<F, X86Q8_0>) {
@@ -897,12 +909,7 @@ void quant_matmul(const WeightMatrix& w, const QuantActs& a, int64_t n, float* y
       tile<F, Kind, 1, kTokens>(row, w.row_bytes, w.cols, at, yt, y_stride);
     }
     for (; t < n; ++t) {
-      QuantActs at = a;
-      at.q += t * a.q_stride;
-      at.d += t * a.d_stride;
-      at.dsum += t * a.d32_stride;
-      at.s32 += t * a.d32_stride;
-      at.s16 += t * a.s16_stride;
+      const QuantActs at = acts_from_token(a, t);
       tile<F, Kind, 1, 1>(row, w.row_bytes, w.cols, at, y + t * y_stride + r, y_stride);
     }
   }

@@ -174,14 +174,23 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
     const ModelConfig* c;
     KvCache* cache;
     ForwardBuffers* buf;
-    int layer, position, head_dim, group, threads;
+    int layer, position, head_dim, group;
     float scale;
     int64_t items;
     size_t scores_per_thread;
     size_t value_row_floats;
     std::atomic<int64_t> next_item;
-  } ctx{&c,    &cache,  &buf,  layer, position,          head_dim,
-        group, threads, scale, items, scores_per_thread, buf.value_rows.size() / threads,
+  } ctx{&c,
+        &cache,
+        &buf,
+        layer,
+        position,
+        head_dim,
+        group,
+        scale,
+        items,
+        scores_per_thread,
+        buf.value_rows.size() / threads,
         {0}};
   // Items are handed out one by one, so a thread that starts late (or not at
   // all, on a busy machine) leaves its share to the others.
