@@ -27,6 +27,7 @@ struct PerplexityFlags {
   std::string kl_base;      // --kl-base
   int top_k = 64;
   std::string json_path;
+  std::string kv_type = "f16";
 };
 
 // Progress bar over chunks with the running PPL (and KLD) after it.
@@ -163,9 +164,11 @@ int perplexity_command(const PerplexityFlags& f) {
   ev::PerplexityOptions options;
   options.context = f.context > 0 ? f.context : std::min(512, model->context_length());
   options.max_chunks = f.chunks;
+  options.kv_type = f.kv_type;
 
   if (!f.kl_base.empty()) {  // tokens, context and BOS come from the file
     if (f.context > 0) fail("--ctx cannot be used with --kl-base: the file fixes the context");
+    if (f.kv_type != "f16") fail("--kv-type cannot be used with --kl-base (use --kl-divergence)");
     const ev::LogProbsReader saved(f.kl_base);  // reads the header: chunk count, tokens
     if (!f.text_path.empty()) {
       const std::vector<int32_t> tokens = ev::tokenize_text(*model, read_file(f.text_path));
@@ -202,6 +205,9 @@ int perplexity_command(const PerplexityFlags& f) {
     return report_comparison(*model, base->info().path, describe(*base), r, f, f.text_path);
   }
 
+  if (!f.save_logits.empty() && f.kv_type != "f16") {
+    fail("--kv-type cannot be used with --save-logits (the saved base uses f16)");
+  }
   const std::vector<int32_t> tokens = ev::tokenize_text(*model, text);
   const ev::ChunkPlan plan =
       ev::plan_chunks(static_cast<int64_t>(tokens.size()), model->context_length(), -1, options);
@@ -226,6 +232,10 @@ void register_eval_commands(CLI::App& app, std::vector<Command>& out) {
       ->check(CLI::Range(4, 1 << 24));
   cmd->add_option("--chunks", flags->chunks, "evaluate at most this many chunks (0: all)")
       ->check(CLI::Range(0, 1 << 30));
+  cmd->add_option("--kv-type", flags->kv_type,
+                  "KV cache of -m: f16, f32 or q8_0 (the --kl-divergence base keeps f16)")
+      ->check(CLI::IsMember({"f16", "f32", "q8_0"}))
+      ->capture_default_str();
   CLI::Option* kl = cmd->add_option("--kl-divergence", flags->base_model,
                                     "base model (F32) to compare -m with: KLD, top-1, delta PPL");
   CLI::Option* save = cmd->add_option(

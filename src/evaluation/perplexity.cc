@@ -269,7 +269,7 @@ PerplexityResult evaluate_perplexity(const std::shared_ptr<const Model>& model,
   const ChunkPlan& plan = result.plan;
   const int vocab = model->vocab_size();
   check_tokens(tokens, vocab, "perplexity");
-  Session session(model, plan.context);
+  Session session(model, SessionOptions{plan.context, options.kv_type});
   MeanAccumulator nll;
   for (int c = 0; c < plan.n_chunks; ++c) {
     const std::vector<float> logits = scored_logits(session, tokens, plan, c);
@@ -322,7 +322,8 @@ ComparisonResult compare_models(const std::shared_ptr<const Model>& base,
   const ChunkPlan& plan = result.plan;
   const int vocab = model->vocab_size();
   check_tokens(tokens, vocab, "KL divergence");
-  Session base_session(base, plan.context), session(model, plan.context);
+  Session base_session(base, plan.context);
+  Session session(model, SessionOptions{plan.context, options.kv_type});
   std::vector<double> log_p(vocab), log_q(vocab);
   ComparisonAccumulator acc;
   for (int c = 0; c < plan.n_chunks; ++c) {

@@ -112,6 +112,9 @@ class ComparisonAccumulator {
 struct PerplexityOptions {
   int context = 512;   // tokens per chunk (llama.cpp's --ctx-size)
   int max_chunks = 0;  // 0: every whole chunk of the text
+  // KV cache of the evaluated model ("f16", "f32", "q8_0"); a base model of a
+  // comparison always uses the default F16, so its effect shows in the KLD.
+  std::string kv_type = "f16";
 };
 
 struct ChunkPlan {

@@ -167,6 +167,20 @@ TEST(Perplexity, BinAndGgufOfTheSameWeightsAgree) {
   EXPECT_NEAR(s.delta_ppl, 0.0, 1e-4);
 }
 
+// --kv-type reaches the evaluated model's session only: an F32 cache differs
+// from the F16 base by rounding alone, and q8_0 is refused for head_dim 8.
+TEST(Perplexity, KvTypeAppliesToTheEvaluatedModel) {
+  const std::vector<int32_t> tokens = tokenize_text(*stories(), tinystories_text());
+  PerplexityOptions options = ctx(128, 4);
+  options.kv_type = "f32";
+  const ComparisonResult r = compare_models(stories(), stories(), tokens, options);
+  EXPECT_GT(r.stats.mean_kld, 0.0);
+  EXPECT_LT(r.stats.mean_kld, 1e-4);
+  options.kv_type = "q8_0";
+  EXPECT_THROW(compare_models(stories(), stories(), tokens, options), Error);
+  EXPECT_THROW(evaluate_perplexity(stories(), tokens, options), Error);
+}
+
 TEST(Perplexity, DifferentModelsHavePositiveKl) {
   TempDir dir;
   auto random = load(write_random_model(dir, 512, 7));
