@@ -97,10 +97,54 @@ inline void matvec_block(const uint8_t* rows, size_t row_bytes, const float* x, 
   for (int r = 0; r < R; ++r) y[r] = hsum(_mm256_add_ps(acc0[r], acc1[r]));
 }
 
+// Lane j of the result is the sum of v[j]'s lanes (8 rows in 7 adds).
+inline __m256 hsum8(const __m256* v) {
+  const __m256 s01 = _mm256_hadd_ps(v[0], v[1]);
+  const __m256 s23 = _mm256_hadd_ps(v[2], v[3]);
+  const __m256 s45 = _mm256_hadd_ps(v[4], v[5]);
+  const __m256 s67 = _mm256_hadd_ps(v[6], v[7]);
+  const __m256 s0123 = _mm256_hadd_ps(s01, s23);  // rows 0-3 from each 128-bit half
+  const __m256 s4567 = _mm256_hadd_ps(s45, s67);
+  return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20),
+                       _mm256_permute2f128_ps(s0123, s4567, 0x31));
+}
+
+// 8 short rows (attention keys: head_dim values each) with one accumulator per
+// row: for rows this short the per-row horizontal sum of matvec_block costs as
+// much as the products, and the rows are in cache anyway.
+template <typename W>
+inline void matvec_short_rows8(const uint8_t* rows, size_t row_bytes, const float* x, int64_t cols,
+                               float* y) {
+  __m256 acc[8];
+#pragma GCC unroll 8
+  for (int r = 0; r < 8; ++r) acc[r] = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= cols; i += 8) {
+    const __m256 xv = _mm256_loadu_ps(x + i);
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; ++r) {
+      acc[r] = _mm256_fmadd_ps(W::load(rows + r * row_bytes, i), xv, acc[r]);
+    }
+  }
+  if (i < cols) {
+    const __m256 xv = load_tail<F32Weights>(x, i, cols - i);
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; ++r) {
+      acc[r] = _mm256_fmadd_ps(load_tail<W>(rows + r * row_bytes, i, cols - i), xv, acc[r]);
+    }
+  }
+  _mm256_storeu_ps(y, hsum8(acc));
+}
+
 template <typename W>
 void matvec(const WeightMatrix& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
   const uint8_t* base = static_cast<const uint8_t*>(w.data);
   int64_t r = row_begin;
+  if (w.cols <= kShortRowCols) {
+    for (; r + 8 <= row_end; r += 8) {
+      matvec_short_rows8<W>(base + r * w.row_bytes, w.row_bytes, x, w.cols, y + (r - row_begin));
+    }
+  }
   for (; r + 4 <= row_end; r += 4) {
     matvec_block<W, 4>(base + r * w.row_bytes, w.row_bytes, x, w.cols, y + (r - row_begin));
   }

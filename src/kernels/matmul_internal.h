@@ -44,6 +44,9 @@ struct QuantActs {
   const int16_t* s16 = nullptr;  // token t: s16 + t * s16_stride, sum of q per 16 (ggml's bsums)
   int64_t q_stride = 0, d_stride = 0, d32_stride = 0, s16_stride = 0;
 };
+// Float matvec kernels sum rows of at most this many values (attention keys and
+// short value rows) in groups with one transposed horizontal sum per group.
+inline constexpr int64_t kShortRowCols = 256;
 // y[r - row_begin] = dot(W[r], x) for rows [row_begin, row_end), x quantized.
 using QuantMatvecFn = void (*)(const WeightMatrix& w, const QuantActs& x, float* y,
                                int64_t row_begin, int64_t row_end);
