@@ -53,6 +53,7 @@ struct KernelTables {
   KernelTables() {
     kernels_internal::register_scalar_kernels(&registered[static_cast<int>(Isa::kScalar)]);
     kernels_internal::register_quant_scalar_kernels(&registered[static_cast<int>(Isa::kScalar)]);
+    kernels_internal::register_ops_scalar(&registered[static_cast<int>(Isa::kScalar)]);
 #if defined(__x86_64__) || defined(_M_X64)
     kernels_internal::register_avx2_kernels(&registered[static_cast<int>(Isa::kAvx2)]);
     kernels_internal::register_avx512_kernels(&registered[static_cast<int>(Isa::kAvx512)]);
@@ -62,12 +63,15 @@ struct KernelTables {
     kernels_internal::register_fp8_avx512_kernels(&registered[static_cast<int>(Isa::kAvx512)]);
     kernels_internal::register_quantize_acts_avx2(&registered[static_cast<int>(Isa::kAvx2)]);
     kernels_internal::register_quantize_acts_avx512(&registered[static_cast<int>(Isa::kAvx512)]);
+    kernels_internal::register_ops_avx2(&registered[static_cast<int>(Isa::kAvx2)]);
+    kernels_internal::register_ops_avx512(&registered[static_cast<int>(Isa::kAvx512)]);
 #endif
 #if defined(__aarch64__)
     kernels_internal::register_neon_kernels(&registered[static_cast<int>(Isa::kNeon)]);
     kernels_internal::register_quant_neon_kernels(&registered[static_cast<int>(Isa::kNeon)]);
     kernels_internal::register_fp8_neon_kernels(&registered[static_cast<int>(Isa::kNeon)]);
     kernels_internal::register_quantize_acts_neon(&registered[static_cast<int>(Isa::kNeon)]);
+    kernels_internal::register_ops_neon(&registered[static_cast<int>(Isa::kNeon)]);
     kernels_internal::register_quant_dotprod_kernels(
         &registered[static_cast<int>(Isa::kNeonDotprod)]);
 #endif
@@ -79,10 +83,14 @@ struct KernelTables {
         if (!out.quantize_q8_0) out.quantize_q8_0 = in.quantize_q8_0;
         if (!out.quantize_q8_K) out.quantize_q8_K = in.quantize_q8_K;
         if (!out.f32_to_f16) out.f32_to_f16 = in.f32_to_f16;
+        if (!out.rmsnorm) out.rmsnorm = in.rmsnorm;
+        if (!out.softmax) out.softmax = in.softmax;
+        if (!out.silu_mul) out.silu_mul = in.silu_mul;
         for (uint32_t s = 0; s < kDTypeSlots; ++s) {
           if (!out.types[s].matvec) out.types[s].matvec = in.types[s].matvec;
           if (!out.types[s].to_f32) out.types[s].to_f32 = in.types[s].to_f32;
           if (!out.types[s].matmul_rows) out.types[s].matmul_rows = in.types[s].matmul_rows;
+          if (!out.types[s].short_rows) out.types[s].short_rows = in.types[s].short_rows;
           if (!out.types[s].quant_matvec) out.types[s].quant_matvec = in.types[s].quant_matvec;
           if (!out.types[s].quant_matmul) out.types[s].quant_matmul = in.types[s].quant_matmul;
           if (!out.types[s].quant_gemm) out.types[s].quant_gemm = in.types[s].quant_gemm;
@@ -250,6 +258,10 @@ void prefill_rows(const WeightMatrix& w, const TypeKernels& tk, PanelMatmulFn pa
 
 namespace kernels_internal {
 
+const IsaKernels& active_isa_kernels() {
+  return isa_kernels(active_isa());
+}
+
 void register_scalar_kernels(IsaKernels* table) {
   table->panel_matmul = scalar_panel_matmul;
   table->f32_to_f16 = [](const float* src, uint16_t* dst, int64_t n) {
@@ -293,6 +305,17 @@ void matmul(const WeightMatrix& weights, const float* x, int64_t n, float* y, Th
       int64_t r0, r1;
       unit_rows(begin, end, &r0, &r1);
       tk->matvec(w, x, y + r0, r0, r1);
+    });
+    return;
+  }
+
+  // A few tokens (attention over the KV cache: the query heads that share a KV
+  // head) read each row once for all of them, at any row length.
+  if (tk->short_rows && n <= kernels_internal::kShortRowTokens) {
+    split(pool, row_units, 1, [&](int64_t begin, int64_t end) {
+      int64_t r0, r1;
+      unit_rows(begin, end, &r0, &r1);
+      tk->short_rows(w, x, n, y, w.rows, r0, r1);
     });
     return;
   }

@@ -109,42 +109,93 @@ inline __m256 hsum8(const __m256* v) {
                        _mm256_permute2f128_ps(s0123, s4567, 0x31));
 }
 
-// 8 short rows (attention keys: head_dim values each) with one accumulator per
-// row: for rows this short the per-row horizontal sum of matvec_block costs as
-// much as the products, and the rows are in cache anyway.
-template <typename W>
-inline void matvec_short_rows8(const uint8_t* rows, size_t row_bytes, const float* x, int64_t cols,
-                               float* y) {
+// (8 / T) short rows x T tokens, one accumulator per (row, token) and one
+// transposed horizontal sum for all of them: for rows this short (attention
+// keys and values) a horizontal sum per product would cost as much as the
+// products, and the rows are in cache anyway. Rows past `rows` repeat the last
+// one and are not stored.
+template <typename W, int T, bool kFull>
+inline void short_rows_tile(const uint8_t* base, size_t row_bytes, int64_t rows, const float* x,
+                            int64_t cols, float* y, int64_t y_stride) {
+  constexpr int R = 8 / T;
+  const uint8_t* row[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) row[r] = base + (kFull || r < rows ? r : rows - 1) * row_bytes;
   __m256 acc[8];
 #pragma GCC unroll 8
-  for (int r = 0; r < 8; ++r) acc[r] = _mm256_setzero_ps();
+  for (int k = 0; k < 8; ++k) acc[k] = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 8 <= cols; i += 8) {
-    const __m256 xv = _mm256_loadu_ps(x + i);
+    __m256 xv[T];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) xv[t] = _mm256_loadu_ps(x + t * cols + i);
 #pragma GCC unroll 8
-    for (int r = 0; r < 8; ++r) {
-      acc[r] = _mm256_fmadd_ps(W::load(rows + r * row_bytes, i), xv, acc[r]);
+    for (int r = 0; r < R; ++r) {
+      const __m256 wv = W::load(row[r], i);
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) acc[r * T + t] = _mm256_fmadd_ps(wv, xv[t], acc[r * T + t]);
     }
   }
   if (i < cols) {
-    const __m256 xv = load_tail<F32Weights>(x, i, cols - i);
+    __m256 xv[T];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) xv[t] = load_tail<F32Weights>(x + t * cols, i, cols - i);
 #pragma GCC unroll 8
-    for (int r = 0; r < 8; ++r) {
-      acc[r] = _mm256_fmadd_ps(load_tail<W>(rows + r * row_bytes, i, cols - i), xv, acc[r]);
+    for (int r = 0; r < R; ++r) {
+      const __m256 wv = load_tail<W>(row[r], i, cols - i);
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) acc[r * T + t] = _mm256_fmadd_ps(wv, xv[t], acc[r * T + t]);
     }
   }
-  _mm256_storeu_ps(y, hsum8(acc));
+  if (kFull && T == 1) return _mm256_storeu_ps(y, hsum8(acc));
+  alignas(32) float sums[8];
+  _mm256_store_ps(sums, hsum8(acc));
+  const int64_t live = rows < R ? rows : R;
+  for (int64_t r = 0; r < live; ++r) {
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) y[t * y_stride + r] = sums[r * T + t];
+  }
+}
+
+// y[t * y_stride + r - row_begin] for rows [row_begin, row_end).
+template <typename W, int T>
+void short_rows_range(const WeightMatrix& w, const float* x, float* y, int64_t y_stride,
+                      int64_t row_begin, int64_t row_end) {
+  constexpr int64_t R = 8 / T;
+  const uint8_t* base = static_cast<const uint8_t*>(w.data);
+  int64_t r = row_begin;
+  for (; r + R <= row_end; r += R) {
+    short_rows_tile<W, T, true>(base + r * w.row_bytes, w.row_bytes, R, x, w.cols,
+                                y + (r - row_begin), y_stride);
+  }
+  if (r < row_end) {
+    short_rows_tile<W, T, false>(base + r * w.row_bytes, w.row_bytes, row_end - r, x, w.cols,
+                                 y + (r - row_begin), y_stride);
+  }
+}
+
+// Short rows (cols <= kShortRowCols) for 1 to kShortRowTokens tokens.
+template <typename W>
+void short_rows(const WeightMatrix& w, const float* x, int64_t n, float* y, int64_t y_stride,
+                int64_t row_begin, int64_t row_end) {
+  float* out = y + row_begin;
+  switch (n) {
+    case 1:
+      return short_rows_range<W, 1>(w, x, out, y_stride, row_begin, row_end);
+    case 2:
+      return short_rows_range<W, 2>(w, x, out, y_stride, row_begin, row_end);
+    case 3:
+      return short_rows_range<W, 3>(w, x, out, y_stride, row_begin, row_end);
+    default:
+      return short_rows_range<W, 4>(w, x, out, y_stride, row_begin, row_end);
+  }
 }
 
 template <typename W>
 void matvec(const WeightMatrix& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
   const uint8_t* base = static_cast<const uint8_t*>(w.data);
+  if (w.cols <= kShortRowCols) return short_rows_range<W, 1>(w, x, y, 1, row_begin, row_end);
   int64_t r = row_begin;
-  if (w.cols <= kShortRowCols) {
-    for (; r + 8 <= row_end; r += 8) {
-      matvec_short_rows8<W>(base + r * w.row_bytes, w.row_bytes, x, w.cols, y + (r - row_begin));
-    }
-  }
   for (; r + 4 <= row_end; r += 4) {
     matvec_block<W, 4>(base + r * w.row_bytes, w.row_bytes, x, w.cols, y + (r - row_begin));
   }
@@ -264,12 +315,18 @@ void f32_to_f16_f16c(const float* src, uint16_t* dst, int64_t n) {
 void register_avx2_kernels(IsaKernels* table) {
   table->panel_matmul = panel_matmul;
   table->f32_to_f16 = f32_to_f16_f16c;
-  table->types[static_cast<uint32_t>(DType::F32)] = {matvec<F32Weights>, to_f32<F32Weights>,
-                                                     nullptr};
-  table->types[static_cast<uint32_t>(DType::F16)] = {matvec<F16Weights>, to_f32<F16Weights>,
-                                                     nullptr};
-  table->types[static_cast<uint32_t>(DType::BF16)] = {matvec<BF16Weights>, to_f32<BF16Weights>,
-                                                      nullptr};
+  TypeKernels& f32 = table->types[static_cast<uint32_t>(DType::F32)];
+  f32.matvec = matvec<F32Weights>;
+  f32.to_f32 = to_f32<F32Weights>;
+  f32.short_rows = short_rows<F32Weights>;
+  TypeKernels& f16 = table->types[static_cast<uint32_t>(DType::F16)];
+  f16.matvec = matvec<F16Weights>;
+  f16.to_f32 = to_f32<F16Weights>;
+  f16.short_rows = short_rows<F16Weights>;
+  TypeKernels& bf16 = table->types[static_cast<uint32_t>(DType::BF16)];
+  bf16.matvec = matvec<BF16Weights>;
+  bf16.to_f32 = to_f32<BF16Weights>;
+  bf16.short_rows = short_rows<BF16Weights>;
 }
 
 }  // namespace edgelm::kernels_internal

@@ -136,43 +136,94 @@ inline __m512 hsum16(const __m512* v) {
   return _mm512_add_ps(_mm512_shuffle_f32x4(h0, h1, 0x88), _mm512_shuffle_f32x4(h0, h1, 0xDD));
 }
 
-// 16 short rows (attention keys: head_dim values each) with one accumulator
-// per row: for rows this short the per-row horizontal sum of matvec_block
-// costs as much as the products, and the rows are in cache anyway.
-template <typename W>
-inline void matvec_short_rows16(const uint8_t* rows, size_t row_bytes, const float* x, int64_t cols,
-                                float* y) {
+// (16 / T) short rows x T tokens, one accumulator per (row, token) and one
+// transposed horizontal sum for all of them: for rows this short (attention
+// keys and values) a horizontal sum per product would cost as much as the
+// products, and the rows are in cache anyway. Rows past `rows` repeat the last
+// one and are not stored.
+template <typename W, int T, bool kFull>
+inline void short_rows_tile(const uint8_t* base, size_t row_bytes, int64_t rows, const float* x,
+                            int64_t cols, float* y, int64_t y_stride) {
+  constexpr int R = 16 / T;
+  const uint8_t* row[R];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) row[r] = base + (kFull || r < rows ? r : rows - 1) * row_bytes;
   __m512 acc[16];
 #pragma GCC unroll 16
-  for (int r = 0; r < 16; ++r) acc[r] = _mm512_setzero_ps();
+  for (int k = 0; k < 16; ++k) acc[k] = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 16 <= cols; i += 16) {
-    const __m512 xv = _mm512_loadu_ps(x + i);
+    __m512 xv[T];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) xv[t] = _mm512_loadu_ps(x + t * cols + i);
 #pragma GCC unroll 16
-    for (int r = 0; r < 16; ++r) {
-      acc[r] = _mm512_fmadd_ps(W::load(rows + r * row_bytes, i), xv, acc[r]);
+    for (int r = 0; r < R; ++r) {
+      const __m512 wv = W::load(row[r], i);
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) acc[r * T + t] = _mm512_fmadd_ps(wv, xv[t], acc[r * T + t]);
     }
   }
   if (i < cols) {
     const __mmask16 m = tail_mask(cols - i);
-    const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
+    __m512 xv[T];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) xv[t] = _mm512_maskz_loadu_ps(m, x + t * cols + i);
 #pragma GCC unroll 16
-    for (int r = 0; r < 16; ++r) {
-      acc[r] = _mm512_fmadd_ps(W::load_tail(rows + r * row_bytes, i, m), xv, acc[r]);
+    for (int r = 0; r < R; ++r) {
+      const __m512 wv = W::load_tail(row[r], i, m);
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) acc[r * T + t] = _mm512_fmadd_ps(wv, xv[t], acc[r * T + t]);
     }
   }
-  _mm512_storeu_ps(y, hsum16(acc));
+  if (kFull && T == 1) return _mm512_storeu_ps(y, hsum16(acc));
+  alignas(64) float sums[16];
+  _mm512_store_ps(sums, hsum16(acc));
+  const int64_t live = rows < R ? rows : R;
+  for (int64_t r = 0; r < live; ++r) {
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) y[t * y_stride + r] = sums[r * T + t];
+  }
+}
+
+// y[t * y_stride + r - row_begin] for rows [row_begin, row_end).
+template <typename W, int T>
+void short_rows_range(const WeightMatrix& w, const float* x, float* y, int64_t y_stride,
+                      int64_t row_begin, int64_t row_end) {
+  constexpr int64_t R = 16 / T;
+  const uint8_t* base = static_cast<const uint8_t*>(w.data);
+  int64_t r = row_begin;
+  for (; r + R <= row_end; r += R) {
+    short_rows_tile<W, T, true>(base + r * w.row_bytes, w.row_bytes, R, x, w.cols,
+                                y + (r - row_begin), y_stride);
+  }
+  if (r < row_end) {
+    short_rows_tile<W, T, false>(base + r * w.row_bytes, w.row_bytes, row_end - r, x, w.cols,
+                                 y + (r - row_begin), y_stride);
+  }
+}
+
+// Short rows (cols <= kShortRowCols) for 1 to kShortRowTokens tokens.
+template <typename W>
+void short_rows(const WeightMatrix& w, const float* x, int64_t n, float* y, int64_t y_stride,
+                int64_t row_begin, int64_t row_end) {
+  float* out = y + row_begin;
+  switch (n) {
+    case 1:
+      return short_rows_range<W, 1>(w, x, out, y_stride, row_begin, row_end);
+    case 2:
+      return short_rows_range<W, 2>(w, x, out, y_stride, row_begin, row_end);
+    case 3:
+      return short_rows_range<W, 3>(w, x, out, y_stride, row_begin, row_end);
+    default:
+      return short_rows_range<W, 4>(w, x, out, y_stride, row_begin, row_end);
+  }
 }
 
 template <typename W>
 void matvec(const WeightMatrix& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
   const uint8_t* base = static_cast<const uint8_t*>(w.data);
+  if (w.cols <= kShortRowCols) return short_rows_range<W, 1>(w, x, y, 1, row_begin, row_end);
   int64_t r = row_begin;
-  if (w.cols <= kShortRowCols) {
-    for (; r + 16 <= row_end; r += 16) {
-      matvec_short_rows16<W>(base + r * w.row_bytes, w.row_bytes, x, w.cols, y + (r - row_begin));
-    }
-  }
   for (; r + 4 <= row_end; r += 4) {
     matvec_block<W, 4>(base + r * w.row_bytes, w.row_bytes, x, w.cols, y + (r - row_begin));
   }
@@ -291,12 +342,18 @@ void to_f32(const void* src, float* dst, int64_t n) {
 
 void register_avx512_kernels(IsaKernels* table) {
   table->panel_matmul = panel_matmul;
-  table->types[static_cast<uint32_t>(DType::F32)] = {matvec<F32Weights>, to_f32<F32Weights>,
-                                                     nullptr};
-  table->types[static_cast<uint32_t>(DType::F16)] = {matvec<F16Weights>, to_f32<F16Weights>,
-                                                     nullptr};
-  table->types[static_cast<uint32_t>(DType::BF16)] = {matvec<BF16Weights>, to_f32<BF16Weights>,
-                                                      nullptr};
+  TypeKernels& f32 = table->types[static_cast<uint32_t>(DType::F32)];
+  f32.matvec = matvec<F32Weights>;
+  f32.to_f32 = to_f32<F32Weights>;
+  f32.short_rows = short_rows<F32Weights>;
+  TypeKernels& f16 = table->types[static_cast<uint32_t>(DType::F16)];
+  f16.matvec = matvec<F16Weights>;
+  f16.to_f32 = to_f32<F16Weights>;
+  f16.short_rows = short_rows<F16Weights>;
+  TypeKernels& bf16 = table->types[static_cast<uint32_t>(DType::BF16)];
+  bf16.matvec = matvec<BF16Weights>;
+  bf16.to_f32 = to_f32<BF16Weights>;
+  bf16.short_rows = short_rows<BF16Weights>;
 }
 
 }  // namespace edgelm::kernels_internal

@@ -44,9 +44,10 @@ struct QuantActs {
   const int16_t* s16 = nullptr;  // token t: s16 + t * s16_stride, sum of q per 16 (ggml's bsums)
   int64_t q_stride = 0, d_stride = 0, d32_stride = 0, s16_stride = 0;
 };
-// Float matvec kernels sum rows of at most this many values (attention keys and
-// short value rows) in groups with one transposed horizontal sum per group.
+// Float kernels sum rows of at most this many values (attention keys and short
+// value rows) in groups with one transposed horizontal sum per group.
 inline constexpr int64_t kShortRowCols = 256;
+inline constexpr int64_t kShortRowTokens = 4;
 // y[r - row_begin] = dot(W[r], x) for rows [row_begin, row_end), x quantized.
 using QuantMatvecFn = void (*)(const WeightMatrix& w, const QuantActs& x, float* y,
                                int64_t row_begin, int64_t row_end);
@@ -80,6 +81,10 @@ struct TypeKernels {
   MatvecFn matvec = nullptr;
   RowToF32Fn to_f32 = nullptr;
   MatmulRowsFn matmul_rows = nullptr;  // nullptr: generic panel path
+  // Optional, for 2 to kShortRowTokens tokens (attention over the KV cache;
+  // its matvec takes rows of up to kShortRowCols values the same way): same
+  // contract as matmul_rows.
+  MatmulRowsFn short_rows = nullptr;
   // Quantized weight types: integer kernels on quantized activations (these
   // replace matvec / matmul_rows; matmul() hands such types to quant_matmul()).
   QuantMatvecFn quant_matvec = nullptr;
@@ -96,7 +101,14 @@ struct IsaKernels {
   QuantizeActsFn quantize_q8_0 = nullptr;  // activations of the 32-value quantized types
   QuantizeActsFn quantize_q8_K = nullptr;  // activations of the K-quants
   void (*f32_to_f16)(const float* src, uint16_t* dst, int64_t n) = nullptr;  // round to even
+  // Element-wise ops of ops.h (ops.cc has the scalar reference versions).
+  void (*rmsnorm)(float* out, const float* x, const float* weight, int64_t n, float eps) = nullptr;
+  void (*softmax)(float* x, int64_t n) = nullptr;
+  void (*silu_mul)(float* out, const float* gate, const float* up, int64_t n) = nullptr;
 };
+
+// The table of the active ISA (matmul.cc), for dispatch from other files.
+const IsaKernels& active_isa_kernels();
 
 void register_scalar_kernels(IsaKernels* table);
 #if defined(__x86_64__) || defined(_M_X64)
@@ -132,6 +144,15 @@ void register_quantize_acts_avx512(IsaKernels* table);
 #endif
 #if defined(__aarch64__)
 void register_quantize_acts_neon(IsaKernels* table);
+#endif
+// Element-wise ops (ops*.cc).
+void register_ops_scalar(IsaKernels* table);
+#if defined(__x86_64__) || defined(_M_X64)
+void register_ops_avx2(IsaKernels* table);
+void register_ops_avx512(IsaKernels* table);
+#endif
+#if defined(__aarch64__)
+void register_ops_neon(IsaKernels* table);
 #endif
 // Quantizes n tokens of x (cols values each) for the integer kernels of weight
 // `type` (Q8_0 or Q8_K form) into a per-thread buffer of that form, valid until

@@ -151,8 +151,9 @@ TEST(MatmulTest, EveryIsaMatchesReferenceOnAwkwardShapes) {
   EXPECT_GT(checked, 0);
 }
 
-// Rows of up to 256 values take the grouped short-row kernels (16 rows on
-// AVX-512, 8 on AVX2); row strides wider than the row, as in the KV cache.
+// One token with rows of up to 256 values, and 2-4 tokens at any row length,
+// take the short-row kernels (16 / n rows at once on AVX-512, 8 / n on AVX2);
+// row strides wider than the row, as in the KV cache.
 TEST(MatmulTest, ShortRowKernelsMatchReference) {
   IsaGuard guard;
   std::mt19937 rng(11);
@@ -160,7 +161,7 @@ TEST(MatmulTest, ShortRowKernelsMatchReference) {
   for (Isa isa : available_isas()) {
     set_active_isa(isa);
     for (DType type : {DType::F32, DType::F16, DType::BF16}) {
-      for (int64_t cols : {1, 7, 8, 15, 16, 17, 33, 64, 100, 255, 256, 257}) {
+      for (int64_t cols : {1, 7, 8, 15, 16, 17, 33, 64, 100, 255, 256, 257, 576}) {
         for (int64_t rows : {8, 15, 16, 17, 31, 32, 47, 160}) {
           const int64_t stride_cols = cols + (rows % 3) * 5;  // 0, 5 or 10 values of padding
           TestMatrix wide = make_matrix(type, rows, stride_cols, rng);
@@ -173,14 +174,17 @@ TEST(MatmulTest, ShortRowKernelsMatchReference) {
               m.values[r * cols + i] = wide.values[r * stride_cols + i];
             }
           }
-          const std::vector<float> x = random_vector(static_cast<size_t>(cols), rng);
-          std::vector<float> y(static_cast<size_t>(rows), NAN);
-          matmul(m.w, x.data(), 1, y.data(), nullptr);
-          expect_close(m, x, 1, y,
-                       std::string(isa_name(isa)) + " " + dtype_name(type) + " rows " +
-                           std::to_string(rows) + " cols " + std::to_string(cols));
-          if (HasFatalFailure()) return;
-          ++checked;
+          for (int64_t n = 1; n <= 4; ++n) {
+            const std::vector<float> x = random_vector(static_cast<size_t>(n * cols), rng);
+            std::vector<float> y(static_cast<size_t>(n * rows), NAN);
+            matmul(m.w, x.data(), n, y.data(), nullptr);
+            expect_close(m, x, n, y,
+                         std::string(isa_name(isa)) + " " + dtype_name(type) + " rows " +
+                             std::to_string(rows) + " cols " + std::to_string(cols) + " n " +
+                             std::to_string(n));
+            if (HasFatalFailure()) return;
+            ++checked;
+          }
         }
       }
     }

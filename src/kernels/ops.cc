@@ -1,3 +1,6 @@
+// Scalar reference versions of the element-wise ops (the kernels of
+// Isa::kScalar and what the SIMD ones in ops_*.cc are tested against), the
+// dispatch through the active ISA's table, and the ops without SIMD versions.
 #include "kernels/ops.h"
 
 #include <algorithm>
@@ -5,13 +8,15 @@
 #include <cstring>
 #include <limits>
 
+#include "kernels/matmul_internal.h"
+
 namespace edgelm {
 namespace {
 
-// exp(x) in plain arithmetic that the compiler vectorizes (std::exp is a call
-// per element): Cephes' expf polynomial on x - n ln2, then 2^n from the
-// exponent bits; relative error below 2e-7. x < -87 gives 0 (also -inf),
-// overflow gives +inf, NaN stays NaN.
+// exp(x) without a library call: Cephes' expf polynomial on x - n ln2, then
+// 2^n from the exponent bits; relative error below 2e-7. x < -87 gives 0 (also
+// -inf), overflow gives +inf, NaN stays NaN. ops_avx2.cc / ops_avx512.cc /
+// ops_neon.cc port the same steps to vectors.
 inline float exp_approx(float x) {
   const float clamped = std::min(std::max(x, -87.0f), 88.0f);
   const float n = (clamped * 1.44269504f + 12582912.0f) - 12582912.0f;  // round to nearest
@@ -31,9 +36,7 @@ inline float exp_approx(float x) {
   return x < -87.0f ? 0.0f : result;
 }
 
-}  // namespace
-
-void rmsnorm(float* out, const float* x, const float* weight, int64_t n, float eps) {
+void scalar_rmsnorm(float* out, const float* x, const float* weight, int64_t n, float eps) {
   // Sum of squares in double: n is a few thousand and the result scales every value.
   double sum_sq = 0;
   for (int64_t i = 0; i < n; ++i) sum_sq += static_cast<double>(x[i]) * x[i];
@@ -42,7 +45,7 @@ void rmsnorm(float* out, const float* x, const float* weight, int64_t n, float e
   for (int64_t i = 0; i < n; ++i) out[i] = x[i] * scale * weight[i];
 }
 
-void softmax(float* x, int64_t n) {
+void scalar_softmax(float* x, int64_t n) {
   if (n <= 0) return;
   // Subtracting the max keeps exp() from overflowing; -inf entries become 0.
   // Eight running maxima and sums so that the loops vectorize.
@@ -72,11 +75,35 @@ void softmax(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
-void silu_mul(float* out, const float* gate, const float* up, int64_t n) {
+void scalar_silu_mul(float* out, const float* gate, const float* up, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float g = gate[i];
     out[i] = g / (1.0f + exp_approx(-g)) * up[i];
   }
+}
+
+}  // namespace
+
+namespace kernels_internal {
+
+void register_ops_scalar(IsaKernels* table) {
+  table->rmsnorm = scalar_rmsnorm;
+  table->softmax = scalar_softmax;
+  table->silu_mul = scalar_silu_mul;
+}
+
+}  // namespace kernels_internal
+
+void rmsnorm(float* out, const float* x, const float* weight, int64_t n, float eps) {
+  kernels_internal::active_isa_kernels().rmsnorm(out, x, weight, n, eps);
+}
+
+void softmax(float* x, int64_t n) {
+  kernels_internal::active_isa_kernels().softmax(x, n);
+}
+
+void silu_mul(float* out, const float* gate, const float* up, int64_t n) {
+  kernels_internal::active_isa_kernels().silu_mul(out, gate, up, n);
 }
 
 void add_inplace(float* x, const float* y, int64_t n) {

@@ -1,5 +1,7 @@
-// Element-wise and row-wise operations of a transformer layer. Written as plain
-// loops the compiler vectorizes; they are a small share of the time.
+// Element-wise and row-wise operations of a transformer layer. rmsnorm,
+// softmax and silu_mul dispatch to SIMD kernels of the active ISA (ops_avx2.cc,
+// ops_avx512.cc, ops_neon.cc; scalar reference in ops.cc) like matmul() does;
+// the rest are plain loops.
 #pragma once
 
 #include <cstdint>

@@ -13,6 +13,10 @@
 
 namespace edgelm {
 
+// Attention work items are runs of at most this many query heads of one KV
+// head: the most that matmul's short-row kernels multiply at once.
+constexpr int kMaxHeadsPerItem = 4;
+
 void KvCache::allocate(const ModelConfig& config, int new_capacity, DType new_type) {
   if (new_type != DType::F16 && new_type != DType::F32 && new_type != DType::Q8_0) {
     fail("KV cache type ", dtype_name(new_type), " is not supported (use f16, f32 or q8_0)");
@@ -118,10 +122,13 @@ void ForwardBuffers::allocate(const ModelConfig& c, int batch, int capacity, int
   ffn_up.assign(b * c.hidden_dim, 0.0f);
   rope_cos.assign(b * (c.head_dim / 2), 0.0f);
   rope_sin.assign(b * (c.head_dim / 2), 0.0f);
-  // Per thread, one row of scores padded to whole 32-blocks (Q8_0 caches).
+  // Per thread, the scores and attention weights of one KV head's query heads
+  // (weights padded to whole 32-blocks for Q8_0 caches), and one value row.
+  const size_t group = static_cast<size_t>(std::min(c.n_heads / c.n_kv_heads, kMaxHeadsPerItem));
   const size_t padded = (static_cast<size_t>(capacity) + 31) / 32 * 32;
-  scores.assign(static_cast<size_t>(threads) * padded, 0.0f);
-  value_rows.assign(static_cast<size_t>(threads) * padded, 0.0f);
+  scores.assign(static_cast<size_t>(threads) * group * capacity, 0.0f);
+  attention_weights.assign(static_cast<size_t>(threads) * group * padded, 0.0f);
+  value_rows.assign(static_cast<size_t>(threads) * (padded + group), 0.0f);
 }
 
 std::string matrix_tensor_name(int layer, MatrixKind kind) {
@@ -152,60 +159,78 @@ void project_many(const WeightMatrix* ws, float* const* ys, const MatrixKind* ki
   matmul_many(ws, ys, count, x, n, &pool);
 }
 
+// Prefetches `count` rows of `bytes` bytes, `stride` bytes apart.
+void prefetch_rows(const void* data, int64_t count, size_t bytes, size_t stride) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  for (int64_t r = 0; r < count; ++r, p += stride) {
+    for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o);
+  }
+}
+
 void add_bias(float* rows, const float* bias, int n, int width) {
   if (bias == nullptr) return;
   for (int i = 0; i < n; ++i) add_inplace(rows + static_cast<size_t>(i) * width, bias, width);
 }
 
 // Causal attention of n new tokens (at positions [position, position+n)) over
-// the cache. Work items are (token, query head) pairs in that order, so a
-// thread's contiguous range keeps the query heads of one KV head together
-// while its keys and values are in cache, and decode (one token) still has
-// n_heads items to balance over the threads.
+// the cache. A work item is one token and a run of query heads that share a KV
+// head: their scores are one matrix product of the keys with those heads'
+// queries, and their outputs one product of the values with their attention
+// weights, so each key and value is read and converted once per run instead of
+// once per head. Decode (one token) splits each KV head's heads into as many
+// runs as it takes to give every thread about two items.
 void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache,
             ForwardBuffers& buf, ThreadPool& pool) {
-  const int head_dim = c.head_dim;
   const int group = c.n_heads / c.n_kv_heads;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-  const int64_t items = static_cast<int64_t>(n) * c.n_heads;
   const int threads = pool.size();
-  const size_t scores_per_thread = buf.scores.size() / threads;
+  // Decode splits the runs further until every thread has about two items.
+  const int kv_items = n * c.n_kv_heads;
+  const int wanted_runs = std::clamp((2 * threads + kv_items - 1) / kv_items, 1, group);
+  const int heads_per_item = std::min(kMaxHeadsPerItem, (group + wanted_runs - 1) / wanted_runs);
+  const int runs_per_kv_head = (group + heads_per_item - 1) / heads_per_item;
   struct Context {
     const ModelConfig* c;
     KvCache* cache;
     ForwardBuffers* buf;
-    int layer, position, head_dim, group;
+    int layer, position, group, heads_per_item, runs_per_kv_head;
     float scale;
     int64_t items;
-    size_t scores_per_thread;
-    size_t value_row_floats;
+    size_t scores_per_thread, weights_per_thread, value_row_floats;
     std::atomic<int64_t> next_item;
   } ctx{&c,
         &cache,
         &buf,
         layer,
         position,
-        head_dim,
         group,
-        scale,
-        items,
-        scores_per_thread,
+        heads_per_item,
+        runs_per_kv_head,
+        1.0f / std::sqrt(static_cast<float>(c.head_dim)),
+        static_cast<int64_t>(n) * c.n_kv_heads * runs_per_kv_head,
+        buf.scores.size() / threads,
+        buf.attention_weights.size() / threads,
         buf.value_rows.size() / threads,
         {0}};
   // Items are handed out one by one, so a thread that starts late (or not at
   // all, on a busy machine) leaves its share to the others.
   pool.run_shared([p = &ctx](int thread) {
     Context& x = *p;
+    const ModelConfig& c = *x.c;
+    const int head_dim = c.head_dim;
+    const int q_dim = c.q_dim();
     float* scores = x.buf->scores.data() + thread * x.scores_per_thread;
-    const int q_dim = x.c->q_dim();
+    float* weights = x.buf->attention_weights.data() + thread * x.weights_per_thread;
     for (int64_t item = x.next_item.fetch_add(1, std::memory_order_relaxed); item < x.items;
          item = x.next_item.fetch_add(1, std::memory_order_relaxed)) {
-      const int i = static_cast<int>(item / x.c->n_heads);
-      const int h = static_cast<int>(item % x.c->n_heads);
-      const int g = h / x.group;  // its KV head
+      const int per_token = c.n_kv_heads * x.runs_per_kv_head;
+      const int i = static_cast<int>(item / per_token);
+      const int g = static_cast<int>(item % per_token) / x.runs_per_kv_head;  // KV head
+      const int run = static_cast<int>(item % x.runs_per_kv_head);
+      const int h0 = g * x.group + run * x.heads_per_item;  // first query head of the run
+      const int heads = std::min(x.heads_per_item, (g + 1) * x.group - h0);
       // Attends to positions [first, position + i]: all of them, or a sliding window.
       const int end = x.position + i + 1;
-      const int window = x.c->sliding_window;
+      const int window = c.sliding_window;
       const int first = window > 0 && end > window ? end - window : 0;
       const int length = end - first;
       // The value product runs over whole blocks: [vfirst, vend) around [first, end),
@@ -215,47 +240,56 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
       const int vend = static_cast<int>((end + block - 1) / block * block);
       const int width = vend - vfirst;
       const int lead = first - vfirst;
-      const size_t offset = static_cast<size_t>(i) * q_dim + static_cast<size_t>(h) * x.head_dim;
+      const size_t offset = static_cast<size_t>(i) * q_dim + static_cast<size_t>(h0) * head_dim;
       WeightMatrix keys;
       keys.type = x.cache->type;
       keys.rows = length;
-      keys.cols = x.head_dim;
+      keys.cols = head_dim;
       keys.data =
           x.cache->key_matrix(x.layer, g) + static_cast<size_t>(first) * x.cache->key_row_bytes;
       keys.row_bytes = x.cache->key_row_bytes;
       WeightMatrix values;
       values.type = x.cache->type;
-      values.rows = x.head_dim;
+      values.rows = head_dim;
       values.cols = width;
       values.data = x.cache->value_matrix(x.layer, g) + dtype_row_bytes(x.cache->type, vfirst);
       values.row_bytes = x.cache->value_row_bytes;
-      // n = 1 keeps the kernels on their allocation-free decode path.
-      float* row = scores;
-      std::fill(row, row + lead, 0.0f);
-      std::fill(row + lead + length, row + width, 0.0f);
-      float* live = row + lead;
-      matmul(keys, x.buf->q.data() + offset, 1, live, nullptr);
-      for (int t = 0; t < length; ++t) live[t] *= x.scale;
-      softmax(live, length);
-      float* out = x.buf->attention.data() + offset;
-      if (x.cache->type == DType::Q8_0) {
-        // The quantized matmul would also round the attention weights to 8 bits;
-        // dequantize each value row instead and keep the weights in F32.
-        float* value_row = x.buf->value_rows.data() + thread * x.value_row_floats;
-        WeightMatrix dense;
-        dense.type = DType::F32;
-        dense.rows = 1;
-        dense.cols = width;
-        dense.data = value_row;
-        dense.row_bytes = static_cast<size_t>(width) * sizeof(float);
-        for (int d = 0; d < x.head_dim; ++d) {
-          dequantize_row(DType::Q8_0,
-                         static_cast<const uint8_t*>(values.data) + d * values.row_bytes, value_row,
-                         width);
-          matmul(dense, row, 1, out + d, nullptr);
-        }
-      } else {
-        matmul(values, row, 1, out, nullptr);
+      // The keys and values are read from memory (the weights streamed since
+      // the last layer have evicted them): ask for all of them now, so the
+      // misses overlap instead of stalling the kernels one tile at a time.
+      prefetch_rows(keys.data, length, keys.row_bytes, keys.row_bytes);
+      prefetch_rows(values.data, head_dim, dtype_row_bytes(values.type, width), values.row_bytes);
+      // scores: [heads][length]; weights: [heads][width], zero outside [lead, lead + length).
+      matmul(keys, x.buf->q.data() + offset, heads, scores, nullptr);
+      for (int h = 0; h < heads; ++h) {
+        float* row = weights + static_cast<size_t>(h) * width;
+        const float* s = scores + static_cast<size_t>(h) * length;
+        std::fill(row, row + lead, 0.0f);
+        std::fill(row + lead + length, row + width, 0.0f);
+        float* live = row + lead;
+        for (int t = 0; t < length; ++t) live[t] = s[t] * x.scale;
+        softmax(live, length);
+      }
+      float* out = x.buf->attention.data() + offset;  // [heads][head_dim]
+      if (x.cache->type != DType::Q8_0) {
+        matmul(values, weights, heads, out, nullptr);
+        continue;
+      }
+      // The quantized matmul would also round the attention weights to 8 bits;
+      // dequantize each value row instead and keep the weights in F32.
+      float* value_row = x.buf->value_rows.data() + thread * x.value_row_floats;
+      float* dots = value_row + width;  // [heads]
+      WeightMatrix dense;
+      dense.type = DType::F32;
+      dense.rows = 1;
+      dense.cols = width;
+      dense.data = value_row;
+      dense.row_bytes = static_cast<size_t>(width) * sizeof(float);
+      for (int d = 0; d < head_dim; ++d) {
+        dequantize_row(DType::Q8_0, static_cast<const uint8_t*>(values.data) + d * values.row_bytes,
+                       value_row, width);
+        matmul(dense, weights, heads, dots, nullptr);
+        for (int h = 0; h < heads; ++h) out[static_cast<size_t>(h) * head_dim + d] = dots[h];
       }
     }
   });

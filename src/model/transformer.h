@@ -75,8 +75,10 @@ struct ForwardBuffers {
   int max_batch = 0;
   std::vector<float> x, x_norm, q, k, v, attention, ffn_gate, ffn_up;
   std::vector<float> rope_cos, rope_sin;  // [max_batch][head_dim/2]
-  std::vector<float> scores;              // [threads][heads per KV head][capacity]
-  std::vector<float> value_rows;          // [threads][capacity]: Q8_0 value rows in F32
+  // Per thread, for one run of query heads (see attend() in transformer.cc):
+  std::vector<float> scores;             // [threads][heads][capacity]
+  std::vector<float> attention_weights;  // [threads][heads][capacity, padded to 32]
+  std::vector<float> value_rows;         // [threads][capacity + heads]: Q8_0 values in F32
 
   void allocate(const ModelConfig& config, int max_batch, int capacity, int threads);
 };
