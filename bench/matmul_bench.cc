@@ -75,10 +75,13 @@ Weights make_weights(DType type, Shape shape, size_t min_total_bytes) {
   return w;
 }
 
-void run_matmul(benchmark::State& state, Isa isa, DType type, Shape shape, int threads, int64_t n) {
+// Decode (n = 1) streams cold weights unless `hot` (attention over a KV cache
+// that was just written).
+void run_matmul(benchmark::State& state, Isa isa, DType type, Shape shape, int threads, int64_t n,
+                bool hot) {
   set_active_isa(isa);
   ThreadPool& pool = pool_of(threads);
-  const bool decode = n == 1;
+  const bool decode = n == 1 && !hot;
   Weights w = make_weights(type, shape, decode ? kColdBytes : 0);
   std::vector<float> x(static_cast<size_t>(n * shape.cols), 0.5f);
   std::vector<float> y(static_cast<size_t>(n * shape.rows));
@@ -122,11 +125,31 @@ void register_all() {
                                      dtype_name(type) + "/" + isa_name(isa) + "/" +
                                      std::to_string(shape.rows) + "x" + std::to_string(shape.cols) +
                                      "/threads:" + std::to_string(threads);
-            benchmark::RegisterBenchmark(name.c_str(), run_matmul, isa, type, shape, threads, n)
+            benchmark::RegisterBenchmark(name.c_str(), run_matmul, isa, type, shape, threads, n,
+                                         false)
                 ->UseRealTime()
                 ->Unit(benchmark::kMicrosecond);
           }
         }
+      }
+    }
+  }
+  // Attention's products with an F16 KV cache (head_dim 64), in cache: keys
+  // [context][64] and transposed values [64][context] times the 1, 3 or 4
+  // query heads that share a KV head (short-row kernels); and 2-4 token
+  // prompts on a 2048 x 2048 matrix, the other user of those kernels.
+  const Shape kv_shapes[] = {{160, 64}, {64, 160}, {1024, 64}, {64, 1024}, {2048, 2048}};
+  for (Isa isa : isas) {
+    if (!isa_supported(isa)) continue;
+    for (const Shape& shape : kv_shapes) {
+      for (int64_t n : {1, 2, 3, 4}) {
+        if (shape.rows == 2048 && n == 1) continue;
+        const std::string name = std::string("few_tokens/f16/") + isa_name(isa) + "/" +
+                                 std::to_string(shape.rows) + "x" + std::to_string(shape.cols) +
+                                 "/n:" + std::to_string(n);
+        benchmark::RegisterBenchmark(name.c_str(), run_matmul, isa, DType::F16, shape, 1, n, true)
+            ->UseRealTime()
+            ->Unit(benchmark::kMicrosecond);
       }
     }
   }

@@ -92,9 +92,120 @@ inline void matvec_block(const uint8_t* rows, size_t row_bytes, const float* x, 
   for (int r = 0; r < R; ++r) y[r] = vaddvq_f32(vaddq_f32(acc0[r], acc1[r]));
 }
 
+// Lane j of the result is the sum of v[j]'s lanes (4 vectors in 3 pairwise adds).
+inline float32x4_t hsum4(const float32x4_t* v) {
+  return vpaddq_f32(vpaddq_f32(v[0], v[1]), vpaddq_f32(v[2], v[3]));
+}
+
+// (16 / T) short rows x T tokens, one accumulator per (row, token) and one
+// transposed horizontal sum for all of them: for rows this short (attention
+// keys and values) a horizontal sum per product would cost as much as the
+// products, and the rows are in cache anyway. Accumulators are token-major
+// (acc[t * R + r]), so when R is a multiple of 4 each reduced vector holds 4
+// consecutive rows of one token and full tiles store it directly. T = 3 uses 15
+// accumulators (5 rows); the 16th stays zero. Rows past `rows` repeat the last
+// one and are not stored.
+template <typename W, int T, bool kFull>
+inline void short_rows_tile(const uint8_t* base, size_t row_bytes, int64_t rows, const float* x,
+                            int64_t cols, float* y, int64_t y_stride) {
+  constexpr int R = 16 / T;
+  const uint8_t* row[R];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) row[r] = base + (kFull || r < rows ? r : rows - 1) * row_bytes;
+  float32x4_t acc[16];
+#pragma GCC unroll 16
+  for (int k = 0; k < 16; ++k) acc[k] = vdupq_n_f32(0.0f);
+  int64_t i = 0;
+  for (; i + 8 <= cols; i += 8) {
+    float32x4_t x0[T], x1[T];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+      x0[t] = vld1q_f32(x + t * cols + i);
+      x1[t] = vld1q_f32(x + t * cols + i + 4);
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      float32x4_t lo, hi;
+      W::load8(row[r], i, &lo, &hi);
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) {
+        acc[t * R + r] = vfmaq_f32(acc[t * R + r], lo, x0[t]);
+        acc[t * R + r] = vfmaq_f32(acc[t * R + r], hi, x1[t]);
+      }
+    }
+  }
+  if (i < cols) {
+    float32x4_t x0[T], x1[T];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) load8_tail<F32Weights>(x + t * cols, i, cols - i, &x0[t], &x1[t]);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      float32x4_t lo, hi;
+      load8_tail<W>(row[r], i, cols - i, &lo, &hi);
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) {
+        acc[t * R + r] = vfmaq_f32(acc[t * R + r], lo, x0[t]);
+        acc[t * R + r] = vfmaq_f32(acc[t * R + r], hi, x1[t]);
+      }
+    }
+  }
+  float32x4_t sums[4];  // lane j of sums[g]: acc[4 * g + j]
+#pragma GCC unroll 4
+  for (int g = 0; g < 4; ++g) sums[g] = hsum4(acc + 4 * g);
+  if (kFull && R % 4 == 0) {
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; ++g) vst1q_f32(y + (4 * g / R) * y_stride + (4 * g % R), sums[g]);
+    return;
+  }
+  float out[16];
+#pragma GCC unroll 4
+  for (int g = 0; g < 4; ++g) vst1q_f32(out + 4 * g, sums[g]);
+  const int64_t live = rows < R ? rows : R;
+  for (int64_t r = 0; r < live; ++r) {
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) y[t * y_stride + r] = out[t * R + r];
+  }
+}
+
+// y[t * y_stride + r - row_begin] for rows [row_begin, row_end).
+template <typename W, int T>
+void short_rows_range(const WeightMatrix& w, const float* x, float* y, int64_t y_stride,
+                      int64_t row_begin, int64_t row_end) {
+  constexpr int64_t R = 16 / T;
+  const uint8_t* base = static_cast<const uint8_t*>(w.data);
+  int64_t r = row_begin;
+  for (; r + R <= row_end; r += R) {
+    short_rows_tile<W, T, true>(base + r * w.row_bytes, w.row_bytes, R, x, w.cols,
+                                y + (r - row_begin), y_stride);
+  }
+  if (r < row_end) {
+    short_rows_tile<W, T, false>(base + r * w.row_bytes, w.row_bytes, row_end - r, x, w.cols,
+                                 y + (r - row_begin), y_stride);
+  }
+}
+
+// Short rows (cols <= kShortRowCols) for 1 token, and 2 to kShortRowTokens
+// tokens at any row length.
+template <typename W>
+void short_rows(const WeightMatrix& w, const float* x, int64_t n, float* y, int64_t y_stride,
+                int64_t row_begin, int64_t row_end) {
+  float* out = y + row_begin;
+  switch (n) {
+    case 1:
+      return short_rows_range<W, 1>(w, x, out, y_stride, row_begin, row_end);
+    case 2:
+      return short_rows_range<W, 2>(w, x, out, y_stride, row_begin, row_end);
+    case 3:
+      return short_rows_range<W, 3>(w, x, out, y_stride, row_begin, row_end);
+    default:
+      return short_rows_range<W, 4>(w, x, out, y_stride, row_begin, row_end);
+  }
+}
+
 template <typename W>
 void matvec(const WeightMatrix& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
   const uint8_t* base = static_cast<const uint8_t*>(w.data);
+  if (w.cols <= kShortRowCols) return short_rows_range<W, 1>(w, x, y, 1, row_begin, row_end);
   int64_t r = row_begin;
   for (; r + 4 <= row_end; r += 4) {
     matvec_block<W, 4>(base + r * w.row_bytes, w.row_bytes, x, w.cols, y + (r - row_begin));
@@ -215,12 +326,18 @@ void f32_to_f16_neon(const float* src, uint16_t* dst, int64_t n) {
 void register_neon_kernels(IsaKernels* table) {
   table->panel_matmul = panel_matmul;
   table->f32_to_f16 = f32_to_f16_neon;
-  table->types[static_cast<uint32_t>(DType::F32)] = {matvec<F32Weights>, to_f32<F32Weights>,
-                                                     nullptr};
-  table->types[static_cast<uint32_t>(DType::F16)] = {matvec<F16Weights>, to_f32<F16Weights>,
-                                                     nullptr};
-  table->types[static_cast<uint32_t>(DType::BF16)] = {matvec<BF16Weights>, to_f32<BF16Weights>,
-                                                      nullptr};
+  TypeKernels& f32 = table->types[static_cast<uint32_t>(DType::F32)];
+  f32.matvec = matvec<F32Weights>;
+  f32.to_f32 = to_f32<F32Weights>;
+  f32.short_rows = short_rows<F32Weights>;
+  TypeKernels& f16 = table->types[static_cast<uint32_t>(DType::F16)];
+  f16.matvec = matvec<F16Weights>;
+  f16.to_f32 = to_f32<F16Weights>;
+  f16.short_rows = short_rows<F16Weights>;
+  TypeKernels& bf16 = table->types[static_cast<uint32_t>(DType::BF16)];
+  bf16.matvec = matvec<BF16Weights>;
+  bf16.to_f32 = to_f32<BF16Weights>;
+  bf16.short_rows = short_rows<BF16Weights>;
 }
 
 }  // namespace edgelm::kernels_internal
