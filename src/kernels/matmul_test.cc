@@ -152,7 +152,8 @@ TEST(MatmulTest, EveryIsaMatchesReferenceOnAwkwardShapes) {
 }
 
 // One token with rows of up to 256 values, and 2-4 tokens at any row length,
-// take the short-row kernels (16 / n rows at once on AVX-512, 8 / n on AVX2);
+// take the short-row kernels (16 / n rows at once on AVX-512 and NEON; on AVX2
+// 8 rows x 1 or 4 rows x 2 tokens per pass);
 // row strides wider than the row, as in the KV cache.
 TEST(MatmulTest, ShortRowKernelsMatchReference) {
   IsaGuard guard;
