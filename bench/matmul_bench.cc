@@ -16,6 +16,7 @@
 
 #include "kernels/bandwidth.h"
 #include "kernels/matmul.h"
+#include "kernels/ops.h"
 #include "kernels/thread_pool.h"
 #include "util/half.h"
 
@@ -105,6 +106,32 @@ void run_matmul(benchmark::State& state, Isa isa, DType type, Shape shape, int t
   set_active_isa(best_supported_isa());
 }
 
+// The element-wise ops of a layer at SmolLM2 sizes: softmax over 160 scores,
+// silu_mul over the 1536-wide FFN, rmsnorm over 576.
+void run_op(benchmark::State& state, Isa isa, int op) {
+  set_active_isa(isa);
+  const int64_t n = op == 0 ? 160 : op == 1 ? 1536 : 576;
+  std::vector<float> a(static_cast<size_t>(n)), b(a.size()), out(a.size());
+  std::mt19937 rng(3);
+  std::normal_distribution<float> dist(0.0f, 2.0f);
+  for (size_t i = 0; i < a.size(); ++i) {
+    a[i] = dist(rng);
+    b[i] = dist(rng);
+  }
+  for (auto _ : state) {
+    if (op == 0) {
+      std::copy(a.begin(), a.end(), out.begin());
+      softmax(out.data(), n);
+    } else if (op == 1) {
+      silu_mul(out.data(), a.data(), b.data(), n);
+    } else {
+      rmsnorm(out.data(), a.data(), b.data(), n, 1e-5f);
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+  set_active_isa(best_supported_isa());
+}
+
 void BM_ReadBandwidth(benchmark::State& state) {
   ThreadPool& pool = pool_of(static_cast<int>(state.range(0)));
   double gbs = 0;
@@ -132,6 +159,14 @@ void register_all() {
           }
         }
       }
+    }
+  }
+  const char* op_names[] = {"softmax/160", "silu_mul/1536", "rmsnorm/576"};
+  for (Isa isa : isas) {
+    if (!isa_supported(isa)) continue;
+    for (int op = 0; op < 3; ++op) {
+      const std::string name = std::string("ops/") + op_names[op] + "/" + isa_name(isa);
+      benchmark::RegisterBenchmark(name.c_str(), run_op, isa, op)->Unit(benchmark::kNanosecond);
     }
   }
   // Attention's products with an F16 KV cache (head_dim 64), in cache: keys
