@@ -177,13 +177,12 @@ void add_bias(float* rows, const float* bias, int n, int width) {
 // head: their scores are one matrix product of the keys with those heads'
 // queries, and their outputs one product of the values with their attention
 // weights, so each key and value is read and converted once per run instead of
-// once per head. Decode (one token) splits each KV head's heads into as many
-// runs as it takes to give every thread about two items.
+// once per head. Runs have at most kMaxHeadsPerItem heads, and decode (one
+// token) shortens them until every thread has about two items.
 void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache,
             ForwardBuffers& buf, ThreadPool& pool) {
   const int group = c.n_heads / c.n_kv_heads;
   const int threads = pool.size();
-  // Decode splits the runs further until every thread has about two items.
   const int kv_items = n * c.n_kv_heads;
   const int wanted_runs = std::clamp((2 * threads + kv_items - 1) / kv_items, 1, group);
   const int heads_per_item = std::min(kMaxHeadsPerItem, (group + wanted_runs - 1) / wanted_runs);
