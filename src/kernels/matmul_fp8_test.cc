@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/isa_test_util.h"
 #include "kernels/matmul.h"
 #include "kernels/quant_formats.h"
 #include "kernels/thread_pool.h"
@@ -31,23 +32,6 @@
 
 namespace edgelm {
 namespace {
-
-std::vector<Isa> available_isas() {
-  std::vector<Isa> out;
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon, Isa::kNeonDotprod}) {
-    if (isa_supported(isa)) out.push_back(isa);
-  }
-  return out;
-}
-
-class IsaGuard {
- public:
-  IsaGuard() : saved_(active_isa()) {}
-  ~IsaGuard() { set_active_isa(saved_); }
-
- private:
-  Isa saved_;
-};
 
 bool is_nan_code(int code) {
   return (code & 0x7F) == 0x7F;

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "edgelm/error.h"
+#include "kernels/isa_test_util.h"
 #include "kernels/matmul.h"
 #include "kernels/quant_formats.h"
 #include "kernels/thread_pool.h"
@@ -36,23 +37,6 @@
 
 namespace edgelm {
 namespace {
-
-std::vector<Isa> available_isas() {
-  std::vector<Isa> out;
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon, Isa::kNeonDotprod}) {
-    if (isa_supported(isa)) out.push_back(isa);
-  }
-  return out;
-}
-
-class IsaGuard {
- public:
-  IsaGuard() : saved_(active_isa()) {}
-  ~IsaGuard() { set_active_isa(saved_); }
-
- private:
-  Isa saved_;
-};
 
 const DType kIntTypes[] = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0,
                            DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "edgelm/error.h"
+#include "kernels/isa_test_util.h"
 #include "kernels/thread_pool.h"
 #include "util/half.h"
 
@@ -19,24 +20,6 @@ namespace {
 // Every result must be within kRelTol of sum_i |w_i * x_i| (the scale of the
 // rounding error of any summation order) of the double-precision reference.
 constexpr double kRelTol = 1e-5;
-
-std::vector<Isa> available_isas() {
-  std::vector<Isa> out;
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon, Isa::kNeonDotprod}) {
-    if (isa_supported(isa)) out.push_back(isa);
-  }
-  return out;
-}
-
-// Restores the start-up ISA when a test ends.
-class IsaGuard {
- public:
-  IsaGuard() : saved_(active_isa()) {}
-  ~IsaGuard() { set_active_isa(saved_); }
-
- private:
-  Isa saved_;
-};
 
 // A weight matrix of random values stored as `type`, plus its F32 values.
 struct TestMatrix {

@@ -12,29 +12,12 @@
 #include <vector>
 
 #include "kernels/bandwidth.h"
+#include "kernels/isa_test_util.h"
 #include "kernels/matmul.h"
 #include "kernels/thread_pool.h"
 
 namespace edgelm {
 namespace {
-
-std::vector<Isa> available_isas() {
-  std::vector<Isa> out;
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon, Isa::kNeonDotprod}) {
-    if (isa_supported(isa)) out.push_back(isa);
-  }
-  return out;
-}
-
-// Restores the start-up ISA when a test ends.
-class IsaGuard {
- public:
-  IsaGuard() : saved_(active_isa()) {}
-  ~IsaGuard() { set_active_isa(saved_); }
-
- private:
-  Isa saved_;
-};
 
 // Runs body once with each ISA this CPU supports active.
 template <typename Body>

@@ -1,0 +1,31 @@
+// Test helpers for running a kernel test under every instruction set this CPU
+// supports (kernels_tests only).
+#pragma once
+
+#include <vector>
+
+#include "kernels/matmul.h"
+
+namespace edgelm {
+
+inline std::vector<Isa> available_isas() {
+  std::vector<Isa> out;
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon, Isa::kNeonDotprod}) {
+    if (isa_supported(isa)) out.push_back(isa);
+  }
+  return out;
+}
+
+// Restores the start-up ISA when a test ends.
+class IsaGuard {
+ public:
+  IsaGuard() : saved_(active_isa()) {}
+  ~IsaGuard() { set_active_isa(saved_); }
+  IsaGuard(const IsaGuard&) = delete;
+  IsaGuard& operator=(const IsaGuard&) = delete;
+
+ private:
+  Isa saved_;
+};
+
+}  // namespace edgelm
