@@ -599,8 +599,8 @@ inline void matvec_32_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, con
               _mm512_test_epi8_mask(_mm512_shuffle_epi8(rep, pick_lo), bit_of_byte);
           const __mmask64 mhi =
               _mm512_test_epi8_mask(_mm512_shuffle_epi8(rep, pick_hi), bit_of_byte);
-          lo = _mm512_or_si512(lo, _mm512_maskz_mov_epi8(mlo, bit4));
-          hi = _mm512_or_si512(hi, _mm512_maskz_mov_epi8(mhi, bit4));
+          lo = _mm512_mask_add_epi8(lo, mlo, lo, bit4);  // bit 4 is clear: + 16 sets it
+          hi = _mm512_mask_add_epi8(hi, mhi, hi, bit4);
         }
         s[h] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xlo[h]);
         s[h] = _mm512_dpbusd_epi32(s[h], hi, xhi[h]);
