@@ -231,8 +231,9 @@ TEST(MatmulQuantTest, EveryIsaMatchesScalarExactly) {
   const int64_t n_list[] = {1, 2, 3, 5, 8, 9, 19, 16, 35, 40};
   int checked = 0;
   for (DType type : kIntTypes) {
-    const std::vector<int64_t> col_list = is_k(type) ? std::vector<int64_t>{256, 512, 768}
-                                                     : std::vector<int64_t>{32, 64, 96, 288, 544};
+    const std::vector<int64_t> col_list =
+        is_k(type) ? std::vector<int64_t>{256, 512, 768}
+                   : std::vector<int64_t>{32, 64, 96, 160, 224, 288, 416, 544};
     for (size_t ri = 0; ri < std::size(row_list); ++ri) {
       const int64_t rows = row_list[ri];
       const int64_t cols = col_list[ri % col_list.size()];
