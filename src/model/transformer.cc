@@ -167,6 +167,33 @@ void prefetch_rows(const void* data, int64_t count, size_t bytes, size_t stride)
   }
 }
 
+// What the token at `position` attends to: positions [first, end) (all of them,
+// or a sliding window); the value product runs over whole blocks [vfirst, vend)
+// around them, with zero weights on the padding.
+struct AttendedRange {
+  int first, end, vfirst, vend;
+};
+AttendedRange attended_range(const ModelConfig& c, const KvCache& cache, int position) {
+  AttendedRange r;
+  r.end = position + 1;
+  const int window = c.sliding_window;
+  r.first = window > 0 && r.end > window ? r.end - window : 0;
+  const int64_t block = cache.block_size();
+  r.vfirst = static_cast<int>(r.first / block * block);
+  r.vend = static_cast<int>((r.end + block - 1) / block * block);
+  return r;
+}
+
+// Prefetches the keys of positions [first, end) and the values of the block-
+// aligned columns [vfirst, vend) of one KV head.
+void prefetch_kv_head(KvCache& cache, int layer, int kv_head, int first, int end, int vfirst,
+                      int vend) {
+  prefetch_rows(cache.key_matrix(layer, kv_head) + static_cast<size_t>(first) * cache.key_row_bytes,
+                end - first, cache.key_row_bytes, cache.key_row_bytes);
+  prefetch_rows(cache.value_matrix(layer, kv_head) + dtype_row_bytes(cache.type, vfirst),
+                cache.head_dim, dtype_row_bytes(cache.type, vend - vfirst), cache.value_row_bytes);
+}
+
 void add_bias(float* rows, const float* bias, int n, int width) {
   if (bias == nullptr) return;
   for (int i = 0; i < n; ++i) add_inplace(rows + static_cast<size_t>(i) * width, bias, width);
@@ -191,7 +218,7 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
     const ModelConfig* c;
     KvCache* cache;
     ForwardBuffers* buf;
-    int layer, position, group, heads_per_item, runs_per_kv_head;
+    int layer, position, group, heads_per_item, runs_per_kv_head, threads;
     float scale;
     int64_t items;
     size_t scores_per_thread, weights_per_thread, value_row_floats;
@@ -204,6 +231,7 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
         group,
         heads_per_item,
         runs_per_kv_head,
+        threads,
         1.0f / std::sqrt(static_cast<float>(c.head_dim)),
         static_cast<int64_t>(n) * c.n_kv_heads * runs_per_kv_head,
         buf.scores.size() / threads,
@@ -227,16 +255,9 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
       const int run = static_cast<int>(item % x.runs_per_kv_head);
       const int h0 = g * x.group + run * x.heads_per_item;  // first query head of the run
       const int heads = std::min(x.heads_per_item, (g + 1) * x.group - h0);
-      // Attends to positions [first, position + i]: all of them, or a sliding window.
-      const int end = x.position + i + 1;
-      const int window = c.sliding_window;
-      const int first = window > 0 && end > window ? end - window : 0;
+      const AttendedRange range = attended_range(c, *x.cache, x.position + i);
+      const int first = range.first, end = range.end, vfirst = range.vfirst, vend = range.vend;
       const int length = end - first;
-      // The value product runs over whole blocks: [vfirst, vend) around [first, end),
-      // with zero weights on the padding.
-      const int64_t block = x.cache->block_size();
-      const int vfirst = static_cast<int>(first / block * block);
-      const int vend = static_cast<int>((end + block - 1) / block * block);
       const int width = vend - vfirst;
       const int lead = first - vfirst;
       const size_t offset = static_cast<size_t>(i) * q_dim + static_cast<size_t>(h0) * head_dim;
@@ -256,8 +277,7 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
       // The keys and values are read from memory (the weights streamed since
       // the last layer have evicted them): ask for all of them now, so the
       // misses overlap instead of stalling the kernels one tile at a time.
-      prefetch_rows(keys.data, length, keys.row_bytes, keys.row_bytes);
-      prefetch_rows(values.data, head_dim, dtype_row_bytes(values.type, width), values.row_bytes);
+      prefetch_kv_head(*x.cache, x.layer, g, first, end, vfirst, vend);
       // scores: [heads][length]; weights: [heads][width], zero outside [lead, lead + length).
       // One product per head (n = 1): the 16-row short-row tiles keep more
       // misses in flight than a multi-token tile (5 rows for 3 heads), which
@@ -276,6 +296,18 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
         float* live = row + lead;
         for (int t = 0; t < length; ++t) live[t] = s[t] * x.scale;
         softmax(live, length);
+      }
+      // While this run's other heads work from cache, the memory system can
+      // already bring in the KV head of the item this thread is likely to take
+      // next (items are claimed in turn: `threads` further on).
+      const int64_t guess = item + x.threads;
+      if (guess < x.items) {
+        const int gi = static_cast<int>(guess / per_token);
+        const int gg = static_cast<int>(guess % per_token) / x.runs_per_kv_head;
+        if (gi != i || gg != g) {
+          const AttendedRange r = attended_range(c, *x.cache, x.position + gi);
+          prefetch_kv_head(*x.cache, x.layer, gg, r.first, r.end, r.vfirst, r.vend);
+        }
       }
       float* out = x.buf->attention.data() + offset;  // [heads][head_dim]
       if (x.cache->type != DType::Q8_0) {
@@ -337,6 +369,12 @@ void run_layers(const LoadedModel& model, const int32_t* tokens, int n, int posi
     for (int i = 0; i < n; ++i) {
       rmsnorm(buf.x_norm.data() + static_cast<size_t>(i) * dim,
               buf.x.data() + static_cast<size_t>(i) * dim, L.attn_norm, dim, c.rms_eps);
+    }
+    if (n == 1) {
+      // Decode: the first KV head's cache comes in while Q/K/V stream (the
+      // other heads are prefetched by attention itself, one item ahead).
+      const AttendedRange r = attended_range(c, cache, position);
+      prefetch_kv_head(cache, l, 0, r.first, r.end - 1, r.vfirst, r.vend);
     }
     {
       const WeightMatrix ws[] = {L.wq, L.wk, L.wv};
