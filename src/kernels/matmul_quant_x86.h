@@ -577,15 +577,16 @@ inline void matvec_32_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, con
       // The group's 8 * kBytes (<= 192) bytes as three zmm; the third is a
       // masked load, so nothing past the group is read. Every field is then
       // one word permute away (the block sizes are even).
+      // The same group of the rows `ahead` bytes further (prefetch_distance).
+      for (int64_t off = 0; off < w_bytes; off += 64) {
+        _mm_prefetch(reinterpret_cast<const char*>(g) + ahead + off, _MM_HINT_T0);
+      }
       __m512i l0, l1, l2;
       if constexpr (kPartial) {
         l0 = _mm512_maskz_loadu_epi8(bytes_mask(0, w_bytes), g);
         l1 = _mm512_maskz_loadu_epi8(bytes_mask(64, w_bytes), g + 64);
         l2 = _mm512_maskz_loadu_epi8(bytes_mask(128, w_bytes) & kThirdMask, g + 128);
       } else {
-        for (size_t off = 0; off < 8 * kBytes; off += 64) {
-          _mm_prefetch(reinterpret_cast<const char*>(g) + ahead + off, _MM_HINT_T0);
-        }
         l0 = _mm512_loadu_si512(g);
         l1 = _mm512_loadu_si512(g + 64);
         l2 = _mm512_maskz_loadu_epi8(kThirdMask, g + 128);
