@@ -42,6 +42,8 @@ struct Row {
   ModelInfo info;
   int threads = 0;
   double load_seconds = 0, prefill = 0, decode = 0, bandwidth = 0, roofline = 0, rss = 0;
+  double decode_min = 0, decode_max = 0;             // over the repetitions
+  double bandwidth_before = 0, bandwidth_after = 0;  // `bandwidth` is the higher one
   double kv_bytes_per_token = 0;  // KV cache read by a decode step, averaged over the run
   double bits_per_weight = 0;
   bool has_quality = false;
@@ -115,6 +117,8 @@ void measure_speed(const std::shared_ptr<Model>& model, const BenchFlags& f, Row
   progress.finish();
   row.prefill = median(prefill_tps);
   row.decode = median(decode_tps);
+  row.decode_min = *std::min_element(decode_tps.begin(), decode_tps.end());
+  row.decode_max = *std::max_element(decode_tps.begin(), decode_tps.end());
 }
 
 void measure_quality(const std::shared_ptr<Model>& base, const std::shared_ptr<Model>& model,
@@ -134,19 +138,25 @@ void measure_quality(const std::shared_ptr<Model>& base, const std::shared_ptr<M
 
 std::string markdown_table(const std::vector<Row>& rows, bool quality) {
   std::ostringstream out;
-  out << "| model | types | size MiB | bpw | threads | prefill tok/s | decode tok/s | roofline "
-         "| peak RSS MiB |";
+  out << "| model | types | size MiB | bpw | threads | prefill tok/s | decode tok/s | bandwidth "
+         "GB/s "
+         "| roofline | peak RSS MiB |";
   if (quality) out << " PPL | KLD | top-1 |";
-  out << "\n|---|---|---:|---:|---:|---:|---:|---:|---:|";
+  out << "\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|";
   if (quality) out << "---:|---:|---:|";
   out << "\n";
   char buf[512];
   for (const Row& r : rows) {
     std::string types;
     for (const std::string& d : r.info.dtypes) types += (types.empty() ? "" : "+") + d;
-    std::snprintf(buf, sizeof buf, "| %s | %s | %.1f | %.2f | %d | %.1f | %.1f | %.0f%% | %.0f |",
+    // Decode: median (slowest-fastest repetition); bandwidth: the readings
+    // before and after the row (the roofline uses the higher).
+    std::snprintf(buf, sizeof buf,
+                  "| %s | %s | %.1f | %.2f | %d | %.1f | %.1f (%.1f-%.1f) | %.1f / %.1f | %.0f%% | "
+                  "%.0f |",
                   std::filesystem::path(r.info.path).filename().c_str(), types.c_str(),
                   r.info.file_bytes / 1048576.0, r.bits_per_weight, r.threads, r.prefill, r.decode,
+                  r.decode_min, r.decode_max, r.bandwidth_before, r.bandwidth_after,
                   r.roofline * 100, r.rss);
     out << buf;
     if (quality) {
@@ -175,9 +185,13 @@ nlohmann::json row_json(const Row& r) {
                       {"load_seconds", r.load_seconds},
                       {"prefill_tokens_per_second", r.prefill},
                       {"decode_tokens_per_second", r.decode},
+                      {"decode_tokens_per_second_min", r.decode_min},
+                      {"decode_tokens_per_second_max", r.decode_max},
                       {"weight_bytes_per_token", r.info.weight_bytes_per_token},
                       {"kv_bytes_per_token", r.kv_bytes_per_token},
                       {"memory_bandwidth_gbs", r.bandwidth},
+                      {"memory_bandwidth_before_gbs", r.bandwidth_before},
+                      {"memory_bandwidth_after_gbs", r.bandwidth_after},
                       {"roofline_fraction", r.roofline},
                       {"peak_rss_mib", r.rss}};
   if (r.has_quality) {
@@ -229,7 +243,9 @@ int bench_command(const BenchFlags& f) {
           row.info.n_params > 0 ? 8.0 * row.info.file_bytes / row.info.n_params : 0;
       measure_speed(model, f, row);
       row.rss = peak_rss_mib();  // before the bandwidth test's own buffer
-      row.bandwidth = std::max(bandwidth_before, measure_memory_bandwidth(row.threads));
+      row.bandwidth_before = bandwidth_before;
+      row.bandwidth_after = measure_memory_bandwidth(row.threads);
+      row.bandwidth = std::max(row.bandwidth_before, row.bandwidth_after);
       row.has_quality = quality_row.has_quality;
       row.ppl = quality_row.ppl;
       row.ppl_uncertainty = quality_row.ppl_uncertainty;
@@ -260,11 +276,12 @@ int bench_command(const BenchFlags& f) {
     std::printf("load time:          %.3f s\n", r.load_seconds);
     std::printf("prefill:            %.1f tok/s (%d-token prompt, median of %d)\n", r.prefill,
                 f.prompt_tokens, f.repetitions);
-    std::printf("decode:             %.1f tok/s (%d tokens, median of %d)\n", r.decode,
-                f.decode_tokens, f.repetitions);
+    std::printf("decode:             %.1f tok/s (%d tokens, median of %d: %.1f-%.1f)\n", r.decode,
+                f.decode_tokens, f.repetitions, r.decode_min, r.decode_max);
     std::printf("bytes per token:    %.1f MiB weights + %.2f MiB KV cache (mean context)\n",
                 r.info.weight_bytes_per_token / 1048576.0, r.kv_bytes_per_token / 1048576.0);
-    std::printf("memory bandwidth:   %.1f GB/s (measured, %d threads)\n", r.bandwidth, r.threads);
+    std::printf("memory bandwidth:   %.1f GB/s (measured, %d threads; %.1f before, %.1f after)\n",
+                r.bandwidth, r.threads, r.bandwidth_before, r.bandwidth_after);
     std::printf("decode roofline:    %.1f tok/s -> achieved %.0f%% of roofline\n",
                 r.bandwidth * 1e9 / (r.info.weight_bytes_per_token + r.kv_bytes_per_token),
                 r.roofline * 100);
