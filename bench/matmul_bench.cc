@@ -141,7 +141,8 @@ void BM_ReadBandwidth(benchmark::State& state) {
 BENCHMARK(BM_ReadBandwidth)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->Iterations(1);
 
 void register_all() {
-  const Isa isas[] = {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon, Isa::kNeonDotprod};
+  const Isa isas[] = {Isa::kScalar, Isa::kAvx2,        Isa::kAvx512,
+                      Isa::kNeon,   Isa::kNeonDotprod, Isa::kNeonI8mm};
   for (int64_t n : {int64_t{1}, kPrefillTokens}) {
     for (Isa isa : isas) {
       if (!isa_supported(isa)) continue;

@@ -175,7 +175,8 @@ bool fits(DType type, const Shape& shape) {
 }
 
 void register_all(bool all_isas) {
-  const Isa isas[] = {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon, Isa::kNeonDotprod};
+  const Isa isas[] = {Isa::kScalar, Isa::kAvx2,        Isa::kAvx512,
+                      Isa::kNeon,   Isa::kNeonDotprod, Isa::kNeonI8mm};
   for (int64_t n : {int64_t{1}, kPrefillTokens}) {
     for (Isa isa : isas) {
       if (!isa_supported(isa) || (!all_isas && isa != best_supported_isa())) continue;

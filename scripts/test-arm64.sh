@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Cross-compiles the kernel, model and generation tests for ARM64 and runs them under qemu-user, once
-# on a CPU with every extension (-cpu max: dotprod, fp16, ...) and once on
-# Cortex-A53/A72 models (plain ARMv8.0 NEON, no dotprod), so both dispatch paths
-# are exercised.
+# on a CPU with every extension (-cpu max: dotprod, fp16, i8mm, ...) and once on
+# Cortex-A53/A72 models (plain ARMv8.0 NEON, no dotprod or i8mm), so every
+# dispatch path is exercised: kernels_tests runs each ISA the CPU has (neon,
+# neon-dotprod and neon-i8mm on max) against the scalar reference, and this
+# script checks that each CPU model reports the best ISA expected of it.
 #
 #   scripts/test-arm64.sh [build-dir] [extra cmake targets...]
 #
@@ -42,6 +44,9 @@ cmake -S "$repo" -B "$build" -G Ninja \
   -DCMAKE_BUILD_TYPE=Release -DEDGELM_BUILD_BENCH=OFF
 cmake --build "$build" --target "${targets[@]}" -j "$jobs"
 
+# The best ISA each CPU model must report (kernels_tests prints "isa: best ...").
+declare -A want_isa=([max]=neon-i8mm [cortex-a72]=neon [cortex-a53]=neon)
+
 status=0
 for cpu in max cortex-a72 cortex-a53; do
   for test in "${tests[@]}"; do
@@ -50,6 +55,10 @@ for cpu in max cortex-a72 cortex-a53; do
     log="$build/$name-$cpu.log"
     if qemu-aarch64 -cpu "$cpu" -L /usr/aarch64-linux-gnu "$build/$test" >"$log" 2>&1; then
       grep -E "^(isa|\[==========\]|\[  PASSED  \])" "$log" || true
+      if [ "$name" = kernels_tests ] && ! grep -q "^isa: best ${want_isa[$cpu]}," "$log"; then
+        echo "FAILED: -cpu $cpu should select ${want_isa[$cpu]} (log: $log)"
+        status=1
+      fi
     else
       grep -E "FAILED|Failure|isa" "$log" || tail -20 "$log"
       echo "FAILED: $name on -cpu $cpu (log: $log)"

@@ -61,6 +61,9 @@ CpuFeatures detect() {
 #ifdef HWCAP_ASIMDHP
   f.fp16 = (hwcap & HWCAP_ASIMDHP) != 0;
 #endif
+#if defined(AT_HWCAP2) && defined(HWCAP2_I8MM)
+  f.i8mm = (getauxval(AT_HWCAP2) & HWCAP2_I8MM) != 0;
+#endif
 #endif
   return f;
 }

@@ -1,5 +1,5 @@
-// What the CPU we run on can do, read once (cpuid + xgetbv on x86, AT_HWCAP on
-// ARM64). Only features the kernels use are listed.
+// What the CPU we run on can do, read once (cpuid + xgetbv on x86, AT_HWCAP and
+// AT_HWCAP2 on ARM64). Only features the kernels use are listed.
 #pragma once
 
 namespace edgelm {
@@ -18,6 +18,7 @@ struct CpuFeatures {
   bool neon = false;
   bool dotprod = false;
   bool fp16 = false;
+  bool i8mm = false;  // int8 matrix multiply (smmla), AT_HWCAP2
 };
 
 const CpuFeatures& cpu_features();

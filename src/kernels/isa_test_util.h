@@ -10,7 +10,8 @@ namespace edgelm {
 
 inline std::vector<Isa> available_isas() {
   std::vector<Isa> out;
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon, Isa::kNeonDotprod}) {
+  for (Isa isa :
+       {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon, Isa::kNeonDotprod, Isa::kNeonI8mm}) {
     if (isa_supported(isa)) out.push_back(isa);
   }
   return out;

@@ -22,9 +22,9 @@ using kernels_internal::TypeKernels;
 
 namespace {
 
-constexpr int kIsaCount = 5;
-constexpr Isa kAllIsas[kIsaCount] = {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon,
-                                     Isa::kNeonDotprod};
+constexpr int kIsaCount = 6;
+constexpr Isa kAllIsas[kIsaCount] = {Isa::kScalar, Isa::kAvx2,        Isa::kAvx512,
+                                     Isa::kNeon,   Isa::kNeonDotprod, Isa::kNeonI8mm};
 
 // Name for messages, also for ids no table knows (a corrupt file).
 std::string type_label(DType type) {
@@ -41,6 +41,8 @@ Isa fallback(Isa isa) {
       return Isa::kAvx2;
     case Isa::kNeonDotprod:
       return Isa::kNeon;
+    case Isa::kNeonI8mm:
+      return Isa::kNeonDotprod;
     default:
       return Isa::kScalar;
   }
@@ -74,6 +76,7 @@ struct KernelTables {
     kernels_internal::register_ops_neon(&registered[static_cast<int>(Isa::kNeon)]);
     kernels_internal::register_quant_dotprod_kernels(
         &registered[static_cast<int>(Isa::kNeonDotprod)]);
+    kernels_internal::register_quant_i8mm_kernels(&registered[static_cast<int>(Isa::kNeonI8mm)]);
 #endif
     for (Isa isa : kAllIsas) {
       IsaKernels& out = resolved[static_cast<int>(isa)];
@@ -457,6 +460,8 @@ const char* isa_name(Isa isa) {
       return "neon";
     case Isa::kNeonDotprod:
       return "neon-dotprod";
+    case Isa::kNeonI8mm:
+      return "neon-i8mm";
   }
   return "unknown";
 }
@@ -478,6 +483,9 @@ bool isa_supported(Isa isa) {
       return f.neon;
     case Isa::kNeonDotprod:
       return f.neon && f.dotprod;
+    case Isa::kNeonI8mm:
+      // Falls back to the dotprod kernels for everything but the prefill GEMM.
+      return f.neon && f.dotprod && f.i8mm;
 #endif
     default:
       return false;

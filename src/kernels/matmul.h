@@ -46,7 +46,9 @@ void dequantize_row(DType type, const void* src, float* dst, int64_t n);
 
 // Which instruction set the kernels use. Chosen once at start-up from CPU
 // features; tests and benchmarks may force a lower one.
-enum class Isa { kScalar, kAvx2, kAvx512, kNeon, kNeonDotprod };
+// ARM64: kNeon (ARMv8.0), kNeonDotprod (+ sdot), kNeonI8mm (+ smmla, which also
+// needs dotprod; only its prefill GEMM differs, the rest is kNeonDotprod's).
+enum class Isa { kScalar, kAvx2, kAvx512, kNeon, kNeonDotprod, kNeonI8mm };
 const char* isa_name(Isa isa);
 Isa best_supported_isa();
 bool isa_supported(Isa isa);  // compiled in and usable on this CPU

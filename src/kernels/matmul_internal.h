@@ -2,10 +2,11 @@
 // Adding a weight format (e.g. a quantized one) means writing its functions and
 // setting its slot in register_*_kernels(); nothing else in the dispatch changes.
 //
-// The *_avx2.cc / *_avx512.cc files are compiled with ISA flags, so they must not
-// instantiate inline functions or templates from shared headers (the linker could
-// pick that copy for callers on CPUs without the ISA). They only use intrinsics
-// and their own file-local code.
+// The *_avx2.cc / *_avx512.cc / *_dotprod.cc / *_i8mm.cc files are compiled with
+// ISA flags, so they must not instantiate inline functions or templates from
+// shared headers (the linker could pick that copy for callers on CPUs without the
+// ISA). They only use intrinsics and their own file-local code (headers such as
+// matmul_quant_neon.h put everything in an anonymous namespace for this).
 #pragma once
 
 #include <cstddef>
@@ -128,6 +129,7 @@ void register_quant_avx512_kernels(IsaKernels* table);  // only with AVX512-VNNI
 #if defined(__aarch64__)
 void register_quant_neon_kernels(IsaKernels* table);
 void register_quant_dotprod_kernels(IsaKernels* table);
+void register_quant_i8mm_kernels(IsaKernels* table);  // prefill GEMM only (smmla)
 #endif
 // FP8 E4M3 float kernels (matmul_fp8_*.cc; scalar ones in matmul_quant.cc).
 #if defined(__x86_64__) || defined(_M_X64)

@@ -1,7 +1,8 @@
 // Prefill GEMM for quantized weights on ARM64 with the dot product extension
 // (sdot), included by matmul_quant_dotprod.cc after matmul_quant_neon.h (same
 // rules: everything is file-local, compiled with that file's flags). The ARM
-// counterpart of matmul_quant_gemm_x86.h.
+// counterpart of matmul_quant_gemm_x86.h. matmul_quant_i8mm.cc includes it too,
+// for the unpackers and panel meta data of its smmla GEMM.
 //
 // The tile kernels of matmul_quant_neon.h work on one row at a time: every
 // (row, token, block) product needs its own convert and rescale, and the

@@ -1,6 +1,7 @@
 // Integer kernels for quantized weights on ARM64, included by
 // matmul_quant_neon.cc (EDGELM_QUANT_DOTPROD 0: vmull_s8 + vpadalq_s16, plain
-// ARMv8.0) and matmul_quant_dotprod.cc (EDGELM_QUANT_DOTPROD 1: vdotq_s32).
+// ARMv8.0) and matmul_quant_dotprod.cc (EDGELM_QUANT_DOTPROD 1: vdotq_s32;
+// matmul_quant_i8mm.cc also includes it that way, for the block unpacking).
 // Everything is in an anonymous namespace so each file gets its own copy
 // compiled with its own flags (see matmul_internal.h); quant_formats.h is used
 // for the block layouts only.

@@ -299,6 +299,31 @@ TEST(MatmulQuantTest, EveryIsaCloseToScalarOnRealisticData) {
   }
 }
 
+// The smmla GEMM (neon-i8mm) does the float operations of the sdot GEMM
+// (neon-dotprod) in the same order, so on realistic data too it gives the same
+// bits, for every token remainder of its 4-token tiles and partial row panels.
+TEST(MatmulQuantTest, I8mmGemmEqualsDotprodGemm) {
+  if (!isa_supported(Isa::kNeonI8mm)) GTEST_SKIP() << "no neon-i8mm on this CPU";
+  IsaGuard guard;
+  std::mt19937 rng(13);
+  ThreadPool pool2(2);
+  for (DType type : kIntTypes) {
+    for (int64_t n : {2, 3, 4, 5, 6, 7, 13}) {
+      const int64_t rows = 45, cols = is_k(type) ? 512 : 192;
+      const QuantMatrix m = realistic_matrix(type, rows, cols, rng);
+      const std::vector<float> x = normal_activations(n, cols, rng);
+      set_active_isa(Isa::kNeonDotprod);
+      const std::vector<float> want = run(m, x, n, &pool2);
+      set_active_isa(Isa::kNeonI8mm);
+      const std::vector<float> got = run(m, x, n, n % 2 ? nullptr : &pool2);
+      for (size_t i = 0; i < got.size(); ++i) {
+        ASSERT_EQ(got[i], want[i])
+            << std::hexfloat << dtype_name(type) << " n " << n << " at " << i;
+      }
+    }
+  }
+}
+
 TEST(MatmulQuantTest, Fp8MatchesExactProductOnEveryIsa) {
   IsaGuard guard;
   std::mt19937 rng(5);

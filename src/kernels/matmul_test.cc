@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "edgelm/error.h"
+#include "kernels/cpu_features.h"
 #include "kernels/isa_test_util.h"
 #include "kernels/thread_pool.h"
 #include "util/half.h"
@@ -272,6 +273,11 @@ TEST(MatmulTest, SetActiveIsaRejectsMissingIsa) {
   std::string names;
   for (Isa isa : available_isas()) names += std::string(" ") + isa_name(isa);
   std::printf("isa: best %s, available%s\n", isa_name(best_supported_isa()), names.c_str());
+#if defined(__aarch64__)
+  const CpuFeatures& f = cpu_features();
+  std::printf("isa: cpu features neon %d dotprod %d fp16 %d i8mm %d\n", f.neon, f.dotprod, f.fp16,
+              f.i8mm);
+#endif
   EXPECT_TRUE(isa_supported(Isa::kScalar));
   EXPECT_TRUE(isa_supported(best_supported_isa()));
   EXPECT_EQ(active_isa(), best_supported_isa());
@@ -281,6 +287,9 @@ TEST(MatmulTest, SetActiveIsaRejectsMissingIsa) {
 #elif defined(__aarch64__)
   EXPECT_THROW(set_active_isa(Isa::kAvx2), Error);
   EXPECT_TRUE(isa_supported(Isa::kNeon));
+  // Each ARM64 ISA extends the one below (the kernel tables fall back to it).
+  EXPECT_TRUE(!isa_supported(Isa::kNeonI8mm) || isa_supported(Isa::kNeonDotprod));
+  EXPECT_EQ(isa_supported(Isa::kNeonI8mm), cpu_features().dotprod && cpu_features().i8mm);
 #endif
   set_active_isa(Isa::kScalar);
   EXPECT_EQ(active_isa(), Isa::kScalar);
@@ -345,8 +354,7 @@ TEST(MatmulTest, ConvertToF16MatchesScalarOnEveryIsa) {
   }
   std::vector<uint16_t> want(src.size()), got(src.size());
   for (size_t i = 0; i < src.size(); ++i) want[i] = fp32_to_fp16(src[i]);
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon, Isa::kNeonDotprod}) {
-    if (!isa_supported(isa)) continue;
+  for (Isa isa : available_isas()) {
     set_active_isa(isa);
     for (size_t n : {src.size(), size_t{7}, size_t{1}}) {
       std::fill(got.begin(), got.end(), 0xdead);
