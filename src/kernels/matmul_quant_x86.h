@@ -73,9 +73,11 @@ inline __m256i load256(const void* p) {
 
 // 32 values from 16 bytes: low nibbles then high nibbles (ggml's Q4 order).
 inline __m256i nibbles_32(const uint8_t* qs) {
-  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-  const __m256i both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
-  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+  // One broadcast load, then the high half shifted by 4 (per-lane shift counts).
+  const __m256i both =
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
+  const __m256i shifted = _mm256_srlv_epi32(both, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+  return _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F));
 }
 
 // 0x10 in byte j where bit j of the little-endian 32-bit qh is set.
