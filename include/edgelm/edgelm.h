@@ -70,6 +70,12 @@ struct ModelInfo {
 double measure_memory_bandwidth(int threads = 0);
 // The SIMD instruction set the kernels use on this CPU ("avx512", "avx2", "neon", ...).
 std::string active_kernel_isa();
+// The instruction sets this CPU can run, best last ("scalar" is always there).
+std::vector<std::string> supported_kernel_isas();
+// Runs every later computation with the named instruction set's kernels (for
+// comparisons, or to rule a SIMD path out); throws edgelm::Error for a name that
+// is unknown or not in supported_kernel_isas(). Process-wide: not while models run.
+void set_kernel_isa(const std::string& name);
 
 struct ChatMessage {
   std::string role;  // "system", "user", "assistant"

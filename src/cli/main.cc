@@ -60,6 +60,12 @@ int main(int argc, char** argv) {
   CLI::App app{"edgelm: small language models on the edge, fast and private"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "edgelm 0.1.0");
+  // Options of the main app also work after the subcommand name.
+  app.fallthrough();
+  std::string isa;
+  app.add_option("--isa", isa,
+                 "kernels' instruction set (default: the best this CPU has): scalar, avx2, "
+                 "avx512, neon, neon-dotprod, neon-i8mm");
   std::vector<Command> commands = register_commands(app);
   try {
     app.parse(argc, argv);
@@ -67,6 +73,7 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   try {
+    if (!isa.empty()) edgelm::set_kernel_isa(isa);
     for (Command& c : commands) {
       if (c.app->parsed()) return c.run();
     }

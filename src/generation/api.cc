@@ -38,6 +38,23 @@ std::string active_kernel_isa() {
   return isa_name(active_isa());
 }
 
+std::vector<std::string> supported_kernel_isas() {
+  std::vector<std::string> names;
+  for (Isa isa : supported_isas()) names.push_back(isa_name(isa));
+  return names;
+}
+
+void set_kernel_isa(const std::string& name) {
+  Isa isa;
+  if (!isa_from_name(name, &isa) || !isa_supported(isa)) {
+    std::string usable;
+    for (const std::string& n : supported_kernel_isas()) usable += (usable.empty() ? "" : ", ") + n;
+    fail("instruction set '", name, "' is unknown or not supported by this CPU (this CPU: ", usable,
+         ")");
+  }
+  set_active_isa(isa);
+}
+
 // ---------------------------------------------------------------- Model
 
 std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& options) {

@@ -174,3 +174,37 @@ TEST(Session, OutOfRangeTokenIsAnError) {
 
 }  // namespace
 }  // namespace edgelm
+
+namespace edgelm {
+namespace {
+
+// Every instruction set this CPU has gives the same greedy text on the real
+// model, and a name it lacks is refused with the usable ones listed.
+TEST(KernelIsa, EverySupportedIsaGeneratesTheSameText) {
+  const std::string start = active_kernel_isa();
+  const std::vector<std::string> isas = supported_kernel_isas();
+  ASSERT_FALSE(isas.empty());
+  EXPECT_EQ(isas.front(), "scalar");
+  EXPECT_EQ(isas.back(), start);  // the best one is the default
+  std::string reference;
+  for (const std::string& isa : isas) {
+    set_kernel_isa(isa);
+    EXPECT_EQ(active_kernel_isa(), isa);
+    Session session(stories());
+    const std::string text =
+        session.generate(stories()->tokenize("Once upon a time", true), greedy(24)).text;
+    if (reference.empty()) reference = text;
+    EXPECT_EQ(text, reference) << isa;
+  }
+  set_kernel_isa(start);
+  try {
+    set_kernel_isa("no-such-isa");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("scalar"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(active_kernel_isa(), start);
+}
+
+}  // namespace
+}  // namespace edgelm

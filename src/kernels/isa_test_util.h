@@ -9,12 +9,7 @@
 namespace edgelm {
 
 inline std::vector<Isa> available_isas() {
-  std::vector<Isa> out;
-  for (Isa isa :
-       {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon, Isa::kNeonDotprod, Isa::kNeonI8mm}) {
-    if (isa_supported(isa)) out.push_back(isa);
-  }
-  return out;
+  return supported_isas();
 }
 
 // Restores the start-up ISA when a test ends.

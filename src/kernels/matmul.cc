@@ -492,6 +492,24 @@ bool isa_supported(Isa isa) {
   }
 }
 
+bool isa_from_name(const std::string& name, Isa* isa) {
+  for (Isa candidate : kAllIsas) {
+    if (name == isa_name(candidate)) {
+      *isa = candidate;
+      return true;
+    }
+  }
+  return false;
+}
+
+std::vector<Isa> supported_isas() {
+  std::vector<Isa> out;
+  for (Isa isa : kAllIsas) {
+    if (isa_supported(isa)) out.push_back(isa);
+  }
+  return out;
+}
+
 Isa best_supported_isa() {
   for (int i = kIsaCount - 1; i >= 0; --i) {
     if (isa_supported(kAllIsas[i])) return kAllIsas[i];

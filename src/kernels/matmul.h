@@ -5,6 +5,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "formats/tensor.h"
 
@@ -50,8 +52,10 @@ void dequantize_row(DType type, const void* src, float* dst, int64_t n);
 // needs dotprod; only its prefill GEMM differs, the rest is kNeonDotprod's).
 enum class Isa { kScalar, kAvx2, kAvx512, kNeon, kNeonDotprod, kNeonI8mm };
 const char* isa_name(Isa isa);
+bool isa_from_name(const std::string& name, Isa* isa);  // false for an unknown name
 Isa best_supported_isa();
-bool isa_supported(Isa isa);  // compiled in and usable on this CPU
+bool isa_supported(Isa isa);        // compiled in and usable on this CPU
+std::vector<Isa> supported_isas();  // the usable ones, scalar first, best last
 Isa active_isa();
 void set_active_isa(Isa isa);  // throws edgelm::Error if this CPU lacks it
 
