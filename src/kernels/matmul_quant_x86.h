@@ -864,6 +864,125 @@ inline void prefill_k4_zmm(const uint8_t* row, int64_t nb, const QuantActs& a, f
 }
 #endif  // EDGELM_QUANT_VNNI
 
+#if !EDGELM_QUANT_VNNI
+// ---- AVX2 decode for the 4/5-bit 32-value formats: two blocks per ymm ----
+// tile_32 spends most of its ~17 instructions per block and row on the block
+// scale and the offset. Here the quants of blocks b, b + 1 share one ymm (low
+// nibbles = values 0..15 of each block, high nibbles = values 16..31, block b
+// in the low lane), so the two blocks' products are summed in int16 (at most
+// 2 * 2 * 31 * 128 < 2^15) and need one madd, one conversion and one fmadd
+// with the scale vector (d_b dx_b x 4, d_b+1 dx_b+1 x 4). The four block scales
+// of a group are converted with one vcvtph2ps, and the offset (or min) term is
+// summed per group, d * dsum in the low half of the row's accumulator.
+
+// The f16 at byte `field` of four consecutive blocks of kBytes bytes.
+template <size_t kBytes>
+inline __m128 f16_x4(const uint8_t* g, size_t field) {
+  uint16_t h[4];
+  for (int k = 0; k < 4; ++k) std::memcpy(&h[k], g + k * kBytes + field, 2);
+  __m128i v = _mm_cvtsi32_si128(h[0]);
+  v = _mm_insert_epi16(v, h[1], 1);
+  v = _mm_insert_epi16(v, h[2], 2);
+  v = _mm_insert_epi16(v, h[3], 3);
+  return _mm_cvtph_ps(v);
+}
+
+// Blocks p[0], p[1]: lo = values 0..15 of each, hi = values 16..31 (p[0] in the low lane).
+template <typename F>
+inline void unpack_pair(const typename F::Block* p, __m256i* lo, __m256i* hi) {
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  const __m256i v = _mm256_inserti128_si256(
+      _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p[0].qs))),
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[1].qs)), 1);
+  *lo = _mm256_and_si256(v, m4);
+  *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+  if constexpr (std::is_same_v<typename F::Block, BlockQ5_0> ||
+                std::is_same_v<typename F::Block, BlockQ5_1>) {
+    uint32_t qa, qb;
+    std::memcpy(&qa, p[0].qh, 4);
+    std::memcpy(&qb, p[1].qh, 4);
+    // Bytes 0..3: p[0]'s qh, 4..7: p[1]'s, in every 64-bit lane.
+    const __m256i q = _mm256_broadcastq_epi64(
+        _mm_insert_epi32(_mm_cvtsi32_si128(static_cast<int>(qa)), static_cast<int>(qb), 1));
+    // Byte j of a lane takes qh byte pick[j] and tests bit j % 8.
+    const __m256i pick_lo =
+        _mm256_setr_epi64x(0, 0x0101010101010101, 0x0404040404040404, 0x0505050505050505);
+    const __m256i pick_hi = _mm256_setr_epi64x(0x0202020202020202, 0x0303030303030303,
+                                               0x0606060606060606, 0x0707070707070707);
+    const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201));
+    const __m256i h16 = _mm256_set1_epi8(0x10);
+    const __m256i set_lo =
+        _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(q, pick_lo), bit), bit);
+    const __m256i set_hi =
+        _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(q, pick_hi), bit), bit);
+    *lo = _mm256_or_si256(*lo, _mm256_and_si256(set_lo, h16));
+    *hi = _mm256_or_si256(*hi, _mm256_and_si256(set_hi, h16));
+  }
+}
+
+template <typename F, int R>
+inline void matvec_32_pairs(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a,
+                            float* y) {
+  using Block = typename F::Block;
+  constexpr size_t kBytes = sizeof(Block);
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  const size_t ahead = prefetch_distance(R * row_bytes);
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i spread01 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+  const __m256i spread23 = _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3);
+  int64_t b = 0;
+  for (; b + 4 <= nb; b += 4) {
+    const int8_t* xq = a.q + b * kQK;
+    const __m256i x0 = load256(xq), x1 = load256(xq + 32);
+    const __m256i x2 = load256(xq + 64), x3 = load256(xq + 96);
+    const __m256i xlo[2] = {_mm256_permute2x128_si256(x0, x1, 0x20),
+                            _mm256_permute2x128_si256(x2, x3, 0x20)};
+    const __m256i xhi[2] = {_mm256_permute2x128_si256(x0, x1, 0x31),
+                            _mm256_permute2x128_si256(x2, x3, 0x31)};
+    const __m128 dx = _mm_loadu_ps(a.d + b);
+    __m128 dsum = _mm_loadu_ps(a.dsum + b);
+    if constexpr (F::kOffset != 0) {
+      dsum = _mm_mul_ps(dsum, _mm_set1_ps(-static_cast<float>(F::kOffset)));
+    }
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* g = rows + r * row_bytes + b * kBytes;
+      _mm_prefetch(reinterpret_cast<const char*>(g) + ahead, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(g) + ahead + 64, _MM_HINT_T0);
+      const __m128 dw = f16_x4<kBytes>(g, offsetof(Block, d));
+      const __m256 scale = _mm256_castps128_ps256(_mm_mul_ps(dw, dx));
+      const __m256 sc[2] = {_mm256_permutevar8x32_ps(scale, spread01),
+                            _mm256_permutevar8x32_ps(scale, spread23)};
+      // Offset: -offset * d * dsum; min: m * dsum (upper half: 0 * 0).
+      __m128 corr;
+      if constexpr (F::kMin) {
+        corr = f16_x4<kBytes>(g, offsetof(Block, m));
+      } else {
+        corr = dw;
+      }
+      acc[r] = _mm256_fmadd_ps(_mm256_zextps128_ps256(corr), _mm256_zextps128_ps256(dsum), acc[r]);
+      const Block* blk = reinterpret_cast<const Block*>(g);
+      for (int p = 0; p < 2; ++p) {
+        __m256i lo, hi;
+        unpack_pair<F>(blk + 2 * p, &lo, &hi);
+        const __m256i s16 =
+            _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo[p]), _mm256_maddubs_epi16(hi, xhi[p]));
+        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones)), sc[p], acc[r]);
+      }
+    }
+  }
+  float tail[R] = {};
+  if (b < nb) {
+    QuantActs at = a;
+    at.q += b * kQK;
+    at.d += b;
+    at.dsum += b;
+    tile_32<F, R, 1>(rows + b * kBytes, row_bytes, nb - b, at, tail, 0);
+  }
+  for (int r = 0; r < R; ++r) y[r] = hsum(acc[r]) + tail[r];
+}
+#endif  // !EDGELM_QUANT_VNNI
+
 // ---- drivers shared by all formats ----
 
 struct Kind32 {};
@@ -900,6 +1019,12 @@ void quant_matvec(const WeightMatrix& w, const QuantActs& a, float* y, int64_t r
       continue;
     } else if constexpr (std::is_same_v<F, X86Q5_K>) {
       matvec_k4_zmm<true, 4>(rows, w.row_bytes, w.cols / kQK_K, a, yr);
+      continue;
+    }
+#else
+    if constexpr (std::is_same_v<F, X86Q4_0> || std::is_same_v<F, X86Q4_1> ||
+                  std::is_same_v<F, X86Q5_0> || std::is_same_v<F, X86Q5_1>) {
+      matvec_32_pairs<F, 4>(rows, w.row_bytes, w.cols / kQK, a, yr);
       continue;
     }
 #endif
