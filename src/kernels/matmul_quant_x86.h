@@ -981,6 +981,115 @@ inline void matvec_32_pairs(const uint8_t* rows, size_t row_bytes, int64_t nb, c
   }
   for (int r = 0; r < R; ++r) y[r] = hsum(acc[r]) + tail[r];
 }
+
+// ---- AVX2 decode for Q4_K / Q5_K: two sub-blocks per madd ----
+// tile_k4 spends one madd, one add and a scalar scale broadcast per 32-value
+// sub-block. Here the 16-byte halves of chunks 2p and 2p + 1 share one ymm, so
+// its low nibbles hold sub-block 4p (low lane) and 4p + 2 (high lane) and its
+// high nibbles 4p + 1 and 4p + 3; the maddubs products of the two halves are
+// summed in int16 (at most 2 * 2 * 31 * 128 < 2^15) and one madd with the
+// scales (sc_j x 8, sc_j+2 x 8 as int16: one pshufb of the unpacked scales)
+// serves two sub-blocks. Each int32 lane sums at most 4 * 2 * 15872 * 63 < 2^24,
+// so the one conversion per super-block is exact. The activations are
+// rearranged to match once per super-block for all R rows.
+template <bool kQ5, int R>
+inline void matvec_k4_pairs(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a,
+                            float* y) {
+  using Block = std::conditional_t<kQ5, BlockQ5_K, BlockQ4_K>;
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  const size_t ahead = prefetch_distance(R * row_bytes);
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  // int16 sc_j in the low lane and sc_j+2 in the high lane, j = 0, 1, 4, 5.
+  const auto pick = [](int j) {
+    const int64_t lo = static_cast<int64_t>(0x8000800080008000ULL) | (0x0001000100010001LL * j);
+    const int64_t hi =
+        static_cast<int64_t>(0x8000800080008000ULL) | (0x0001000100010001LL * (j + 2));
+    return _mm256_setr_epi64x(lo, lo, hi, hi);
+  };
+  const __m256i picks[4] = {pick(0), pick(1), pick(4), pick(5)};
+  for (int64_t b = 0; b < nb; ++b) {
+    const int8_t* xq = a.q + b * kQK_K;
+    // xs[4p + k]: k = 0, 1: values 0..15, 16..31 of sub-blocks 4p | 4p + 2;
+    // k = 2, 3: the same of 4p + 1 | 4p + 3.
+    __m256i xs[8];
+    for (int p = 0; p < 2; ++p) {
+      const __m256i l0 = load256(xq + 128 * p), l1 = load256(xq + 128 * p + 32);
+      const __m256i l2 = load256(xq + 128 * p + 64), l3 = load256(xq + 128 * p + 96);
+      xs[4 * p] = _mm256_permute2x128_si256(l0, l2, 0x20);
+      xs[4 * p + 1] = _mm256_permute2x128_si256(l0, l2, 0x31);
+      xs[4 * p + 2] = _mm256_permute2x128_si256(l1, l3, 0x20);
+      xs[4 * p + 3] = _mm256_permute2x128_si256(l1, l3, 0x31);
+    }
+    const __m128i xsum = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a.s32 + 8 * b));
+    const __m128 dx = _mm_setr_ps(a.d[b], -a.d[b], 0, 0);
+    for (int r = 0; r < R; ++r) {
+      const Block* blk = reinterpret_cast<const Block*>(rows + r * row_bytes) + b;
+      if constexpr (R > 1) {
+        const char* next = reinterpret_cast<const char*>(blk) + ahead;
+        _mm_prefetch(next, _MM_HINT_T0);
+        _mm_prefetch(next + 64, _MM_HINT_T0);
+        if constexpr (sizeof(Block) > 128) _mm_prefetch(next + 128, _MM_HINT_T0);
+      }
+      const __m128i sm = k4_scales_mins_vec(blk->scales);
+      const __m256i sc = _mm256_broadcastsi128_si256(sm);
+      __m256i qh[2];
+      if constexpr (kQ5) {
+        qh[0] =
+            _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->qh)));
+        qh[1] = _mm256_broadcastsi128_si256(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->qh + 16)));
+      }
+      __m256i isum = _mm256_setzero_si256();
+      for (int p = 0; p < 2; ++p) {
+        const uint8_t* q = blk->qs + 64 * p;
+        __m256i v[2];
+        for (int k = 0; k < 2; ++k) {
+          v[k] = _mm256_inserti128_si256(
+              _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16 * k))),
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 32 + 16 * k)), 1);
+        }
+        __m256i lo[2], hi[2];
+        for (int k = 0; k < 2; ++k) {
+          lo[k] = _mm256_and_si256(v[k], m4);
+          hi[k] = _mm256_and_si256(_mm256_srli_epi16(v[k], 4), m4);
+          if constexpr (kQ5) {
+            // Bit s of qh byte l (sub-block s, value l) moved to bit 4 of the
+            // byte: s = 4p, 4p + 2 (lo) and 4p + 1, 4p + 3 (hi) per lane.
+            const __m256i h16 = _mm256_set1_epi8(0x10);
+            __m256i h_lo, h_hi;
+            if (p == 0) {
+              h_lo = _mm256_sllv_epi32(qh[k], _mm256_setr_epi32(4, 4, 4, 4, 2, 2, 2, 2));
+              h_hi = _mm256_sllv_epi32(qh[k], _mm256_setr_epi32(3, 3, 3, 3, 1, 1, 1, 1));
+            } else {
+              h_lo = _mm256_srlv_epi32(qh[k], _mm256_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2));
+              h_hi = _mm256_srlv_epi32(qh[k], _mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3));
+            }
+            lo[k] = _mm256_or_si256(lo[k], _mm256_and_si256(h_lo, h16));
+            hi[k] = _mm256_or_si256(hi[k], _mm256_and_si256(h_hi, h16));
+          }
+        }
+        const __m256i s_lo = _mm256_add_epi16(_mm256_maddubs_epi16(lo[0], xs[4 * p]),
+                                              _mm256_maddubs_epi16(lo[1], xs[4 * p + 1]));
+        const __m256i s_hi = _mm256_add_epi16(_mm256_maddubs_epi16(hi[0], xs[4 * p + 2]),
+                                              _mm256_maddubs_epi16(hi[1], xs[4 * p + 3]));
+        isum =
+            _mm256_add_epi32(isum, _mm256_madd_epi16(s_lo, _mm256_shuffle_epi8(sc, picks[2 * p])));
+        isum = _mm256_add_epi32(isum,
+                                _mm256_madd_epi16(s_hi, _mm256_shuffle_epi8(sc, picks[2 * p + 1])));
+      }
+      // (d, dmin) -> (d * dx, -dmin * dx).
+      uint32_t dd;
+      std::memcpy(&dd, blk, 4);
+      const __m128 f = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dd))), dx);
+      const __m128i mins = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
+      const __m256 msum = _mm256_zextps128_ps256(_mm_cvtepi32_ps(_mm_madd_epi16(mins, xsum)));
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_broadcastss_ps(f), acc[r]);
+      acc[r] = _mm256_fmadd_ps(msum, _mm256_broadcastss_ps(_mm_movehdup_ps(f)), acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) y[r] = hsum(acc[r]);
+}
 #endif  // !EDGELM_QUANT_VNNI
 
 // ---- drivers shared by all formats ----
@@ -1025,6 +1134,12 @@ void quant_matvec(const WeightMatrix& w, const QuantActs& a, float* y, int64_t r
     if constexpr (std::is_same_v<F, X86Q4_0> || std::is_same_v<F, X86Q4_1> ||
                   std::is_same_v<F, X86Q5_0> || std::is_same_v<F, X86Q5_1>) {
       matvec_32_pairs<F, 4>(rows, w.row_bytes, w.cols / kQK, a, yr);
+      continue;
+    } else if constexpr (std::is_same_v<F, X86Q4_K> && std::is_same_v<Kind, KindK4>) {
+      matvec_k4_pairs<false, 4>(rows, w.row_bytes, w.cols / kQK_K, a, yr);
+      continue;
+    } else if constexpr (std::is_same_v<F, X86Q5_K>) {
+      matvec_k4_pairs<true, 4>(rows, w.row_bytes, w.cols / kQK_K, a, yr);
       continue;
     }
 #endif
