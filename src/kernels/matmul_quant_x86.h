@@ -492,9 +492,10 @@ inline __m512i load512(const void* p) {
 // block k's field at word k * block_words + field_word. Half 0 (blocks 0..3)
 // indexes (l0, l1); half 1 (blocks 4..7) indexes (l1, l2), i.e. word - 32.
 struct GroupWordIndex {
-  alignas(64) uint16_t qs[2][32];     // lane k: the 8 words of block 4h + k's quants
-  alignas(64) uint16_t qh[2][32];     // lane k: block 4h + k's 2 qh words, 4 times
-  alignas(64) uint16_t field[2][32];  // word k < 8: block k's f16 at field_byte
+  alignas(64) uint16_t qs[2][32];      // lane k: the 8 words of block 4h + k's quants
+  alignas(64) uint16_t qh[2][32];      // lane k: block 4h + k's 2 qh words, 4 times
+  alignas(64) uint16_t field[2][32];   // word k < 8: block k's f16 at field_byte
+  alignas(64) uint16_t spread[2][32];  // word i < 16: block 4h + i / 4's f16 at field_byte
 };
 constexpr GroupWordIndex group_word_index(int block_bytes, int qs_byte, int qh_byte,
                                           int field_byte) {
@@ -514,6 +515,12 @@ constexpr GroupWordIndex group_word_index(int block_bytes, int qs_byte, int qh_b
     const int word = k * bw + field_byte / 2;
     t.field[0][k] = static_cast<uint16_t>(word & 63);         // from (l0, l1)
     t.field[1][k] = static_cast<uint16_t>((word - 32) & 63);  // from (l1, l2)
+  }
+  for (int h = 0; h < 2; ++h) {
+    for (int i = 0; i < 16; ++i) {
+      const int word = (4 * h + i / 4) * bw + field_byte / 2 - 32 * h;
+      t.spread[h][i] = static_cast<uint16_t>(word & 63);
+    }
   }
   return t;
 }
@@ -537,7 +544,6 @@ inline void matvec_32_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, con
   // Bytes of the group in the third zmm, and which of the 8 halves come from it.
   constexpr __mmask64 kThirdMask =
       8 * kBytes >= 192 ? ~__mmask64{0} : (__mmask64{1} << (8 * kBytes - 128)) - 1;
-  constexpr __mmask32 kDFromThird = third_half_mask(kBytes, 0);
   [[maybe_unused]] constexpr __mmask32 kMFromThird = third_half_mask(kBytes, L::kMOffset);
   const __m512i lo_idx = _mm512_set_epi64(13, 12, 9, 8, 5, 4, 1, 0);
   const __m512i hi_idx = _mm512_set_epi64(15, 14, 11, 10, 7, 6, 3, 2);
@@ -572,7 +578,22 @@ inline void matvec_32_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, con
     const __m512i xhi1 = _mm512_permutex2var_epi64(x2, hi_idx, x3);
     const __mmask8 block_mask = static_cast<__mmask8>((1u << count) - 1);
     const __m256 dx = _mm256_maskz_loadu_ps(block_mask, a.d + b);
-    const __m256 dsum = _mm256_maskz_loadu_ps(block_mask, a.dsum + b);
+    [[maybe_unused]] const __m256 dsum = _mm256_maskz_loadu_ps(block_mask, a.dsum + b);
+    // dx per dpbusd lane (4 lanes per block), and the offset term of the
+    // offset formats as the initial dpbusd sums: -kOffset * (sum of x per lane).
+    const __m512 dx512 = _mm512_castps256_ps512(dx);
+    const __m512 dxe[2] = {_mm512_permutexvar_ps(expand_lo, dx512),
+                           _mm512_permutexvar_ps(expand_hi, dx512)};
+    const __m512i xlo[2] = {xlo0, xlo1}, xhi[2] = {xhi0, xhi1};
+    __m512i s0[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+    if constexpr (!F::kMin) {
+      const __m512i off = _mm512_set1_epi8(static_cast<char>(F::kOffset));
+      for (int h = 0; h < 2; ++h) {
+        const __m512i xs = _mm512_dpbusd_epi32(
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, xlo[h]), off, xhi[h]);
+        s0[h] = _mm512_sub_epi32(_mm512_setzero_si512(), xs);
+      }
+    }
     const int64_t w_bytes = count * static_cast<int64_t>(kBytes);
     for (int r = 0; r < R; ++r) {
       const uint8_t* g = rows + r * row_bytes + b * kBytes;
@@ -598,18 +619,19 @@ inline void matvec_32_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, con
         const __m512i hi = _mm512_permutex2var_epi16(l1, load512(index.field[1]), l2);
         return _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_mask_blend_epi16(from_third, lo, hi)));
       };
-      const __m256 dw = halves(kIndexD, kDFromThird);
-      __m256 corr;
-      if constexpr (F::kMin) {
-        corr = halves(kIndexM, kMFromThird);
-      } else {
-        corr = _mm256_mul_ps(dw, _mm256_set1_ps(-static_cast<float>(F::kOffset)));
-      }
-      const __m512 scale = _mm512_castps256_ps512(_mm256_mul_ps(dw, dx));
+      if constexpr (F::kMin)
+        acc_off[r] = _mm256_fmadd_ps(halves(kIndexM, kMFromThird), dsum, acc_off[r]);
+      // d of each dpbusd lane's block, times dx.
+      const __m512 scale[2] = {
+          _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(
+                            _mm512_permutex2var_epi16(l0, load512(kIndexD.spread[0]), l1))),
+                        dxe[0]),
+          _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(
+                            _mm512_permutex2var_epi16(l1, load512(kIndexD.spread[1]), l2))),
+                        dxe[1])};
       const __m512i v[2] = {_mm512_permutex2var_epi16(l0, load512(kIndexD.qs[0]), l1),
                             _mm512_permutex2var_epi16(l1, load512(kIndexD.qs[1]), l2)};
       __m512i s[2];
-      const __m512i xlo[2] = {xlo0, xlo1}, xhi[2] = {xhi0, xhi1};
       for (int h = 0; h < 2; ++h) {
         __m512i lo = _mm512_and_si512(v[h], m4);
         __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v[h], 4), m4);
@@ -625,14 +647,11 @@ inline void matvec_32_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, con
           lo = _mm512_mask_add_epi8(lo, mlo, lo, bit4);  // bit 4 is clear: + 16 sets it
           hi = _mm512_mask_add_epi8(hi, mhi, hi, bit4);
         }
-        s[h] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xlo[h]);
+        s[h] = _mm512_dpbusd_epi32(s0[h], lo, xlo[h]);
         s[h] = _mm512_dpbusd_epi32(s[h], hi, xhi[h]);
       }
-      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[0]), _mm512_permutexvar_ps(expand_lo, scale),
-                               acc[r]);
-      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[1]), _mm512_permutexvar_ps(expand_hi, scale),
-                               acc[r]);
-      acc_off[r] = _mm256_fmadd_ps(corr, dsum, acc_off[r]);
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[0]), scale[0], acc[r]);
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[1]), scale[1], acc[r]);
     }
   };
   int64_t b = 0;
@@ -649,8 +668,21 @@ inline void matvec_32_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, con
     at.dsum += b;
     tile_32<F, R, 1>(rows + b * kBytes, row_bytes, nb - b, at, tail, 0);
   }
-  for (int r = 0; r < R; ++r) {
-    y[r] = _mm512_reduce_add_ps(acc[r]) + hsum(acc_off[r]) + tail[r];
+  if constexpr (R == 4 && !F::kMin) {
+    // One transposed reduction: lane r of each 128-bit quarter sums row r.
+    const __m512 t01 = _mm512_add_ps(_mm512_unpacklo_ps(acc[0], acc[1]),
+                                     _mm512_unpackhi_ps(acc[0], acc[1]));  // r0 r1 r0 r1
+    const __m512 t23 = _mm512_add_ps(_mm512_unpacklo_ps(acc[2], acc[3]),
+                                     _mm512_unpackhi_ps(acc[2], acc[3]));  // r2 r3 r2 r3
+    const __m512 u = _mm512_add_ps(_mm512_shuffle_ps(t01, t23, 0x44),
+                                   _mm512_shuffle_ps(t01, t23, 0xEE));  // r0 r1 r2 r3
+    const __m256 v = _mm256_add_ps(_mm512_castps512_ps256(u), _mm512_extractf32x8_ps(u, 1));
+    const __m128 w = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    _mm_storeu_ps(y, _mm_add_ps(w, _mm_loadu_ps(tail)));
+  } else {
+    for (int r = 0; r < R; ++r) {
+      y[r] = _mm512_reduce_add_ps(acc[r]) + hsum(acc_off[r]) + tail[r];
+    }
   }
 }
 
