@@ -930,25 +930,28 @@ inline void unpack_pair(const typename F::Block* p, __m256i* lo, __m256i* hi) {
   *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
   if constexpr (std::is_same_v<typename F::Block, BlockQ5_0> ||
                 std::is_same_v<typename F::Block, BlockQ5_1>) {
-    uint32_t qa, qb;
-    std::memcpy(&qa, p[0].qh, 4);
-    std::memcpy(&qb, p[1].qh, 4);
-    // Bytes 0..3: p[0]'s qh, 4..7: p[1]'s, in every 64-bit lane.
-    const __m256i q = _mm256_broadcastq_epi64(
-        _mm_insert_epi32(_mm_cvtsi32_si128(static_cast<int>(qa)), static_cast<int>(qb), 1));
-    // Byte j of a lane takes qh byte pick[j] and tests bit j % 8.
-    const __m256i pick_lo =
-        _mm256_setr_epi64x(0, 0x0101010101010101, 0x0404040404040404, 0x0505050505050505);
-    const __m256i pick_hi = _mm256_setr_epi64x(0x0202020202020202, 0x0303030303030303,
-                                               0x0606060606060606, 0x0707070707070707);
-    const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201));
+    // qh and the first 12 bytes of qs, p[0] in the low lane (within the block).
+    const __m256i q = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p[0].qh))),
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[1].qh)), 1);
+    // Bytes 0..3 of a lane: qh, 4..7: qh << 4, so bits 0..3 of qh byte m are
+    // bits 4..7 of byte 4 + m and every tested bit is one of bits 4..7.
+    const __m256i src = _mm256_unpacklo_epi32(q, _mm256_slli_epi32(q, 4));
+    // Byte j takes (bits j % 8 < 4 from the shifted copy) the byte holding
+    // the bit of value j (lo) or j + 16 (hi), and tests bit 4 + j % 4.
+    const __m256i pick_lo = _mm256_setr_epi64x(0x0000000004040404, 0x0101010105050505,
+                                               0x0000000004040404, 0x0101010105050505);
+    const __m256i pick_hi = _mm256_setr_epi64x(0x0202020206060606, 0x0303030307070707,
+                                               0x0202020206060606, 0x0303030307070707);
+    const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201080402010));
+    // (byte & bit) is 0 or 16..128: min with 16 gives the 16 to or in.
     const __m256i h16 = _mm256_set1_epi8(0x10);
     const __m256i set_lo =
-        _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(q, pick_lo), bit), bit);
+        _mm256_min_epu8(_mm256_and_si256(_mm256_shuffle_epi8(src, pick_lo), bit), h16);
     const __m256i set_hi =
-        _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(q, pick_hi), bit), bit);
-    *lo = _mm256_or_si256(*lo, _mm256_and_si256(set_lo, h16));
-    *hi = _mm256_or_si256(*hi, _mm256_and_si256(set_hi, h16));
+        _mm256_min_epu8(_mm256_and_si256(_mm256_shuffle_epi8(src, pick_hi), bit), h16);
+    *lo = _mm256_or_si256(*lo, set_lo);
+    *hi = _mm256_or_si256(*hi, set_hi);
   }
 }
 
