@@ -148,27 +148,13 @@ struct GemmPanel {
   }
 };
 
-// Unpacks rows [r0, r0 + valid) into `panel` (rows past `valid` are zero).
-template <typename G>
-void gemm_repack_panel(const WeightMatrix& w, int64_t r0, int valid, const GemmPanel<G>& panel) {
-  constexpr int kRows = kGemmPanelRows;
-  const int64_t groups = w.cols / G::kGroup;
-  const uint8_t* base = static_cast<const uint8_t*>(w.data);
-  alignas(16) int8_t q[kRows][G::kGroup];
-  int32_t ints[kRows][G::kInts + 1];  // + 1: no zero-length arrays
-  float floats[kRows][G::kFloats];
-  for (int r = valid; r < kRows; ++r) {
-    std::memset(q[r], 0, sizeof(q[r]));
-    for (int f = 0; f < G::kInts; ++f) ints[r][f] = 0;
-    for (int f = 0; f < G::kFloats; ++f) floats[r][f] = 0;
-  }
-  for (int64_t g = 0; g < groups; ++g) {
-    for (int r = 0; r < valid; ++r) {
-      G::unpack(base + (r0 + r) * w.row_bytes, g, q[r], ints[r], floats[r]);
-    }
-    // 4x4 transposes of 32-bit quads: quads 4c..4c+3 of rows 4h..4h+3.
-    int8_t* out = panel.quads + g * G::kGroup * kRows;
-    for (int c = 0; c < G::kGroup / 16; ++c) {
+// The sdot layout of one group's quads: 4x4 transposes of 32-bit quads, so
+// quads 4c..4c+3 of rows 4h..4h+3 are 16 contiguous bytes.
+struct SdotQuads {
+  template <int kGroup>
+  static void store(const int8_t (&q)[kGemmPanelRows][kGroup], int8_t* out) {
+    constexpr int kRows = kGemmPanelRows;
+    for (int c = 0; c < kGroup / 16; ++c) {
       for (int h = 0; h < 2; ++h) {
         uint32x4_t v[4];
         for (int i = 0; i < 4; ++i) {
@@ -185,6 +171,30 @@ void gemm_repack_panel(const WeightMatrix& w, int64_t r0, int valid, const GemmP
         }
       }
     }
+  }
+};
+
+// Unpacks rows [r0, r0 + valid) into `panel` (rows past `valid` are zero), the
+// quads of each group laid out by Quads::store (SdotQuads here; the i8mm GEMM
+// has its own layout).
+template <typename G, typename Quads = SdotQuads>
+void gemm_repack_panel(const WeightMatrix& w, int64_t r0, int valid, const GemmPanel<G>& panel) {
+  constexpr int kRows = kGemmPanelRows;
+  const int64_t groups = w.cols / G::kGroup;
+  const uint8_t* base = static_cast<const uint8_t*>(w.data);
+  alignas(16) int8_t q[kRows][G::kGroup];
+  int32_t ints[kRows][G::kInts + 1];  // + 1: no zero-length arrays
+  float floats[kRows][G::kFloats];
+  for (int r = valid; r < kRows; ++r) {
+    std::memset(q[r], 0, sizeof(q[r]));
+    for (int f = 0; f < G::kInts; ++f) ints[r][f] = 0;
+    for (int f = 0; f < G::kFloats; ++f) floats[r][f] = 0;
+  }
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int r = 0; r < valid; ++r) {
+      G::unpack(base + (r0 + r) * w.row_bytes, g, q[r], ints[r], floats[r]);
+    }
+    Quads::store(q, panel.quads + g * G::kGroup * kRows);
     int32_t* meta = panel.meta + g * GemmPanel<G>::kMetaWords;
     for (int f = 0; f < G::kInts; ++f) {
       for (int r = 0; r < kRows; ++r) meta[f * kRows + r] = ints[r][f];

@@ -30,28 +30,13 @@ namespace {
 constexpr int kRowPairs = kGemmPanelRows / 2;
 constexpr int kMmlaTokenPairs = 2;  // token pairs per micro-kernel call (4 tokens)
 
-// Unpacks rows [r0, r0 + valid) into `panel` in the smmla layout (rows past
-// `valid` are zero); the meta data is laid out as in gemm_repack_panel.
-template <typename G>
-void mmla_repack_panel(const WeightMatrix& w, int64_t r0, int valid, const GemmPanel<G>& panel) {
-  constexpr int kRows = kGemmPanelRows;
-  const int64_t groups = w.cols / G::kGroup;
-  const uint8_t* base = static_cast<const uint8_t*>(w.data);
-  alignas(16) int8_t q[kRows][G::kGroup];
-  int32_t ints[kRows][G::kInts + 1];  // + 1: no zero-length arrays
-  float floats[kRows][G::kFloats];
-  for (int r = valid; r < kRows; ++r) {
-    std::memset(q[r], 0, sizeof(q[r]));
-    for (int f = 0; f < G::kInts; ++f) ints[r][f] = 0;
-    for (int f = 0; f < G::kFloats; ++f) floats[r][f] = 0;
-  }
-  for (int64_t g = 0; g < groups; ++g) {
-    for (int r = 0; r < valid; ++r) {
-      G::unpack(base + (r0 + r) * w.row_bytes, g, q[r], ints[r], floats[r]);
-    }
-    // 8-byte runs 2c and 2c + 1 of rows 2p and 2p + 1.
-    int8_t* out = panel.quads + g * G::kGroup * kRows;
-    for (int c = 0; c < G::kGroup / 16; ++c) {
+// The smmla layout of one group's quads: 8-byte runs 2c and 2c + 1 of rows 2p
+// and 2p + 1 side by side (gemm_repack_panel does the rest).
+struct MmlaQuads {
+  template <int kGroup>
+  static void store(const int8_t (&q)[kGemmPanelRows][kGroup], int8_t* out) {
+    constexpr int kRows = kGemmPanelRows;
+    for (int c = 0; c < kGroup / 16; ++c) {
       for (int p = 0; p < kRowPairs; ++p) {
         const int64x2_t a = vreinterpretq_s64_s8(vld1q_s8(q[2 * p] + 16 * c));
         const int64x2_t b = vreinterpretq_s64_s8(vld1q_s8(q[2 * p + 1] + 16 * c));
@@ -59,16 +44,8 @@ void mmla_repack_panel(const WeightMatrix& w, int64_t r0, int valid, const GemmP
         vst1q_s8(out + (2 * c + 1) * 8 * kRows + 16 * p, vreinterpretq_s8_s64(vtrn2q_s64(a, b)));
       }
     }
-    int32_t* meta = panel.meta + g * GemmPanel<G>::kMetaWords;
-    for (int f = 0; f < G::kInts; ++f) {
-      for (int r = 0; r < kRows; ++r) meta[f * kRows + r] = ints[r][f];
-    }
-    float* fmeta = reinterpret_cast<float*>(meta + G::kInts * kRows);
-    for (int f = 0; f < G::kFloats; ++f) {
-      for (int r = 0; r < kRows; ++r) fmeta[f * kRows + r] = floats[r][f];
-    }
   }
-}
+};
 
 // Per-row values of the 8 rows at v, as [v(2p), v(2p), v(2p+1), v(2p+1)] per row pair p.
 inline void rows_to_pairs(const float* v, float32x4_t (&out)[kRowPairs]) {
@@ -268,7 +245,7 @@ void quant_gemm_i8mm(const WeightMatrix& w, const QuantActs& a, int64_t n, float
       const int64_t left = row_end - (r0 + p * kGemmPanelRows);
       if (left <= 0) break;
       valid[p] = left >= kGemmPanelRows ? kGemmPanelRows : static_cast<int>(left);
-      mmla_repack_panel<G>(w, r0 + p * kGemmPanelRows, valid[p], panels[p]);
+      gemm_repack_panel<G, MmlaQuads>(w, r0 + p * kGemmPanelRows, valid[p], panels[p]);
       used = p + 1;
     }
     // Tokens outer: a tile's activations stay in L1 while the panels stream from L2.
