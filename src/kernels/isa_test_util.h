@@ -1,16 +1,10 @@
-// Test helpers for running a kernel test under every instruction set this CPU
-// supports (kernels_tests only).
+// Test helper for running a kernel test under every instruction set this CPU
+// supports (supported_isas()) and restoring the start-up one (kernels_tests only).
 #pragma once
-
-#include <vector>
 
 #include "kernels/matmul.h"
 
 namespace edgelm {
-
-inline std::vector<Isa> available_isas() {
-  return supported_isas();
-}
 
 // Restores the start-up ISA when a test ends.
 class IsaGuard {

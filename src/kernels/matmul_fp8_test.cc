@@ -153,7 +153,7 @@ TEST(Fp8Kernels, EveryCodeConvertsExactlyOnEveryIsa) {
   };
   for (const auto& scales : scale_sets) {
     const Fp8Matrix m = all_codes_matrix(scales);
-    for (Isa isa : available_isas()) {
+    for (Isa isa : supported_isas()) {
       set_active_isa(isa);
       for (int64_t r = 0; r < 8; ++r) {
         std::vector<float> row(32, NAN);
@@ -175,7 +175,7 @@ TEST(Fp8Kernels, OneHotActivationsPickEveryCodeExactly) {
   // Token t selects column t: y[t][r] = w[r][t].
   std::vector<float> x(32 * 32, 0.0f);
   for (int t = 0; t < 32; ++t) x[t * 32 + t] = 1.0f;
-  for (Isa isa : available_isas()) {
+  for (Isa isa : supported_isas()) {
     set_active_isa(isa);
     const std::vector<float> prefill = run(m, x, 32, nullptr);
     for (int t = 0; t < 32; ++t) {
@@ -226,7 +226,7 @@ TEST(Fp8Kernels, RandomShapesMatchScalarOnEveryIsa) {
         matmul_reference(m.w, x.data(), n, exact.data());
         set_active_isa(Isa::kScalar);
         const std::vector<float> scalar = run(m, x, n, nullptr);
-        for (Isa isa : available_isas()) {
+        for (Isa isa : supported_isas()) {
           set_active_isa(isa);
           ThreadPool* pool = pools[case_index % 3];
           const std::string what = std::string(isa_name(isa)) + " rows " + std::to_string(rows) +
@@ -252,7 +252,7 @@ TEST(Fp8Kernels, WideRowsTakeSeveralPasses) {
     matmul_reference(m.w, x.data(), n, exact.data());
     set_active_isa(Isa::kScalar);
     const std::vector<float> scalar = run(m, x, n, nullptr);
-    for (Isa isa : available_isas()) {
+    for (Isa isa : supported_isas()) {
       set_active_isa(isa);
       expect_matches(m, x, n, run(m, x, n, nullptr), scalar, exact,
                      std::string(isa_name(isa)) + " wide, n " + std::to_string(n));
@@ -279,7 +279,7 @@ TEST(Fp8Kernels, ZeroAndExtremeScales) {
     matmul_reference(m.w, x.data(), n, exact.data());
     set_active_isa(Isa::kScalar);
     const std::vector<float> scalar = run(m, x, n, nullptr);
-    for (Isa isa : available_isas()) {
+    for (Isa isa : supported_isas()) {
       set_active_isa(isa);
       const std::vector<float> got = run(m, x, n, nullptr);
       for (int64_t t = 0; t < n; ++t) {
@@ -298,7 +298,7 @@ TEST(Fp8Kernels, DequantizeRowMatchesScalarBitForBit) {
     const int64_t cols = nb * kQK;
     for (bool special : {false, true}) {
       const Fp8Matrix m = random_matrix(1, cols, 0, rng, special);
-      for (Isa isa : available_isas()) {
+      for (Isa isa : supported_isas()) {
         set_active_isa(isa);
         std::vector<float> row(static_cast<size_t>(cols), NAN);
         dequantize_row(DType::FP8_E4M3, m.bytes.data(), row.data(), cols);

@@ -242,7 +242,7 @@ TEST(MatmulQuantTest, EveryIsaMatchesScalarExactly) {
       const std::vector<float> x = exact_activations(n, cols, rng);
       set_active_isa(Isa::kScalar);
       const std::vector<float> want = run(m, x, n, nullptr);
-      for (Isa isa : available_isas()) {
+      for (Isa isa : supported_isas()) {
         set_active_isa(isa);
         const std::string what = std::string(dtype_name(type)) + " " + isa_name(isa) + " rows " +
                                  std::to_string(rows) + " cols " + std::to_string(cols) + " n " +
@@ -280,7 +280,7 @@ TEST(MatmulQuantTest, EveryIsaCloseToScalarOnRealisticData) {
     const std::vector<float> xq = act_roundtrip(type, x, cols);
     set_active_isa(Isa::kScalar);
     const std::vector<float> want = run(m, x, n, nullptr);
-    for (Isa isa : available_isas()) {
+    for (Isa isa : supported_isas()) {
       set_active_isa(isa);
       for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2}) {
         const std::vector<float> got = run(m, x, n, pool);
@@ -328,7 +328,7 @@ TEST(MatmulQuantTest, Fp8MatchesExactProductOnEveryIsa) {
   IsaGuard guard;
   std::mt19937 rng(5);
   ThreadPool pool3(3);
-  for (Isa isa : available_isas()) {
+  for (Isa isa : supported_isas()) {
     set_active_isa(isa);
     for (int64_t rows : {1, 6, 33}) {
       for (int64_t n : {1, 4, 13}) {
@@ -361,7 +361,7 @@ TEST(MatmulQuantTest, DequantizeRowEveryTypeEveryIsa) {
   for (DType type : types) {
     const int64_t cols = is_k(type) ? 512 : 64;
     const QuantMatrix m = realistic_matrix(type, 2, cols, rng);
-    for (Isa isa : available_isas()) {
+    for (Isa isa : supported_isas()) {
       set_active_isa(isa);
       std::vector<float> row(static_cast<size_t>(cols));
       dequantize_row(type, m.bytes.data() + m.w.row_bytes, row.data(), cols);
@@ -391,7 +391,7 @@ TEST(MatmulQuantTest, PaddedRowStrideAndTinyMatrices) {
     const std::vector<float> x = exact_activations(n, cols, rng);
     set_active_isa(Isa::kScalar);
     const std::vector<float> want = run(m, x, n, nullptr);
-    for (Isa isa : available_isas()) {
+    for (Isa isa : supported_isas()) {
       set_active_isa(isa);
       std::vector<float> got(want.size(), NAN);
       matmul(pw, x.data(), n, got.data(), nullptr);
@@ -460,7 +460,7 @@ TEST(MatmulQuantTest, MatmulManyEqualsSeparateMatmuls) {
   std::vector<WeightMatrix> ws;
   for (const QuantMatrix& m : ms) ws.push_back(m.w);
   ws.push_back(f16.w);
-  for (Isa isa : available_isas()) {
+  for (Isa isa : supported_isas()) {
     set_active_isa(isa);
     for (int64_t n : {1, 3}) {
       const std::vector<float> x = normal_activations(n, cols, rng);
@@ -517,7 +517,7 @@ TEST(MatmulQuantTest, ExtremeQuantsMatchScalarExactly) {
     }
     set_active_isa(Isa::kScalar);
     const std::vector<float> want = run(m, x, n, nullptr);
-    for (Isa isa : available_isas()) {
+    for (Isa isa : supported_isas()) {
       set_active_isa(isa);
       const std::vector<float> got = run(m, x, n, nullptr);
       for (size_t i = 0; i < got.size(); ++i) {

@@ -106,7 +106,7 @@ TEST(MatmulTest, EveryIsaMatchesReferenceOnAwkwardShapes) {
   const int64_t row_list[] = {1, 2, 3, 4, 5, 7, 13, 33, 70};
   const int64_t n_list[] = {1, 2, 3, 4, 5, 7, 19};
   int checked = 0;
-  for (Isa isa : available_isas()) {
+  for (Isa isa : supported_isas()) {
     set_active_isa(isa);
     for (DType type : {DType::F32, DType::F16, DType::BF16}) {
       for (size_t ci = 0; ci < col_list.size(); ++ci) {
@@ -143,7 +143,7 @@ TEST(MatmulTest, ShortRowKernelsMatchReference) {
   IsaGuard guard;
   std::mt19937 rng(11);
   int checked = 0;
-  for (Isa isa : available_isas()) {
+  for (Isa isa : supported_isas()) {
     set_active_isa(isa);
     for (DType type : {DType::F32, DType::F16, DType::BF16}) {
       for (int64_t cols : {1, 7, 8, 15, 16, 17, 33, 64, 100, 255, 256, 257, 576}) {
@@ -181,7 +181,7 @@ TEST(MatmulTest, LargerShapesWithRowStrideAndAllThreadCounts) {
   IsaGuard guard;
   std::mt19937 rng(7);
   ThreadPool pool2(2), pool3(3);
-  for (Isa isa : available_isas()) {
+  for (Isa isa : supported_isas()) {
     set_active_isa(isa);
     for (DType type : {DType::F32, DType::F16, DType::BF16}) {
       // Rows 70 x cols 288 with a padded stride (row_bytes > needed).
@@ -209,7 +209,7 @@ TEST(MatmulTest, LargerShapesWithRowStrideAndAllThreadCounts) {
 TEST(MatmulTest, PrefillMatchesSeparateMatvecs) {
   IsaGuard guard;
   std::mt19937 rng(3);
-  for (Isa isa : available_isas()) {
+  for (Isa isa : supported_isas()) {
     set_active_isa(isa);
     TestMatrix m = make_matrix(DType::F16, 37, 130, rng);
     const int64_t n = 11;
@@ -271,7 +271,7 @@ TEST(MatmulTest, SetActiveIsaRejectsMissingIsa) {
   IsaGuard guard;
   // Shown in the log so cross-CPU runs (scripts/test-arm64.sh) say what they tested.
   std::string names;
-  for (Isa isa : available_isas()) names += std::string(" ") + isa_name(isa);
+  for (Isa isa : supported_isas()) names += std::string(" ") + isa_name(isa);
   std::printf("isa: best %s, available%s\n", isa_name(best_supported_isa()), names.c_str());
 #if defined(__aarch64__)
   const CpuFeatures& f = cpu_features();
@@ -301,7 +301,7 @@ TEST(MatmulTest, DequantizeRowIsExactForAllHalfValues) {
   std::vector<uint16_t> all(65536);
   for (uint32_t i = 0; i < 65536; ++i) all[i] = static_cast<uint16_t>(i);
   // Offsets make the conversion start unaligned and end in a partial vector.
-  for (Isa isa : available_isas()) {
+  for (Isa isa : supported_isas()) {
     set_active_isa(isa);
     for (DType type : {DType::F16, DType::BF16}) {
       // All values from 3 on in one call (an odd count, so it ends in a
@@ -354,7 +354,7 @@ TEST(MatmulTest, ConvertToF16MatchesScalarOnEveryIsa) {
   }
   std::vector<uint16_t> want(src.size()), got(src.size());
   for (size_t i = 0; i < src.size(); ++i) want[i] = fp32_to_fp16(src[i]);
-  for (Isa isa : available_isas()) {
+  for (Isa isa : supported_isas()) {
     set_active_isa(isa);
     for (size_t n : {src.size(), size_t{7}, size_t{1}}) {
       std::fill(got.begin(), got.end(), 0xdead);
