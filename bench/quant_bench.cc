@@ -53,7 +53,7 @@ double bandwidth_gbs(int threads) {
   static std::map<int, double> cache;
   auto it = cache.find(threads);
   if (it != cache.end()) return it->second;
-  return cache[threads] = measure_read_bandwidth_gbs(pool_of(threads));
+  return cache[threads] = measure_read_bandwidth_gbs(pool_of(threads), kColdBytes);
 }
 
 // Offsets of the f16 scales in a block, set to small finite values: random

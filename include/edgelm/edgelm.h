@@ -65,9 +65,12 @@ struct ModelInfo {
   SamplingParams default_sampling;
 };
 
-// Measured read bandwidth of main memory in GB/s (10^9 bytes/s) using `threads`
-// threads (0: all cores); the roofline for bandwidth-bound decoding.
-double measure_memory_bandwidth(int threads = 0);
+// Measured read bandwidth in GB/s (10^9 bytes/s) using `threads` threads (0: all
+// cores), streaming a working set of `bytes` (0: main memory, well above the
+// caches). Pass the bytes a decode step reads (weights + KV cache) to get the
+// roofline of bandwidth-bound decoding: a model that fits a cache is read from
+// that cache, and so is the measurement.
+double measure_memory_bandwidth(int threads = 0, int64_t bytes = 0);
 // The SIMD instruction set the kernels use on this CPU ("avx512", "avx2", "neon", ...).
 std::string active_kernel_isa();
 // The instruction sets this CPU can run, best last ("scalar" is always there).

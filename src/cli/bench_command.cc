@@ -219,10 +219,17 @@ int bench_command(const BenchFlags& f) {
     text = read_file(f.quality_text);
   }
 
-  // The roofline's denominator: read bandwidth with the row's thread count,
-  // measured right before and right after the row and the higher value kept.
-  // On a shared machine the bandwidth available changes over a long run, and
-  // a measurement slowed by another program would flatter the fraction.
+  // A decode step must stream every weight once and the KV cache of all
+  // earlier positions (keys and values of every layer): that is the roofline.
+  const double kv_element_bytes = f.kv_type == "f32" ? 4.0 : f.kv_type == "q8_0" ? 34.0 / 32 : 2.0;
+  const double mean_context = f.prompt_tokens + (f.decode_tokens + 1) / 2.0;
+
+  // The roofline's denominator: read bandwidth with the row's thread count over
+  // a working set of the row's bytes per token (a model that fits the
+  // last-level cache is read from it, and so is the measurement), measured
+  // right before and right after the row and the higher value kept. On a
+  // shared machine the bandwidth available changes over a long run, and a
+  // measurement slowed by another program would flatter the fraction.
   std::vector<Row> rows;
   for (const std::string& path : models) {
     LoadOptions load_options;
@@ -232,20 +239,29 @@ int bench_command(const BenchFlags& f) {
     const double load_seconds = seconds_since(t0);
     Row quality_row;
     if (quality) measure_quality(base, model, text, f, quality_row);
+    const ModelInfo& m = model->info();
+    const double kv_bytes_per_token =
+        2.0 * m.n_layers * m.n_kv_heads * m.head_dim * kv_element_bytes * mean_context;
+    const double bytes_per_token =
+        static_cast<double>(m.weight_bytes_per_token) + kv_bytes_per_token;
+    const auto working_set = static_cast<int64_t>(bytes_per_token);
     for (int threads : thread_counts) {
-      const double bandwidth_before = measure_memory_bandwidth(effective_threads(threads));
+      const double bandwidth_before =
+          measure_memory_bandwidth(effective_threads(threads), working_set);
       reset_peak_rss();
       Row row;
-      row.info = model->info();
+      row.info = m;
       row.threads = effective_threads(threads);
       row.load_seconds = load_seconds;
       row.bits_per_weight =
           row.info.n_params > 0 ? 8.0 * row.info.file_bytes / row.info.n_params : 0;
+      row.kv_bytes_per_token = kv_bytes_per_token;
       measure_speed(model, f, row);
       row.rss = peak_rss_mib();  // before the bandwidth test's own buffer
       row.bandwidth_before = bandwidth_before;
-      row.bandwidth_after = measure_memory_bandwidth(row.threads);
+      row.bandwidth_after = measure_memory_bandwidth(row.threads, working_set);
       row.bandwidth = std::max(row.bandwidth_before, row.bandwidth_after);
+      row.roofline = row.decode / (row.bandwidth * 1e9 / bytes_per_token);
       row.has_quality = quality_row.has_quality;
       row.ppl = quality_row.ppl;
       row.ppl_uncertainty = quality_row.ppl_uncertainty;
@@ -253,19 +269,6 @@ int bench_command(const BenchFlags& f) {
       row.top1 = quality_row.top1;
       rows.push_back(row);
     }
-  }
-
-  // A decode step must stream every weight once and the KV cache of all
-  // earlier positions (keys and values of every layer): that is the roofline.
-  const double kv_element_bytes = f.kv_type == "f32" ? 4.0 : f.kv_type == "q8_0" ? 34.0 / 32 : 2.0;
-  const double mean_context = f.prompt_tokens + (f.decode_tokens + 1) / 2.0;
-  for (Row& row : rows) {
-    const ModelInfo& m = row.info;
-    row.kv_bytes_per_token =
-        2.0 * m.n_layers * m.n_kv_heads * m.head_dim * kv_element_bytes * mean_context;
-    const double bytes_per_token =
-        static_cast<double>(m.weight_bytes_per_token) + row.kv_bytes_per_token;
-    row.roofline = row.decode / (row.bandwidth * 1e9 / bytes_per_token);
   }
 
   if (rows.size() == 1) {
@@ -280,8 +283,11 @@ int bench_command(const BenchFlags& f) {
                 f.decode_tokens, f.repetitions, r.decode_min, r.decode_max);
     std::printf("bytes per token:    %.1f MiB weights + %.2f MiB KV cache (mean context)\n",
                 r.info.weight_bytes_per_token / 1048576.0, r.kv_bytes_per_token / 1048576.0);
-    std::printf("memory bandwidth:   %.1f GB/s (measured, %d threads; %.1f before, %.1f after)\n",
-                r.bandwidth, r.threads, r.bandwidth_before, r.bandwidth_after);
+    std::printf(
+        "memory bandwidth:   %.1f GB/s (measured, %d threads, reading a %.1f MiB working set; "
+        "%.1f before, %.1f after)\n",
+        r.bandwidth, r.threads, (r.info.weight_bytes_per_token + r.kv_bytes_per_token) / 1048576.0,
+        r.bandwidth_before, r.bandwidth_after);
     std::printf("decode roofline:    %.1f tok/s -> achieved %.0f%% of roofline\n",
                 r.bandwidth * 1e9 / (r.info.weight_bytes_per_token + r.kv_bytes_per_token),
                 r.roofline * 100);

@@ -29,9 +29,11 @@ const char* finish_reason_name(FinishReason reason) {
   return "stop";
 }
 
-double measure_memory_bandwidth(int threads) {
+double measure_memory_bandwidth(int threads, int64_t bytes) {
+  if (bytes < 0) fail("measure_memory_bandwidth: negative size ", bytes);
   ThreadPool pool(threads);
-  return measure_read_bandwidth_gbs(pool);
+  return measure_read_bandwidth_gbs(pool,
+                                    bytes == 0 ? kMainMemoryBytes : static_cast<size_t>(bytes));
 }
 
 std::string active_kernel_isa() {

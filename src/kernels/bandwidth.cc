@@ -5,30 +5,24 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <memory>
 
+#include "kernels/matmul_internal.h"
 #include "kernels/thread_pool.h"
 #include "util/error.h"
 
 namespace edgelm {
 namespace {
 
-// Sums 64-byte lines with 8 independent accumulators: cheap enough per byte
-// that one core can read faster than DRAM delivers.
-uint64_t sum_words(const uint64_t* p, size_t count) {
-  uint64_t a[8] = {};
-  size_t i = 0;
-  for (; i + 8 <= count; i += 8) {
-    for (int j = 0; j < 8; ++j) a[j] += p[i + j];
-  }
-  for (; i < count; ++i) a[0] += p[i];
-  return a[0] + a[1] + a[2] + a[3] + a[4] + a[5] + a[6] + a[7];
-}
-
 struct FreeDeleter {
   void operator()(void* p) const { std::free(p); }
 };
+
+// The decode kernels prefetch this far ahead too (EDGELM_QUANT_AHEAD).
+constexpr int64_t kPrefetchBytes = 8192;
+// Each timed repetition reads at least this much (several passes over a small
+// buffer), so that a working set in L2 is not timed over a few microseconds.
+constexpr size_t kBytesPerRepetition = size_t{64} << 20;
 
 }  // namespace
 
@@ -40,23 +34,29 @@ double measure_read_bandwidth_gbs(ThreadPool& pool, size_t bytes) {
   if (!buffer) fail("measure_read_bandwidth: cannot allocate ", size, " bytes");
   uint64_t* data = static_cast<uint64_t*>(buffer.get());
   const int64_t n = static_cast<int64_t>(words);
+  const auto read_sum = kernels_internal::active_isa_kernels().read_sum;
 
   // Each thread writes (faults in) the part it will read, so pages are local to it.
   pool.parallel_for(n, 4096, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) data[i] = static_cast<uint64_t>(i);
   });
 
+  const int passes = static_cast<int>(std::max<size_t>(1, kBytesPerRepetition / size));
   std::atomic<uint64_t> sink{0};
   double best = 0;
-  for (int rep = 0; rep < 4; ++rep) {
-    const auto start = std::chrono::steady_clock::now();
-    pool.parallel_for(n, 4096, [&](int64_t begin, int64_t end) {
-      sink.fetch_add(sum_words(data + begin, static_cast<size_t>(end - begin)),
-                     std::memory_order_relaxed);
-    });
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (seconds > 0) best = std::max(best, static_cast<double>(words * sizeof(uint64_t)) / seconds);
+  for (int64_t prefetch : {int64_t{0}, kPrefetchBytes}) {
+    for (int rep = 0; rep < 4; ++rep) {
+      const auto start = std::chrono::steady_clock::now();
+      for (int pass = 0; pass < passes; ++pass) {
+        pool.parallel_for(n, 4096, [&](int64_t begin, int64_t end) {
+          sink.fetch_add(read_sum(data + begin, end - begin, prefetch), std::memory_order_relaxed);
+        });
+      }
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      const double read = static_cast<double>(passes) * static_cast<double>(words) * 8;
+      if (seconds > 0) best = std::max(best, read / seconds);
+    }
   }
   // The atomic sum is observable, so the reads cannot be optimized away.
   return best / 1e9;

@@ -89,6 +89,7 @@ struct KernelTables {
         if (!out.rmsnorm) out.rmsnorm = in.rmsnorm;
         if (!out.softmax) out.softmax = in.softmax;
         if (!out.silu_mul) out.silu_mul = in.silu_mul;
+        if (!out.read_sum) out.read_sum = in.read_sum;
         for (uint32_t s = 0; s < kDTypeSlots; ++s) {
           if (!out.types[s].matvec) out.types[s].matvec = in.types[s].matvec;
           if (!out.types[s].to_f32) out.types[s].to_f32 = in.types[s].to_f32;

@@ -106,6 +106,12 @@ struct IsaKernels {
   void (*rmsnorm)(float* out, const float* x, const float* weight, int64_t n, float eps) = nullptr;
   void (*softmax)(float* x, int64_t n) = nullptr;
   void (*silu_mul)(float* out, const float* gate, const float* up, int64_t n) = nullptr;
+  // Wrapping sum of `count` 64-bit words, software-prefetching `prefetch_bytes`
+  // ahead (0: none): the streaming read of the bandwidth roofline (bandwidth.cc),
+  // as fast per byte as this ISA's loads allow so that it measures the memory,
+  // not the instruction rate (a scalar loop reads about half of what one core's
+  // memory delivers on a 2.1 GHz Xeon).
+  uint64_t (*read_sum)(const uint64_t* words, int64_t count, int64_t prefetch_bytes) = nullptr;
 };
 
 // The table of the active ISA (matmul.cc), for dispatch from other files.

@@ -82,6 +82,20 @@ void scalar_silu_mul(float* out, const float* gate, const float* up, int64_t n) 
   }
 }
 
+uint64_t scalar_read_sum(const uint64_t* words, int64_t count, int64_t prefetch_bytes) {
+  const auto* bytes = reinterpret_cast<const char*>(words);
+  uint64_t lane[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    if (prefetch_bytes > 0) __builtin_prefetch(bytes + i * 8 + prefetch_bytes);
+    for (int j = 0; j < 8; ++j) lane[j] += words[i + j];
+  }
+  for (; i < count; ++i) lane[0] += words[i];
+  uint64_t sum = 0;
+  for (uint64_t v : lane) sum += v;
+  return sum;
+}
+
 }  // namespace
 
 namespace kernels_internal {
@@ -90,6 +104,7 @@ void register_ops_scalar(IsaKernels* table) {
   table->rmsnorm = scalar_rmsnorm;
   table->softmax = scalar_softmax;
   table->silu_mul = scalar_silu_mul;
+  table->read_sum = scalar_read_sum;
 }
 
 }  // namespace kernels_internal

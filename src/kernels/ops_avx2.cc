@@ -194,12 +194,38 @@ void silu_mul_avx2(float* out, const float* gate, const float* up, int64_t n) {
   }
 }
 
+// Four ymm loads per 128 bytes into four accumulators (one prefetch per line).
+uint64_t read_sum_avx2(const uint64_t* words, int64_t count, int64_t prefetch_bytes) {
+  const auto* bytes = reinterpret_cast<const char*>(words);
+  __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                    _mm256_setzero_si256()};
+  int64_t i = 0;
+  for (; i + 16 <= count; i += 16) {
+    if (prefetch_bytes > 0) {
+      _mm_prefetch(bytes + i * 8 + prefetch_bytes, _MM_HINT_T0);
+      _mm_prefetch(bytes + i * 8 + 64 + prefetch_bytes, _MM_HINT_T0);
+    }
+    for (int k = 0; k < 4; ++k) {
+      acc[k] = _mm256_add_epi64(
+          acc[k], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(words + i + 4 * k)));
+    }
+  }
+  const __m256i sum4 =
+      _mm256_add_epi64(_mm256_add_epi64(acc[0], acc[1]), _mm256_add_epi64(acc[2], acc[3]));
+  alignas(32) uint64_t lanes[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), sum4);
+  uint64_t sum = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+  for (; i < count; ++i) sum += words[i];
+  return sum;
+}
+
 }  // namespace
 
 void register_ops_avx2(IsaKernels* table) {
   table->rmsnorm = rmsnorm_avx2;
   table->softmax = softmax_avx2;
   table->silu_mul = silu_mul_avx2;
+  table->read_sum = read_sum_avx2;
 }
 
 }  // namespace edgelm::kernels_internal

@@ -186,12 +186,34 @@ void silu_mul_avx512(float* out, const float* gate, const float* up, int64_t n) 
   }
 }
 
+// Four zmm loads per 256 bytes into four accumulators (one prefetch per line).
+uint64_t read_sum_avx512(const uint64_t* words, int64_t count, int64_t prefetch_bytes) {
+  const auto* bytes = reinterpret_cast<const char*>(words);
+  __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                    _mm512_setzero_si512()};
+  int64_t i = 0;
+  for (; i + 32 <= count; i += 32) {
+    for (int k = 0; k < 4; ++k) {
+      if (prefetch_bytes > 0) _mm_prefetch(bytes + i * 8 + 64 * k + prefetch_bytes, _MM_HINT_T0);
+      acc[k] = _mm512_add_epi64(acc[k], _mm512_loadu_si512(words + i + 8 * k));
+    }
+  }
+  for (; i < count; i += 8) {
+    const __mmask8 m =
+        count - i >= 8 ? __mmask8{0xff} : static_cast<__mmask8>((1u << (count - i)) - 1);
+    acc[0] = _mm512_add_epi64(acc[0], _mm512_maskz_loadu_epi64(m, words + i));
+  }
+  return static_cast<uint64_t>(_mm512_reduce_add_epi64(
+      _mm512_add_epi64(_mm512_add_epi64(acc[0], acc[1]), _mm512_add_epi64(acc[2], acc[3]))));
+}
+
 }  // namespace
 
 void register_ops_avx512(IsaKernels* table) {
   table->rmsnorm = rmsnorm_avx512;
   table->softmax = softmax_avx512;
   table->silu_mul = silu_mul_avx512;
+  table->read_sum = read_sum_avx512;
 }
 
 }  // namespace edgelm::kernels_internal

@@ -160,12 +160,27 @@ void silu_mul_neon(float* out, const float* gate, const float* up, int64_t n) {
   }
 }
 
+// Four q-register loads per 64 bytes into four accumulators.
+uint64_t read_sum_neon(const uint64_t* words, int64_t count, int64_t prefetch_bytes) {
+  const auto* bytes = reinterpret_cast<const char*>(words);
+  uint64x2_t acc[4] = {vdupq_n_u64(0), vdupq_n_u64(0), vdupq_n_u64(0), vdupq_n_u64(0)};
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    if (prefetch_bytes > 0) __builtin_prefetch(bytes + i * 8 + prefetch_bytes);
+    for (int k = 0; k < 4; ++k) acc[k] = vaddq_u64(acc[k], vld1q_u64(words + i + 2 * k));
+  }
+  uint64_t sum = vaddvq_u64(vaddq_u64(vaddq_u64(acc[0], acc[1]), vaddq_u64(acc[2], acc[3])));
+  for (; i < count; ++i) sum += words[i];
+  return sum;
+}
+
 }  // namespace
 
 void register_ops_neon(IsaKernels* table) {
   table->rmsnorm = rmsnorm_neon;
   table->softmax = softmax_neon;
   table->silu_mul = silu_mul_neon;
+  table->read_sum = read_sum_neon;
 }
 
 }  // namespace edgelm::kernels_internal

@@ -14,6 +14,7 @@
 #include "kernels/bandwidth.h"
 #include "kernels/isa_test_util.h"
 #include "kernels/matmul.h"
+#include "kernels/matmul_internal.h"
 #include "kernels/thread_pool.h"
 
 namespace edgelm {
@@ -297,6 +298,32 @@ TEST(OpsTest, RopeBothLayouts) {
   std::vector<float> same = head;
   rope(same.data(), d, c.data(), s.data(), false);
   EXPECT_EQ(same, head);
+}
+
+// The bandwidth read must sum every word exactly once on every ISA, whatever
+// the length (tails of each vector width) and the prefetch distance.
+TEST(BandwidthTest, ReadSumMatchesPlainSum) {
+  std::mt19937_64 rng(7);
+  std::vector<uint64_t> words(4096 + 37);
+  for (uint64_t& w : words) w = rng();
+  IsaGuard guard;
+  for (Isa isa : supported_isas()) {
+    SCOPED_TRACE(isa_name(isa));
+    set_active_isa(isa);
+    const auto read_sum = kernels_internal::active_isa_kernels().read_sum;
+    ASSERT_NE(read_sum, nullptr);
+    for (int64_t count : {0, 1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 100, 4096 + 37}) {
+      for (int64_t offset : {0, 1, 5}) {
+        if (offset + count > static_cast<int64_t>(words.size())) continue;
+        uint64_t expected = 0;
+        for (int64_t i = 0; i < count; ++i) expected += words[offset + i];
+        for (int64_t prefetch : {0, 64, 8192}) {
+          EXPECT_EQ(read_sum(words.data() + offset, count, prefetch), expected)
+              << "count " << count << " offset " << offset << " prefetch " << prefetch;
+        }
+      }
+    }
+  }
 }
 
 TEST(BandwidthTest, ReturnsAPositiveRate) {
