@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iterator>
 #include <map>
@@ -40,7 +41,10 @@ constexpr DType kTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_K,     DType::Q5
                             DType::Q6_K, DType::Q4_1, DType::Q5_0,     DType::Q5_1,
                             DType::Q2_K, DType::Q3_K, DType::FP8_E4M3, DType::F16};
 constexpr int64_t kPrefillTokens = 128;  // the prompt length
-constexpr size_t kColdBytes = size_t{256} << 20;
+// Decode weights are cycled through this many bytes so that they come from
+// memory (--weights_mib=N; 0: one copy, i.e. from cache, the kernels' compute
+// ceiling). The bandwidth column reads a working set of the same size.
+size_t g_cold_bytes = size_t{256} << 20;
 
 ThreadPool& pool_of(int threads) {
   static std::map<int, std::unique_ptr<ThreadPool>> pools;
@@ -53,7 +57,7 @@ double bandwidth_gbs(int threads) {
   static std::map<int, double> cache;
   auto it = cache.find(threads);
   if (it != cache.end()) return it->second;
-  return cache[threads] = measure_read_bandwidth_gbs(pool_of(threads), kColdBytes);
+  return cache[threads] = measure_read_bandwidth_gbs(pool_of(threads), g_cold_bytes);
 }
 
 // Offsets of the f16 scales in a block, set to small finite values: random
@@ -130,7 +134,7 @@ void run_matmul(benchmark::State& state, Isa isa, DType type, Shape shape, int t
   set_active_isa(isa);
   ThreadPool& pool = pool_of(threads);
   const bool decode = n == 1;
-  Weights w = make_weights(type, shape, decode ? kColdBytes : 0);
+  Weights w = make_weights(type, shape, decode ? g_cold_bytes : 0);
   std::vector<float> x(static_cast<size_t>(n * shape.cols));
   std::mt19937 rng(2);
   std::normal_distribution<float> dist(0.0f, 1.0f);
@@ -298,6 +302,18 @@ int main(int argc, char** argv) {
   bool all_isas = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--isa=all") == 0) all_isas = true;
+    // The AVX-512 4/5-bit decode kernels' field gather (default: by CPU vendor).
+    if (std::strcmp(argv[i], "--block_gather=lane_inserts") == 0) {
+      edgelm::kernels_internal::set_avx512_block_gather(
+          edgelm::kernels_internal::BlockGather::kLaneInserts);
+    }
+    if (std::strcmp(argv[i], "--block_gather=word_permutes") == 0) {
+      edgelm::kernels_internal::set_avx512_block_gather(
+          edgelm::kernels_internal::BlockGather::kWordPermutes);
+    }
+    if (std::strncmp(argv[i], "--weights_mib=", 14) == 0) {
+      edgelm::g_cold_bytes = static_cast<size_t>(std::strtoull(argv[i] + 14, nullptr, 10)) << 20;
+    }
   }
   benchmark::Initialize(&argc, argv);
   edgelm::register_all(all_isas);

@@ -14,6 +14,7 @@ struct CpuFeatures {
   bool avx512vl = false;
   bool avx512vnni = false;
   bool avx512bf16 = false;
+  bool intel = false;  // vendor GenuineIntel: picks between kernels tuned per vendor
   // ARM64.
   bool neon = false;
   bool dotprod = false;

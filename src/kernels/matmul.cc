@@ -266,6 +266,19 @@ const IsaKernels& active_isa_kernels() {
   return isa_kernels(active_isa());
 }
 
+namespace {
+std::atomic<BlockGather> g_block_gather{cpu_features().intel ? BlockGather::kLaneInserts
+                                                             : BlockGather::kWordPermutes};
+}  // namespace
+
+BlockGather avx512_block_gather() {
+  return g_block_gather.load(std::memory_order_relaxed);
+}
+
+void set_avx512_block_gather(BlockGather gather) {
+  g_block_gather.store(gather, std::memory_order_relaxed);
+}
+
 void register_scalar_kernels(IsaKernels* table) {
   table->panel_matmul = scalar_panel_matmul;
   table->f32_to_f16 = [](const float* src, uint16_t* dst, int64_t n) {

@@ -31,12 +31,47 @@
 #include "edgelm/error.h"
 #include "kernels/isa_test_util.h"
 #include "kernels/matmul.h"
+#include "kernels/matmul_internal.h"
 #include "kernels/quant_formats.h"
 #include "kernels/thread_pool.h"
 #include "util/half.h"
 
 namespace edgelm {
 namespace {
+
+// Every ISA this CPU supports, and on AVX-512 both ways of gathering a step of
+// 4/5-bit blocks (BlockGather), so every decode kernel meets the reference.
+struct KernelVariant {
+  Isa isa;
+  kernels_internal::BlockGather gather;
+  void activate() const {
+    set_active_isa(isa);
+    kernels_internal::set_avx512_block_gather(gather);
+  }
+};
+std::vector<KernelVariant> kernel_variants() {
+  using kernels_internal::BlockGather;
+  std::vector<KernelVariant> out;
+  for (Isa isa : supported_isas()) {
+    out.push_back({isa, BlockGather::kWordPermutes});
+    if (std::string(isa_name(isa)) == "avx512") out.push_back({isa, BlockGather::kLaneInserts});
+  }
+  return out;
+}
+// Restores the start-up gather when a test ends.
+class GatherGuard {
+ public:
+  GatherGuard() : saved_(kernels_internal::avx512_block_gather()) {}
+  ~GatherGuard() { kernels_internal::set_avx512_block_gather(saved_); }
+  GatherGuard(const GatherGuard&) = delete;
+  GatherGuard& operator=(const GatherGuard&) = delete;
+
+ private:
+  kernels_internal::BlockGather saved_;
+};
+const char* gather_name(kernels_internal::BlockGather g) {
+  return g == kernels_internal::BlockGather::kLaneInserts ? " lane-inserts" : "";
+}
 
 const DType kIntTypes[] = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0,
                            DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};
@@ -184,6 +219,7 @@ std::vector<float> act_roundtrip(DType weight_type, const std::vector<float>& x,
 
 TEST(MatmulQuantTest, ScalarMatchesDequantizedProduct) {
   IsaGuard guard;
+  GatherGuard gather_guard;
   set_active_isa(Isa::kScalar);
   std::mt19937 rng(3);
   for (DType type : kIntTypes) {
@@ -223,6 +259,7 @@ TEST(MatmulQuantTest, ScalarMatchesDequantizedProduct) {
 
 TEST(MatmulQuantTest, EveryIsaMatchesScalarExactly) {
   IsaGuard guard;
+  GatherGuard gather_guard;
   std::mt19937 rng(7);
   ThreadPool pool2(2), pool3(3);
   ThreadPool* pools[] = {nullptr, &pool2, &pool3};
@@ -242,11 +279,12 @@ TEST(MatmulQuantTest, EveryIsaMatchesScalarExactly) {
       const std::vector<float> x = exact_activations(n, cols, rng);
       set_active_isa(Isa::kScalar);
       const std::vector<float> want = run(m, x, n, nullptr);
-      for (Isa isa : supported_isas()) {
-        set_active_isa(isa);
-        const std::string what = std::string(dtype_name(type)) + " " + isa_name(isa) + " rows " +
-                                 std::to_string(rows) + " cols " + std::to_string(cols) + " n " +
-                                 std::to_string(n);
+      for (const KernelVariant& variant : kernel_variants()) {
+        variant.activate();
+        const Isa isa = variant.isa;
+        const std::string what = std::string(dtype_name(type)) + " " + isa_name(isa) +
+                                 gather_name(variant.gather) + " rows " + std::to_string(rows) +
+                                 " cols " + std::to_string(cols) + " n " + std::to_string(n);
         for (size_t p = 0; p < 3; ++p) {
           const std::vector<float> got = run(m, x, n, pools[(ri + p) % 3]);
           for (size_t i = 0; i < got.size(); ++i) {
@@ -271,6 +309,7 @@ TEST(MatmulQuantTest, EveryIsaMatchesScalarExactly) {
 
 TEST(MatmulQuantTest, EveryIsaCloseToScalarOnRealisticData) {
   IsaGuard guard;
+  GatherGuard gather_guard;
   std::mt19937 rng(11);
   ThreadPool pool2(2);
   for (DType type : kIntTypes) {
@@ -280,8 +319,9 @@ TEST(MatmulQuantTest, EveryIsaCloseToScalarOnRealisticData) {
     const std::vector<float> xq = act_roundtrip(type, x, cols);
     set_active_isa(Isa::kScalar);
     const std::vector<float> want = run(m, x, n, nullptr);
-    for (Isa isa : supported_isas()) {
-      set_active_isa(isa);
+    for (const KernelVariant& variant : kernel_variants()) {
+      variant.activate();
+      const Isa isa = variant.isa;
       for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2}) {
         const std::vector<float> got = run(m, x, n, pool);
         for (int64_t t = 0; t < n; ++t) {
@@ -291,7 +331,8 @@ TEST(MatmulQuantTest, EveryIsaCloseToScalarOnRealisticData) {
               scale += std::fabs(double(m.values[r * cols + i]) * xq[t * cols + i]);
             }
             ASSERT_LE(std::fabs(got[t * rows + r] - want[t * rows + r]), 1e-5 * scale)
-                << dtype_name(type) << " " << isa_name(isa) << " t " << t << " r " << r;
+                << dtype_name(type) << " " << isa_name(isa) << gather_name(variant.gather) << " t "
+                << t << " r " << r;
           }
         }
       }
@@ -305,6 +346,7 @@ TEST(MatmulQuantTest, EveryIsaCloseToScalarOnRealisticData) {
 TEST(MatmulQuantTest, I8mmGemmEqualsDotprodGemm) {
   if (!isa_supported(Isa::kNeonI8mm)) GTEST_SKIP() << "no neon-i8mm on this CPU";
   IsaGuard guard;
+  GatherGuard gather_guard;
   std::mt19937 rng(13);
   ThreadPool pool2(2);
   for (DType type : kIntTypes) {
@@ -326,6 +368,7 @@ TEST(MatmulQuantTest, I8mmGemmEqualsDotprodGemm) {
 
 TEST(MatmulQuantTest, Fp8MatchesExactProductOnEveryIsa) {
   IsaGuard guard;
+  GatherGuard gather_guard;
   std::mt19937 rng(5);
   ThreadPool pool3(3);
   for (Isa isa : supported_isas()) {
@@ -355,6 +398,7 @@ TEST(MatmulQuantTest, Fp8MatchesExactProductOnEveryIsa) {
 
 TEST(MatmulQuantTest, DequantizeRowEveryTypeEveryIsa) {
   IsaGuard guard;
+  GatherGuard gather_guard;
   std::mt19937 rng(9);
   std::vector<DType> types(std::begin(kIntTypes), std::end(kIntTypes));
   types.push_back(DType::FP8_E4M3);
@@ -375,6 +419,7 @@ TEST(MatmulQuantTest, DequantizeRowEveryTypeEveryIsa) {
 
 TEST(MatmulQuantTest, PaddedRowStrideAndTinyMatrices) {
   IsaGuard guard;
+  GatherGuard gather_guard;
   std::mt19937 rng(13);
   for (DType type : {DType::Q4_0, DType::Q4_K, DType::Q6_K, DType::Q8_0}) {
     const int64_t cols = is_k(type) ? 256 : 64, rows = 5, n = 6;
@@ -391,12 +436,13 @@ TEST(MatmulQuantTest, PaddedRowStrideAndTinyMatrices) {
     const std::vector<float> x = exact_activations(n, cols, rng);
     set_active_isa(Isa::kScalar);
     const std::vector<float> want = run(m, x, n, nullptr);
-    for (Isa isa : supported_isas()) {
-      set_active_isa(isa);
+    for (const KernelVariant& variant : kernel_variants()) {
+      variant.activate();
+      const Isa isa = variant.isa;
       std::vector<float> got(want.size(), NAN);
       matmul(pw, x.data(), n, got.data(), nullptr);
       for (size_t i = 0; i < got.size(); ++i)
-        ASSERT_EQ(got[i], want[i]) << isa_name(isa) << " " << i;
+        ASSERT_EQ(got[i], want[i]) << isa_name(isa) << gather_name(variant.gather) << " " << i;
     }
   }
 }
@@ -440,6 +486,7 @@ namespace {
 // gives exactly what one matmul per matrix gives, on every ISA and thread count.
 TEST(MatmulQuantTest, MatmulManyEqualsSeparateMatmuls) {
   IsaGuard guard;
+  GatherGuard gather_guard;
   std::mt19937 rng(23);
   ThreadPool pool2(2), pool3(3);
   const int64_t cols = 512;
@@ -460,8 +507,9 @@ TEST(MatmulQuantTest, MatmulManyEqualsSeparateMatmuls) {
   std::vector<WeightMatrix> ws;
   for (const QuantMatrix& m : ms) ws.push_back(m.w);
   ws.push_back(f16.w);
-  for (Isa isa : supported_isas()) {
-    set_active_isa(isa);
+  for (const KernelVariant& variant : kernel_variants()) {
+    variant.activate();
+    const Isa isa = variant.isa;
     for (int64_t n : {1, 3}) {
       const std::vector<float> x = normal_activations(n, cols, rng);
       for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2, &pool3}) {
@@ -475,7 +523,8 @@ TEST(MatmulQuantTest, MatmulManyEqualsSeparateMatmuls) {
         }
         matmul_many(ws.data(), outs.data(), static_cast<int>(ws.size()), x.data(), n, pool);
         for (size_t i = 0; i < ws.size(); ++i) {
-          ASSERT_EQ(got[i], want[i]) << isa_name(isa) << " matrix " << i << " n " << n;
+          ASSERT_EQ(got[i], want[i])
+              << isa_name(isa) << gather_name(variant.gather) << " matrix " << i << " n " << n;
         }
       }
     }
@@ -501,6 +550,7 @@ namespace {
 // bounds, which random data never does. Exact against the scalar reference.
 TEST(MatmulQuantTest, ExtremeQuantsMatchScalarExactly) {
   IsaGuard guard;
+  GatherGuard gather_guard;
   for (DType type : kIntTypes) {
     const int64_t rows = 9, cols = is_k(type) ? 256 : 64, n = 17;
     QuantMatrix m;
@@ -517,11 +567,13 @@ TEST(MatmulQuantTest, ExtremeQuantsMatchScalarExactly) {
     }
     set_active_isa(Isa::kScalar);
     const std::vector<float> want = run(m, x, n, nullptr);
-    for (Isa isa : supported_isas()) {
-      set_active_isa(isa);
+    for (const KernelVariant& variant : kernel_variants()) {
+      variant.activate();
+      const Isa isa = variant.isa;
       const std::vector<float> got = run(m, x, n, nullptr);
       for (size_t i = 0; i < got.size(); ++i) {
-        ASSERT_EQ(got[i], want[i]) << dtype_name(type) << " " << isa_name(isa) << " at " << i;
+        ASSERT_EQ(got[i], want[i]) << dtype_name(type) << " " << isa_name(isa)
+                                   << gather_name(variant.gather) << " at " << i;
       }
     }
   }

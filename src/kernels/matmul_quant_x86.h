@@ -686,6 +686,167 @@ inline void matvec_32_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, con
   }
 }
 
+// R rows of a 4/5-bit 32-value format, four blocks per step with block k of
+// the step in 128-bit lane k: its 16 quant bytes are one 16-byte load each
+// (inserted into the lane), its scale (and min) words one vpermw (vpermt2w
+// when the 4 blocks pass 64 bytes) from the step's bytes, and the fifth bits
+// of Q5_0/Q5_1 two byte masks assembled with scalar shifts. matvec_32_zmm
+// gathers every field of 8 blocks with vpermt2w instead, which Intel cores
+// run at about 1.7 cycles each on one port (Zen 4/5: one cycle, two ports):
+// on a 2.1 GHz Xeon (Sapphire Rapids class) this kernel is 1.2-1.4x faster
+// with the weights in cache (docs/BENCHMARKS.md). See BlockGather.
+template <typename F, int R>
+inline void matvec_32_lanes(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a,
+                            float* y) {
+  using Block = typename F::Block;
+  using L = ZmmLayout<F>;
+  constexpr int kBytes = static_cast<int>(sizeof(Block));
+  constexpr int kStepBytes = 4 * kBytes;
+  constexpr bool kTwoLoads = kStepBytes > 64;
+  __m512 acc[R];
+  __m128 acc_min[R];
+  for (int r = 0; r < R; ++r) {
+    acc[r] = _mm512_setzero_ps();
+    acc_min[r] = _mm_setzero_ps();
+  }
+  const size_t ahead = prefetch_distance(R * row_bytes);
+  // Word indices (vpermw / vpermt2w over the step's bytes from byte 0; words
+  // from 32 on come from the second load at byte 64): lane i takes block
+  // i / 4's f16 at `field` (16 lanes), or block i's (4 lanes).
+  auto spread_index = [](int field, bool four) {
+    alignas(64) uint16_t idx[32] = {};
+    for (int i = 0; i < (four ? 4 : 16); ++i) {
+      const int block = four ? i : i / 4;
+      idx[i] = static_cast<uint16_t>((block * kBytes + field) / 2);
+    }
+    return _mm512_load_si512(idx);
+  };
+  const __m512i d_index = spread_index(0, false);
+  [[maybe_unused]] const __m512i m_index = spread_index(L::kMOffset, true);
+  const __m512i lo_idx = _mm512_set_epi64(13, 12, 9, 8, 5, 4, 1, 0);
+  const __m512i hi_idx = _mm512_set_epi64(15, 14, 11, 10, 7, 6, 3, 2);
+  const __m512i expand = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  [[maybe_unused]] const __m512i bit4 = _mm512_set1_epi8(0x10);
+  auto step = [&]<bool kPartial>(int64_t b, int count) {
+    auto bytes_mask = [](int64_t n) -> __mmask64 {
+      return n >= 64 ? ~__mmask64{0} : n <= 0 ? __mmask64{0} : (__mmask64{1} << n) - 1;
+    };
+    // x of blocks b..b+3: values 0..15 of block k in lane k of xlo, 16..31 in xhi.
+    const int8_t* xq = a.q + b * kQK;
+    __m512i x0, x1;
+    if constexpr (kPartial) {
+      x0 = _mm512_maskz_loadu_epi8(bytes_mask(count * kQK), xq);
+      x1 = _mm512_maskz_loadu_epi8(bytes_mask(count * kQK - 64), xq + 64);
+    } else {
+      x0 = _mm512_loadu_si512(xq);
+      x1 = _mm512_loadu_si512(xq + 64);
+    }
+    const __m512i xlo = _mm512_permutex2var_epi64(x0, lo_idx, x1);
+    const __m512i xhi = _mm512_permutex2var_epi64(x0, hi_idx, x1);
+    const __mmask8 block_mask = static_cast<__mmask8>((1u << count) - 1);
+    const __m512 dxe = _mm512_permutexvar_ps(
+        expand, _mm512_castps128_ps512(_mm_maskz_loadu_ps(block_mask, a.d + b)));
+    [[maybe_unused]] const __m128 dsum = _mm_maskz_loadu_ps(block_mask, a.dsum + b);
+    // The offset term, -kOffset * (sum of x per lane), as the initial sums.
+    __m512i s0 = _mm512_setzero_si512();
+    if constexpr (!F::kMin) {
+      const __m512i off = _mm512_set1_epi8(static_cast<char>(F::kOffset));
+      s0 = _mm512_sub_epi32(
+          s0, _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), off, xlo), off, xhi));
+    }
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* g = rows + r * row_bytes + b * kBytes;
+      _mm_prefetch(reinterpret_cast<const char*>(g) + ahead, _MM_HINT_T0);
+      if constexpr (kTwoLoads) {
+        _mm_prefetch(reinterpret_cast<const char*>(g) + ahead + 64, _MM_HINT_T0);
+      }
+      __m512i v =
+          _mm512_zextsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + L::kQs)));
+      __m512i words, words_hi = _mm512_setzero_si512();
+      if constexpr (kPartial) {
+        if (count > 1)
+          v = _mm512_inserti32x4(
+              v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + kBytes + L::kQs)), 1);
+        if (count > 2)
+          v = _mm512_inserti32x4(
+              v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 2 * kBytes + L::kQs)), 2);
+        words = _mm512_maskz_loadu_epi8(bytes_mask(count * kBytes), g);
+        if constexpr (kTwoLoads)
+          words_hi = _mm512_maskz_loadu_epi8(bytes_mask(count * kBytes - 64), g + 64);
+      } else {
+        v = _mm512_inserti32x4(
+            v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + kBytes + L::kQs)), 1);
+        v = _mm512_inserti32x4(
+            v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 2 * kBytes + L::kQs)), 2);
+        v = _mm512_inserti32x4(
+            v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 3 * kBytes + L::kQs)), 3);
+        words = _mm512_loadu_si512(g);
+        if constexpr (kTwoLoads)
+          words_hi = _mm512_maskz_loadu_epi8(bytes_mask(kStepBytes - 64), g + 64);
+      }
+      auto gather = [&](const __m512i& index) {
+        if constexpr (kTwoLoads) return _mm512_permutex2var_epi16(words, index, words_hi);
+        return _mm512_permutexvar_epi16(index, words);
+      };
+      __m512i lo = _mm512_and_si512(v, m4);
+      __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+      if constexpr (L::kHigh) {
+        // Bit j of block k's qh is bit 4 of value j: byte j of lane k of lo
+        // (j < 16) or of hi (j >= 16).
+        uint64_t mlo = 0, mhi = 0;
+        for (int k = 0; k < (kPartial ? count : 4); ++k) {
+          uint32_t qh;
+          std::memcpy(&qh, g + k * kBytes + L::kQhOffset, 4);
+          mlo |= static_cast<uint64_t>(qh & 0xFFFF) << (16 * k);
+          mhi |= static_cast<uint64_t>(qh >> 16) << (16 * k);
+        }
+        lo = _mm512_mask_add_epi8(lo, mlo, lo, bit4);  // bit 4 is clear: + 16 sets it
+        hi = _mm512_mask_add_epi8(hi, mhi, hi, bit4);
+      }
+      const __m512i s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(s0, lo, xlo), hi, xhi);
+      const __m512 scale =
+          _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(gather(d_index))), dxe);
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc[r]);
+      if constexpr (F::kMin) {
+        acc_min[r] =
+            _mm_fmadd_ps(_mm_cvtph_ps(_mm512_castsi512_si128(gather(m_index))), dsum, acc_min[r]);
+      }
+    }
+  };
+  int64_t b = 0;
+  for (; b + 4 <= nb; b += 4) step.template operator()<false>(b, 4);
+  if (b < nb) step.template operator()<true>(b, static_cast<int>(nb - b));
+  if constexpr (R % 4 == 0) {
+    for (int q = 0; q < R; q += 4) {
+      // One transposed reduction: lane r of each 128-bit quarter sums row q + r.
+      const __m512 t01 = _mm512_add_ps(_mm512_unpacklo_ps(acc[q], acc[q + 1]),
+                                       _mm512_unpackhi_ps(acc[q], acc[q + 1]));  // r0 r1 r0 r1
+      const __m512 t23 = _mm512_add_ps(_mm512_unpacklo_ps(acc[q + 2], acc[q + 3]),
+                                       _mm512_unpackhi_ps(acc[q + 2], acc[q + 3]));  // r2 r3 r2 r3
+      const __m512 u = _mm512_add_ps(_mm512_shuffle_ps(t01, t23, 0x44),
+                                     _mm512_shuffle_ps(t01, t23, 0xEE));  // r0 r1 r2 r3
+      const __m256 v = _mm256_add_ps(_mm512_castps512_ps256(u), _mm512_extractf32x8_ps(u, 1));
+      __m128 w = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+      if constexpr (F::kMin) {
+        // Same transposed sum of the 4-lane min accumulators.
+        const __m128 m01 = _mm_add_ps(_mm_unpacklo_ps(acc_min[q], acc_min[q + 1]),
+                                      _mm_unpackhi_ps(acc_min[q], acc_min[q + 1]));
+        const __m128 m23 = _mm_add_ps(_mm_unpacklo_ps(acc_min[q + 2], acc_min[q + 3]),
+                                      _mm_unpackhi_ps(acc_min[q + 2], acc_min[q + 3]));
+        w = _mm_add_ps(w, _mm_add_ps(_mm_movelh_ps(m01, m23), _mm_movehl_ps(m23, m01)));
+      }
+      _mm_storeu_ps(y + q, w);
+    }
+  } else {
+    for (int r = 0; r < R; ++r) {
+      __m128 m = _mm_add_ps(acc_min[r], _mm_movehl_ps(acc_min[r], acc_min[r]));
+      m = _mm_add_ss(m, _mm_shuffle_ps(m, m, 0x55));
+      y[r] = _mm512_reduce_add_ps(acc[r]) + _mm_cvtss_f32(m);
+    }
+  }
+}
+
 // R rows of Q4_K or Q5_K: y += dx * (d * sum_j sc_j * dot_j - dmin * sum_j m_j * xsum_j),
 // two sub-blocks per zmm, scales d * dx * sc_j applied in float.
 template <bool kQ5, int R>
@@ -1149,6 +1310,9 @@ template <typename F, typename Kind>
 void quant_matvec(const WeightMatrix& w, const QuantActs& a, float* y, int64_t row_begin,
                   int64_t row_end) {
   const uint8_t* base = static_cast<const uint8_t*>(w.data);
+#if EDGELM_QUANT_VNNI
+  const bool lane_inserts = avx512_block_gather() == BlockGather::kLaneInserts;
+#endif
   int64_t r = row_begin;
   for (; r + 4 <= row_end; r += 4) {
     const uint8_t* rows = base + r * w.row_bytes;
@@ -1156,7 +1320,11 @@ void quant_matvec(const WeightMatrix& w, const QuantActs& a, float* y, int64_t r
 #if EDGELM_QUANT_VNNI
     if constexpr (std::is_same_v<F, X86Q4_0> || std::is_same_v<F, X86Q4_1> ||
                   std::is_same_v<F, X86Q5_0> || std::is_same_v<F, X86Q5_1>) {
-      matvec_32_zmm<F, 4>(rows, w.row_bytes, w.cols / kQK, a, yr);
+      if (lane_inserts) {
+        matvec_32_lanes<F, 4>(rows, w.row_bytes, w.cols / kQK, a, yr);
+      } else {
+        matvec_32_zmm<F, 4>(rows, w.row_bytes, w.cols / kQK, a, yr);
+      }
       continue;
     } else if constexpr (std::is_same_v<F, X86Q4_K> && std::is_same_v<Kind, KindK4>) {
       matvec_k4_zmm<false, 4>(rows, w.row_bytes, w.cols / kQK_K, a, yr);
