@@ -847,6 +847,88 @@ inline void matvec_32_lanes(const uint8_t* rows, size_t row_bytes, int64_t nb, c
   }
 }
 
+// R rows of Q8_0 with two blocks per zmm (block k of a step of 4 in the
+// 256-bit half k % 2 of zmm k / 2): each block's 32 quants are one 32-byte
+// load, the activations of a step are two plain loads shared by the R rows,
+// the +128 offset of the unsigned operand is subtracted in the integer sums
+// (once per step for all rows), and the four block scales are one vpermt2w.
+// tile_32 spends a scalar f16 conversion, a broadcast and an FMA per block and
+// row: on the 2.1 GHz Xeon this is faster with the weights in cache (see
+// BlockGather, which picks it the same way).
+template <int R>
+inline void matvec_q8_0_lanes(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a,
+                              float* y) {
+  constexpr int kBytes = static_cast<int>(sizeof(BlockQ8_0));
+  constexpr int kStepBytes = 4 * kBytes;  // 136: two zmm of fields
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  const size_t ahead = prefetch_distance(R * row_bytes);
+  const __m512i d_index =
+      _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                       0, 0, 3 * kBytes / 2, 2 * kBytes / 2, kBytes / 2, 0);
+  const __m512i spread01 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m512i spread23 = _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2);
+  const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
+  auto step = [&]<bool kPartial>(int64_t b, int count) {
+    auto bytes_mask = [](int64_t n) -> __mmask64 {
+      return n >= 64 ? ~__mmask64{0} : n <= 0 ? __mmask64{0} : (__mmask64{1} << n) - 1;
+    };
+    const int8_t* xq = a.q + b * kQK;
+    __m512i x[2];
+    if constexpr (kPartial) {
+      x[0] = _mm512_maskz_loadu_epi8(bytes_mask(count * kQK), xq);
+      x[1] = _mm512_maskz_loadu_epi8(bytes_mask(count * kQK - 64), xq + 64);
+    } else {
+      x[0] = _mm512_loadu_si512(xq);
+      x[1] = _mm512_loadu_si512(xq + 64);
+    }
+    const __mmask8 block_mask = static_cast<__mmask8>((1u << count) - 1);
+    const __m128 dx = _mm_maskz_loadu_ps(block_mask, a.d + b);
+    // (q + 128) . x - 128 * (sum of x) = q . x, per lane.
+    const __m512i s0[2] = {
+        _mm512_sub_epi32(_mm512_setzero_si512(),
+                         _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, x[0])),
+        _mm512_sub_epi32(_mm512_setzero_si512(),
+                         _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, x[1]))};
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* g = rows + r * row_bytes + b * kBytes;
+      _mm_prefetch(reinterpret_cast<const char*>(g) + ahead, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(g) + ahead + 64, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(g) + ahead + 128, _MM_HINT_T0);
+      auto qs = [&](int k) {
+        return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + k * kBytes + 2));
+      };
+      __m512i w[2], l0, l1;
+      if constexpr (kPartial) {
+        w[0] = _mm512_zextsi256_si512(qs(0));
+        if (count > 1) w[0] = _mm512_inserti64x4(w[0], qs(1), 1);
+        w[1] = count > 2 ? _mm512_zextsi256_si512(qs(2)) : _mm512_setzero_si512();
+        l0 = _mm512_maskz_loadu_epi8(bytes_mask(count * kBytes), g);
+        l1 = _mm512_maskz_loadu_epi8(bytes_mask(count * kBytes - 64), g + 64);
+      } else {
+        w[0] = _mm512_inserti64x4(_mm512_castsi256_si512(qs(0)), qs(1), 1);
+        w[1] = _mm512_inserti64x4(_mm512_castsi256_si512(qs(2)), qs(3), 1);
+        l0 = _mm512_loadu_si512(g);
+        l1 = _mm512_loadu_si512(g + 64);
+      }
+      static_assert(kStepBytes <= 2 * 64 + 8, "the scales lie in the step's first 128 bytes");
+      const __m128 scale = _mm_mul_ps(
+          _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutex2var_epi16(l0, d_index, l1))), dx);
+      const __m512 scale512 = _mm512_castps128_ps512(scale);
+      const __m512 sc[2] = {_mm512_permutexvar_ps(spread01, scale512),
+                            _mm512_permutexvar_ps(spread23, scale512)};
+      for (int h = 0; h < 2; ++h) {
+        const __m512i s = _mm512_dpbusd_epi32(s0[h], _mm512_xor_si512(w[h], bias), x[h]);
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sc[h], acc[r]);
+      }
+    }
+  };
+  int64_t b = 0;
+  for (; b + 4 <= nb; b += 4) step.template operator()<false>(b, 4);
+  if (b < nb) step.template operator()<true>(b, static_cast<int>(nb - b));
+  for (int r = 0; r < R; ++r) y[r] = _mm512_reduce_add_ps(acc[r]);
+}
+
 // R rows of Q4_K or Q5_K: y += dx * (d * sum_j sc_j * dot_j - dmin * sum_j m_j * xsum_j),
 // two sub-blocks per zmm, scales d * dx * sc_j applied in float.
 template <bool kQ5, int R>
@@ -1318,6 +1400,12 @@ void quant_matvec(const WeightMatrix& w, const QuantActs& a, float* y, int64_t r
     const uint8_t* rows = base + r * w.row_bytes;
     float* yr = y + (r - row_begin);
 #if EDGELM_QUANT_VNNI
+    if constexpr (std::is_same_v<F, X86Q8_0>) {
+      if (lane_inserts) {
+        matvec_q8_0_lanes<4>(rows, w.row_bytes, w.cols / kQK, a, yr);
+        continue;
+      }
+    }
     if constexpr (std::is_same_v<F, X86Q4_0> || std::is_same_v<F, X86Q4_1> ||
                   std::is_same_v<F, X86Q5_0> || std::is_same_v<F, X86Q5_1>) {
       if (lane_inserts) {
