@@ -203,8 +203,15 @@ uint64_t read_sum_avx512(const uint64_t* words, int64_t count, int64_t prefetch_
         count - i >= 8 ? __mmask8{0xff} : static_cast<__mmask8>((1u << (count - i)) - 1);
     acc[0] = _mm512_add_epi64(acc[0], _mm512_maskz_loadu_epi64(m, words + i));
   }
-  return static_cast<uint64_t>(_mm512_reduce_add_epi64(
-      _mm512_add_epi64(_mm512_add_epi64(acc[0], acc[1]), _mm512_add_epi64(acc[2], acc[3]))));
+  // Wrapping lane sums (GCC's _mm512_reduce_add_epi64 adds as signed long long:
+  // overflow is undefined there).
+  const __m512i sum8 =
+      _mm512_add_epi64(_mm512_add_epi64(acc[0], acc[1]), _mm512_add_epi64(acc[2], acc[3]));
+  alignas(64) uint64_t lanes[8];
+  _mm512_store_si512(lanes, sum8);
+  uint64_t sum = 0;
+  for (uint64_t v : lanes) sum += v;
+  return sum;
 }
 
 }  // namespace
