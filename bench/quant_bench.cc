@@ -302,14 +302,14 @@ int main(int argc, char** argv) {
   bool all_isas = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--isa=all") == 0) all_isas = true;
-    // The AVX-512 4/5-bit decode kernels' field gather (default: by CPU vendor).
-    if (std::strcmp(argv[i], "--block_gather=lane_inserts") == 0) {
-      edgelm::kernels_internal::set_avx512_block_gather(
-          edgelm::kernels_internal::BlockGather::kLaneInserts);
+    // The AVX-512 decode kernels of the 4/5/8-bit types (default: by CPU vendor).
+    if (std::strcmp(argv[i], "--decode_variant=shuffle_light") == 0) {
+      edgelm::kernels_internal::set_avx512_decode_variant(
+          edgelm::kernels_internal::Avx512Decode::kShuffleLight);
     }
-    if (std::strcmp(argv[i], "--block_gather=word_permutes") == 0) {
-      edgelm::kernels_internal::set_avx512_block_gather(
-          edgelm::kernels_internal::BlockGather::kWordPermutes);
+    if (std::strcmp(argv[i], "--decode_variant=permute_heavy") == 0) {
+      edgelm::kernels_internal::set_avx512_decode_variant(
+          edgelm::kernels_internal::Avx512Decode::kPermuteHeavy);
     }
     if (std::strncmp(argv[i], "--weights_mib=", 14) == 0) {
       edgelm::g_cold_bytes = static_cast<size_t>(std::strtoull(argv[i] + 14, nullptr, 10)) << 20;

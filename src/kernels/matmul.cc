@@ -267,16 +267,16 @@ const IsaKernels& active_isa_kernels() {
 }
 
 namespace {
-std::atomic<BlockGather> g_block_gather{cpu_features().intel ? BlockGather::kLaneInserts
-                                                             : BlockGather::kWordPermutes};
+std::atomic<Avx512Decode> g_decode_variant{cpu_features().intel ? Avx512Decode::kShuffleLight
+                                                                : Avx512Decode::kPermuteHeavy};
 }  // namespace
 
-BlockGather avx512_block_gather() {
-  return g_block_gather.load(std::memory_order_relaxed);
+Avx512Decode avx512_decode_variant() {
+  return g_decode_variant.load(std::memory_order_relaxed);
 }
 
-void set_avx512_block_gather(BlockGather gather) {
-  g_block_gather.store(gather, std::memory_order_relaxed);
+void set_avx512_decode_variant(Avx512Decode variant) {
+  g_decode_variant.store(variant, std::memory_order_relaxed);
 }
 
 void register_scalar_kernels(IsaKernels* table) {

@@ -172,17 +172,18 @@ bool uses_q8_K_activations(DType type);  // K-quants; the other integer types us
 void quant_matmul(const WeightMatrix& w, const IsaKernels& isa, const TypeKernels& tk,
                   const float* x, int64_t n, float* y, ThreadPool* pool);
 
-// How the AVX-512 decode kernels of Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 gather the
-// fields of a step of blocks (matmul_quant_x86.h): two-source word permutes
-// over 8 blocks for the 4/5-bit types and one block per ymm for Q8_0
-// (kWordPermutes: matvec_32_zmm / tile_32, tuned on AMD Zen 4/5), or 16- and
-// 32-byte loads inserted into lanes with one word permute for a step's scales
-// (kLaneInserts: matvec_32_lanes / matvec_q8_0_lanes; Intel runs vpermt2w at
-// about 1.7 cycles on one port). Both give exact integer sums; the start-up
-// choice follows the CPU vendor, and tests and benchmarks set both.
-enum class BlockGather : uint8_t { kWordPermutes, kLaneInserts };
-BlockGather avx512_block_gather();
-void set_avx512_block_gather(BlockGather gather);
+// Which AVX-512 decode kernels Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and Q4_K use
+// (matmul_quant_x86.h). kPermuteHeavy (matvec_32_zmm, tile_32, matvec_k4_zmm,
+// tuned on AMD Zen 4/5) gathers block fields with two-source word permutes
+// and scales every 64 values in float through a lane permute; Intel cores have
+// one shuffle port and run vpermt2w at about 1.7 cycles. kShuffleLight
+// (matvec_32_lanes, matvec_q8_0_lanes, matvec_q4_k_lanes) inserts 16- or
+// 32-byte loads into lanes, gathers a step's scales with one word permute and
+// applies Q4_K's 6-bit scales as int16 in vpdpwssd. Both give exact integer
+// sums; the start-up choice follows the CPU vendor, tests and benchmarks set both.
+enum class Avx512Decode : uint8_t { kPermuteHeavy, kShuffleLight };
+Avx512Decode avx512_decode_variant();
+void set_avx512_decode_variant(Avx512Decode variant);
 
 // FP8_E4M3's id (1000) is outside ggml's range; it takes the last slot.
 inline constexpr uint32_t slot(DType type) {

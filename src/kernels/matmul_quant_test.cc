@@ -39,38 +39,38 @@
 namespace edgelm {
 namespace {
 
-// Every ISA this CPU supports, and on AVX-512 both ways of gathering a step of
-// 4/5-bit blocks (BlockGather), so every decode kernel meets the reference.
+// Every ISA this CPU supports, and on AVX-512 both decode variants
+// (Avx512Decode), so every decode kernel meets the reference.
 struct KernelVariant {
   Isa isa;
-  kernels_internal::BlockGather gather;
+  kernels_internal::Avx512Decode decode;
   void activate() const {
     set_active_isa(isa);
-    kernels_internal::set_avx512_block_gather(gather);
+    kernels_internal::set_avx512_decode_variant(decode);
   }
 };
 std::vector<KernelVariant> kernel_variants() {
-  using kernels_internal::BlockGather;
+  using kernels_internal::Avx512Decode;
   std::vector<KernelVariant> out;
   for (Isa isa : supported_isas()) {
-    out.push_back({isa, BlockGather::kWordPermutes});
-    if (std::string(isa_name(isa)) == "avx512") out.push_back({isa, BlockGather::kLaneInserts});
+    out.push_back({isa, Avx512Decode::kPermuteHeavy});
+    if (std::string(isa_name(isa)) == "avx512") out.push_back({isa, Avx512Decode::kShuffleLight});
   }
   return out;
 }
-// Restores the start-up gather when a test ends.
-class GatherGuard {
+// Restores the start-up decode variant when a test ends.
+class DecodeVariantGuard {
  public:
-  GatherGuard() : saved_(kernels_internal::avx512_block_gather()) {}
-  ~GatherGuard() { kernels_internal::set_avx512_block_gather(saved_); }
-  GatherGuard(const GatherGuard&) = delete;
-  GatherGuard& operator=(const GatherGuard&) = delete;
+  DecodeVariantGuard() : saved_(kernels_internal::avx512_decode_variant()) {}
+  ~DecodeVariantGuard() { kernels_internal::set_avx512_decode_variant(saved_); }
+  DecodeVariantGuard(const DecodeVariantGuard&) = delete;
+  DecodeVariantGuard& operator=(const DecodeVariantGuard&) = delete;
 
  private:
-  kernels_internal::BlockGather saved_;
+  kernels_internal::Avx512Decode saved_;
 };
-const char* gather_name(kernels_internal::BlockGather g) {
-  return g == kernels_internal::BlockGather::kLaneInserts ? " lane-inserts" : "";
+const char* variant_name(kernels_internal::Avx512Decode g) {
+  return g == kernels_internal::Avx512Decode::kShuffleLight ? " shuffle-light" : "";
 }
 
 const DType kIntTypes[] = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0,
@@ -219,7 +219,7 @@ std::vector<float> act_roundtrip(DType weight_type, const std::vector<float>& x,
 
 TEST(MatmulQuantTest, ScalarMatchesDequantizedProduct) {
   IsaGuard guard;
-  GatherGuard gather_guard;
+  DecodeVariantGuard variant_guard;
   set_active_isa(Isa::kScalar);
   std::mt19937 rng(3);
   for (DType type : kIntTypes) {
@@ -259,7 +259,7 @@ TEST(MatmulQuantTest, ScalarMatchesDequantizedProduct) {
 
 TEST(MatmulQuantTest, EveryIsaMatchesScalarExactly) {
   IsaGuard guard;
-  GatherGuard gather_guard;
+  DecodeVariantGuard variant_guard;
   std::mt19937 rng(7);
   ThreadPool pool2(2), pool3(3);
   ThreadPool* pools[] = {nullptr, &pool2, &pool3};
@@ -283,7 +283,7 @@ TEST(MatmulQuantTest, EveryIsaMatchesScalarExactly) {
         variant.activate();
         const Isa isa = variant.isa;
         const std::string what = std::string(dtype_name(type)) + " " + isa_name(isa) +
-                                 gather_name(variant.gather) + " rows " + std::to_string(rows) +
+                                 variant_name(variant.decode) + " rows " + std::to_string(rows) +
                                  " cols " + std::to_string(cols) + " n " + std::to_string(n);
         for (size_t p = 0; p < 3; ++p) {
           const std::vector<float> got = run(m, x, n, pools[(ri + p) % 3]);
@@ -309,7 +309,7 @@ TEST(MatmulQuantTest, EveryIsaMatchesScalarExactly) {
 
 TEST(MatmulQuantTest, EveryIsaCloseToScalarOnRealisticData) {
   IsaGuard guard;
-  GatherGuard gather_guard;
+  DecodeVariantGuard variant_guard;
   std::mt19937 rng(11);
   ThreadPool pool2(2);
   for (DType type : kIntTypes) {
@@ -331,7 +331,7 @@ TEST(MatmulQuantTest, EveryIsaCloseToScalarOnRealisticData) {
               scale += std::fabs(double(m.values[r * cols + i]) * xq[t * cols + i]);
             }
             ASSERT_LE(std::fabs(got[t * rows + r] - want[t * rows + r]), 1e-5 * scale)
-                << dtype_name(type) << " " << isa_name(isa) << gather_name(variant.gather) << " t "
+                << dtype_name(type) << " " << isa_name(isa) << variant_name(variant.decode) << " t "
                 << t << " r " << r;
           }
         }
@@ -346,7 +346,7 @@ TEST(MatmulQuantTest, EveryIsaCloseToScalarOnRealisticData) {
 TEST(MatmulQuantTest, I8mmGemmEqualsDotprodGemm) {
   if (!isa_supported(Isa::kNeonI8mm)) GTEST_SKIP() << "no neon-i8mm on this CPU";
   IsaGuard guard;
-  GatherGuard gather_guard;
+  DecodeVariantGuard variant_guard;
   std::mt19937 rng(13);
   ThreadPool pool2(2);
   for (DType type : kIntTypes) {
@@ -368,7 +368,7 @@ TEST(MatmulQuantTest, I8mmGemmEqualsDotprodGemm) {
 
 TEST(MatmulQuantTest, Fp8MatchesExactProductOnEveryIsa) {
   IsaGuard guard;
-  GatherGuard gather_guard;
+  DecodeVariantGuard variant_guard;
   std::mt19937 rng(5);
   ThreadPool pool3(3);
   for (Isa isa : supported_isas()) {
@@ -398,7 +398,7 @@ TEST(MatmulQuantTest, Fp8MatchesExactProductOnEveryIsa) {
 
 TEST(MatmulQuantTest, DequantizeRowEveryTypeEveryIsa) {
   IsaGuard guard;
-  GatherGuard gather_guard;
+  DecodeVariantGuard variant_guard;
   std::mt19937 rng(9);
   std::vector<DType> types(std::begin(kIntTypes), std::end(kIntTypes));
   types.push_back(DType::FP8_E4M3);
@@ -419,7 +419,7 @@ TEST(MatmulQuantTest, DequantizeRowEveryTypeEveryIsa) {
 
 TEST(MatmulQuantTest, PaddedRowStrideAndTinyMatrices) {
   IsaGuard guard;
-  GatherGuard gather_guard;
+  DecodeVariantGuard variant_guard;
   std::mt19937 rng(13);
   for (DType type : {DType::Q4_0, DType::Q4_K, DType::Q6_K, DType::Q8_0}) {
     const int64_t cols = is_k(type) ? 256 : 64, rows = 5, n = 6;
@@ -442,7 +442,7 @@ TEST(MatmulQuantTest, PaddedRowStrideAndTinyMatrices) {
       std::vector<float> got(want.size(), NAN);
       matmul(pw, x.data(), n, got.data(), nullptr);
       for (size_t i = 0; i < got.size(); ++i)
-        ASSERT_EQ(got[i], want[i]) << isa_name(isa) << gather_name(variant.gather) << " " << i;
+        ASSERT_EQ(got[i], want[i]) << isa_name(isa) << variant_name(variant.decode) << " " << i;
     }
   }
 }
@@ -486,7 +486,7 @@ namespace {
 // gives exactly what one matmul per matrix gives, on every ISA and thread count.
 TEST(MatmulQuantTest, MatmulManyEqualsSeparateMatmuls) {
   IsaGuard guard;
-  GatherGuard gather_guard;
+  DecodeVariantGuard variant_guard;
   std::mt19937 rng(23);
   ThreadPool pool2(2), pool3(3);
   const int64_t cols = 512;
@@ -524,7 +524,7 @@ TEST(MatmulQuantTest, MatmulManyEqualsSeparateMatmuls) {
         matmul_many(ws.data(), outs.data(), static_cast<int>(ws.size()), x.data(), n, pool);
         for (size_t i = 0; i < ws.size(); ++i) {
           ASSERT_EQ(got[i], want[i])
-              << isa_name(isa) << gather_name(variant.gather) << " matrix " << i << " n " << n;
+              << isa_name(isa) << variant_name(variant.decode) << " matrix " << i << " n " << n;
         }
       }
     }
@@ -550,7 +550,7 @@ namespace {
 // bounds, which random data never does. Exact against the scalar reference.
 TEST(MatmulQuantTest, ExtremeQuantsMatchScalarExactly) {
   IsaGuard guard;
-  GatherGuard gather_guard;
+  DecodeVariantGuard variant_guard;
   for (DType type : kIntTypes) {
     const int64_t rows = 9, cols = is_k(type) ? 256 : 64, n = 17;
     QuantMatrix m;
@@ -573,7 +573,7 @@ TEST(MatmulQuantTest, ExtremeQuantsMatchScalarExactly) {
       const std::vector<float> got = run(m, x, n, nullptr);
       for (size_t i = 0; i < got.size(); ++i) {
         ASSERT_EQ(got[i], want[i]) << dtype_name(type) << " " << isa_name(isa)
-                                   << gather_name(variant.gather) << " at " << i;
+                                   << variant_name(variant.decode) << " at " << i;
       }
     }
   }

@@ -694,7 +694,7 @@ inline void matvec_32_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, con
 // gathers every field of 8 blocks with vpermt2w instead, which Intel cores
 // run at about 1.7 cycles each on one port (Zen 4/5: one cycle, two ports):
 // on a 2.1 GHz Xeon (Sapphire Rapids class) this kernel is 1.2-1.4x faster
-// with the weights in cache (docs/BENCHMARKS.md). See BlockGather.
+// with the weights in cache (docs/BENCHMARKS.md). See Avx512Decode.
 template <typename F, int R>
 inline void matvec_32_lanes(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a,
                             float* y) {
@@ -853,8 +853,7 @@ inline void matvec_32_lanes(const uint8_t* rows, size_t row_bytes, int64_t nb, c
 // the +128 offset of the unsigned operand is subtracted in the integer sums
 // (once per step for all rows), and the four block scales are one vpermt2w.
 // tile_32 spends a scalar f16 conversion, a broadcast and an FMA per block and
-// row: on the 2.1 GHz Xeon this is faster with the weights in cache (see
-// BlockGather, which picks it the same way).
+// row: on the 2.1 GHz Xeon this is faster with the weights in cache (see Avx512Decode).
 template <int R>
 inline void matvec_q8_0_lanes(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a,
                               float* y) {
@@ -927,6 +926,103 @@ inline void matvec_q8_0_lanes(const uint8_t* rows, size_t row_bytes, int64_t nb,
   for (; b + 4 <= nb; b += 4) step.template operator()<false>(b, 4);
   if (b < nb) step.template operator()<true>(b, static_cast<int>(nb - b));
   for (int r = 0; r < R; ++r) y[r] = _mm512_reduce_add_ps(acc[r]);
+}
+
+// R = 4 rows of Q4_K with the 6-bit scales applied in the integer sums, one
+// conversion per super-block and row: vpmaddubsw gives int16 pair sums of a
+// zmm of quants (64 bytes: low nibbles = sub-blocks 2h | 2h + 2, high nibbles =
+// 2h + 1 | 2h + 3) against activations rearranged to match once for the 4
+// rows, and vpdpwssd multiplies them by the scales (int16 words picked with
+// one vpermw each from the 4 rows' unpacked scales, widened to words once per
+// super-block) and adds them up.
+// matvec_k4_zmm converts and scales every 64 values in float with a lane
+// permute each, which the Xeon's one shuffle port pays for. Bounds: a pair sum
+// is at most 2 * 15 * 128 = 3840 in magnitude, a lane adds 8 of them times a
+// scale <= 63, so every int32 stays below 2^21 and the conversion is exact.
+inline void matvec_q4_k_lanes(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a,
+                              float* y) {
+  constexpr int R = 4;
+  // Word indices into a pair of rows' unpacked scales/mins (row r of the pair in
+  // words 16r..16r+15: 8 scales, then 8 mins): for row r, vector v (A0, B0, A1,
+  // B1) word w takes scale 4 (v / 2) + (v % 2) + 2 (w / 16); the min vector's
+  // word j < 8 takes min j.
+  struct Index {
+    alignas(64) uint16_t scale[2][4][32];
+    alignas(64) uint16_t min[2][32];
+  };
+  static constexpr Index kIndex = [] {
+    Index t{};
+    for (int r = 0; r < 2; ++r) {
+      for (int v = 0; v < 4; ++v) {
+        for (int w = 0; w < 32; ++w) {
+          t.scale[r][v][w] = static_cast<uint16_t>(16 * r + 4 * (v / 2) + (v % 2) + 2 * (w / 16));
+        }
+      }
+      for (int j = 0; j < 8; ++j) t.min[r][j] = static_cast<uint16_t>(16 * r + 8 + j);
+    }
+    return t;
+  }();
+  __m512 acc[R];
+  __m128 acc_min[R];
+  for (int r = 0; r < R; ++r) {
+    acc[r] = _mm512_setzero_ps();
+    acc_min[r] = _mm_setzero_ps();
+  }
+  const size_t ahead = prefetch_distance(R * row_bytes);
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  for (int64_t b = 0; b < nb; ++b) {
+    const int8_t* xq = a.q + b * kQK_K;
+    const __m512i x0 = _mm512_loadu_si512(xq), x1 = _mm512_loadu_si512(xq + 64);
+    const __m512i x2 = _mm512_loadu_si512(xq + 128), x3 = _mm512_loadu_si512(xq + 192);
+    // Sub-blocks (0 | 2), (1 | 3), (4 | 6), (5 | 7) of the activations.
+    const __m512i xs4[4] = {_mm512_shuffle_i64x2(x0, x1, 0x44), _mm512_shuffle_i64x2(x0, x1, 0xEE),
+                            _mm512_shuffle_i64x2(x2, x3, 0x44), _mm512_shuffle_i64x2(x2, x3, 0xEE)};
+    const float dx = a.d[b];
+    const __m128i xsum = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a.s32 + 8 * b));
+    __m512i sm_rows = _mm512_setzero_si512();
+    for (int r = 0; r < R; ++r) {
+      const auto* blk = reinterpret_cast<const BlockQ4_K*>(rows + r * row_bytes) + b;
+      const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->scales));
+      sm_rows = r == 0 ? _mm512_castsi128_si512(packed)
+                       : _mm512_mask_broadcast_i32x4(sm_rows, 0xF << (4 * r), packed);
+    }
+    sm_rows = k4_scales_mins_x4(sm_rows);
+    const __m512i sm_words[2] = {_mm512_cvtepu8_epi16(_mm512_castsi512_si256(sm_rows)),
+                                 _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(sm_rows, 1))};
+    for (int r = 0; r < R; ++r) {
+      const auto* blk = reinterpret_cast<const BlockQ4_K*>(rows + r * row_bytes) + b;
+      const char* next = reinterpret_cast<const char*>(blk) + ahead;
+      _mm_prefetch(next, _MM_HINT_T0);
+      _mm_prefetch(next + 64, _MM_HINT_T0);
+      _mm_prefetch(next + 128, _MM_HINT_T0);
+      __m512i s = _mm512_setzero_si512();
+      for (int h = 0; h < 2; ++h) {
+        const __m512i v = _mm512_loadu_si512(blk->qs + 64 * h);
+        const __m512i lo = _mm512_and_si512(v, m4);
+        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        const __m512i sc_lo = _mm512_permutexvar_epi16(
+            _mm512_load_si512(kIndex.scale[r % 2][2 * h]), sm_words[r / 2]);
+        const __m512i sc_hi = _mm512_permutexvar_epi16(
+            _mm512_load_si512(kIndex.scale[r % 2][2 * h + 1]), sm_words[r / 2]);
+        s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(lo, xs4[2 * h]), sc_lo);
+        s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(hi, xs4[2 * h + 1]), sc_hi);
+      }
+      // d and dmin of the block, times dx.
+      const __m128 dd = _mm_mul_ps(
+          _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(blk->d | (uint32_t{blk->dmin} << 16)))),
+          _mm_set1_ps(dx));
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_broadcastss_ps(dd), acc[r]);
+      const __m128i mins = _mm512_castsi512_si128(
+          _mm512_permutexvar_epi16(_mm512_load_si512(kIndex.min[r % 2]), sm_words[r / 2]));
+      acc_min[r] = _mm_fnmadd_ps(_mm_cvtepi32_ps(_mm_madd_epi16(mins, xsum)),
+                                 _mm_shuffle_ps(dd, dd, 0x55), acc_min[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    __m128 m = _mm_add_ps(acc_min[r], _mm_movehl_ps(acc_min[r], acc_min[r]));
+    m = _mm_add_ss(m, _mm_movehdup_ps(m));
+    y[r] = _mm512_reduce_add_ps(acc[r]) + _mm_cvtss_f32(m);
+  }
 }
 
 // R rows of Q4_K or Q5_K: y += dx * (d * sum_j sc_j * dot_j - dmin * sum_j m_j * xsum_j),
@@ -1393,7 +1489,7 @@ void quant_matvec(const WeightMatrix& w, const QuantActs& a, float* y, int64_t r
                   int64_t row_end) {
   const uint8_t* base = static_cast<const uint8_t*>(w.data);
 #if EDGELM_QUANT_VNNI
-  const bool lane_inserts = avx512_block_gather() == BlockGather::kLaneInserts;
+  const bool shuffle_light = avx512_decode_variant() == Avx512Decode::kShuffleLight;
 #endif
   int64_t r = row_begin;
   for (; r + 4 <= row_end; r += 4) {
@@ -1401,21 +1497,25 @@ void quant_matvec(const WeightMatrix& w, const QuantActs& a, float* y, int64_t r
     float* yr = y + (r - row_begin);
 #if EDGELM_QUANT_VNNI
     if constexpr (std::is_same_v<F, X86Q8_0>) {
-      if (lane_inserts) {
+      if (shuffle_light) {
         matvec_q8_0_lanes<4>(rows, w.row_bytes, w.cols / kQK, a, yr);
         continue;
       }
     }
     if constexpr (std::is_same_v<F, X86Q4_0> || std::is_same_v<F, X86Q4_1> ||
                   std::is_same_v<F, X86Q5_0> || std::is_same_v<F, X86Q5_1>) {
-      if (lane_inserts) {
+      if (shuffle_light) {
         matvec_32_lanes<F, 4>(rows, w.row_bytes, w.cols / kQK, a, yr);
       } else {
         matvec_32_zmm<F, 4>(rows, w.row_bytes, w.cols / kQK, a, yr);
       }
       continue;
     } else if constexpr (std::is_same_v<F, X86Q4_K> && std::is_same_v<Kind, KindK4>) {
-      matvec_k4_zmm<false, 4>(rows, w.row_bytes, w.cols / kQK_K, a, yr);
+      if (shuffle_light) {
+        matvec_q4_k_lanes(rows, w.row_bytes, w.cols / kQK_K, a, yr);
+      } else {
+        matvec_k4_zmm<false, 4>(rows, w.row_bytes, w.cols / kQK_K, a, yr);
+      }
       continue;
     } else if constexpr (std::is_same_v<F, X86Q5_K>) {
       matvec_k4_zmm<true, 4>(rows, w.row_bytes, w.cols / kQK_K, a, yr);
