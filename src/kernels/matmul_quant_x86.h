@@ -1025,6 +1025,77 @@ inline void matvec_q4_k_lanes(const uint8_t* rows, size_t row_bytes, int64_t nb,
   }
 }
 
+// R = 4 rows of Q6_K, 128 values per zmm: the 64 bytes of ql of a half
+// super-block are one load, its 32 bytes of qh go to both 256-bit halves (the
+// upper one shifted right by 2, so one mask and shift serve both), and the
+// int8 scales multiply the vpmaddubsw pair sums as int16 in vpdpwssd (words
+// placed with one vpermw per zmm); the -32 offset is -32 * sum_j sc_j * xsum_j
+// (one vpmaddwd per super-block). tile_q6_k does the same per 32 values in
+// ymm. Bounds as there: |pair sum| <= 2 * 63 * 128, times |sc| <= 128, four of
+// them per lane and super-block: below 2^24, so the conversion is exact.
+inline void matvec_q6_k_lanes(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a,
+                              float* y) {
+  constexpr int R = 4;
+  // Word indices into a block's 16 scales (as words): zmm k of a half covers
+  // sub-blocks 4k' .. 4k' + 3 (k' = 2h + k), 8 words each.
+  struct Index {
+    alignas(64) uint16_t scale[4][32];
+  };
+  static constexpr Index kIndex = [] {
+    Index t{};
+    for (int k = 0; k < 4; ++k) {
+      for (int w = 0; w < 32; ++w) t.scale[k][w] = static_cast<uint16_t>(4 * k + w / 8);
+    }
+    return t;
+  }();
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  const size_t ahead = prefetch_distance(R * row_bytes);
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  const __m512i m2 = _mm512_set1_epi8(0x03);
+  const __m512i m30 = _mm512_set1_epi8(0x30);
+  for (int64_t b = 0; b < nb; ++b) {
+    const int8_t* xq = a.q + b * kQK_K;
+    const __m512i x[4] = {_mm512_loadu_si512(xq), _mm512_loadu_si512(xq + 64),
+                          _mm512_loadu_si512(xq + 128), _mm512_loadu_si512(xq + 192)};
+    const __m256i xs = load256(a.s16 + 16 * b);
+    const float dx = a.d[b];
+    for (int r = 0; r < R; ++r) {
+      const auto* blk = reinterpret_cast<const BlockQ6_K*>(rows + r * row_bytes) + b;
+      const char* next = reinterpret_cast<const char*>(blk) + ahead;
+      _mm_prefetch(next, _MM_HINT_T0);
+      _mm_prefetch(next + 64, _MM_HINT_T0);
+      _mm_prefetch(next + 128, _MM_HINT_T0);
+      _mm_prefetch(next + 192, _MM_HINT_T0);
+      const __m256i sc16 =
+          _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->scales)));
+      const __m512i sc_words = _mm512_castsi256_si512(sc16);
+      // -32 * sum_j sc_j * xsum_j in the low 8 lanes as the initial sums.
+      __m512i s = _mm512_zextsi256_si512(_mm256_slli_epi32(
+          _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_madd_epi16(sc16, xs)), 5));
+      for (int h = 0; h < 2; ++h) {
+        const __m512i ql = _mm512_loadu_si512(blk->ql + 64 * h);
+        const __m256i qh = load256(blk->qh + 32 * h);
+        const __m512i qh2 =
+            _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+        // Values 128h + 0..63 (q0 | q1 of tile_q6_k) and 128h + 64..127 (q2 | q3).
+        const __m512i q01 = _mm512_or_si512(_mm512_and_si512(ql, m4),
+                                            _mm512_slli_epi16(_mm512_and_si512(qh2, m2), 4));
+        const __m512i q23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                                            _mm512_and_si512(qh2, m30));
+        const __m512i sc01 =
+            _mm512_permutexvar_epi16(_mm512_load_si512(kIndex.scale[2 * h]), sc_words);
+        const __m512i sc23 =
+            _mm512_permutexvar_epi16(_mm512_load_si512(kIndex.scale[2 * h + 1]), sc_words);
+        s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(q01, x[2 * h]), sc01);
+        s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(q23, x[2 * h + 1]), sc23);
+      }
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(f16(blk->d) * dx), acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) y[r] = _mm512_reduce_add_ps(acc[r]);
+}
+
 // R rows of Q4_K or Q5_K: y += dx * (d * sum_j sc_j * dot_j - dmin * sum_j m_j * xsum_j),
 // two sub-blocks per zmm, scales d * dx * sc_j applied in float.
 template <bool kQ5, int R>
@@ -1520,6 +1591,11 @@ void quant_matvec(const WeightMatrix& w, const QuantActs& a, float* y, int64_t r
     } else if constexpr (std::is_same_v<F, X86Q5_K>) {
       matvec_k4_zmm<true, 4>(rows, w.row_bytes, w.cols / kQK_K, a, yr);
       continue;
+    } else if constexpr (std::is_same_v<Kind, KindQ6K>) {
+      if (shuffle_light) {
+        matvec_q6_k_lanes(rows, w.row_bytes, w.cols / kQK_K, a, yr);
+        continue;
+      }
     }
 #else
     if constexpr (std::is_same_v<F, X86Q4_0> || std::is_same_v<F, X86Q4_1> ||
