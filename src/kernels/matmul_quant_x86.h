@@ -713,16 +713,18 @@ inline void matvec_32_lanes(const uint8_t* rows, size_t row_bytes, int64_t nb, c
   // Word indices (vpermw / vpermt2w over the step's bytes from byte 0; words
   // from 32 on come from the second load at byte 64): lane i takes block
   // i / 4's f16 at `field` (16 lanes), or block i's (4 lanes).
-  auto spread_index = [](int field, bool four) {
-    alignas(64) uint16_t idx[32] = {};
-    for (int i = 0; i < (four ? 4 : 16); ++i) {
-      const int block = four ? i : i / 4;
-      idx[i] = static_cast<uint16_t>((block * kBytes + field) / 2);
-    }
-    return _mm512_load_si512(idx);
+  struct SpreadIndex {
+    alignas(64) uint16_t d[32];  // lane i: block i / 4's d
+    alignas(64) uint16_t m[32];  // lane i < 4: block i's m
   };
-  const __m512i d_index = spread_index(0, false);
-  [[maybe_unused]] const __m512i m_index = spread_index(L::kMOffset, true);
+  static constexpr SpreadIndex kIndex = [] {
+    SpreadIndex t{};
+    for (int i = 0; i < 16; ++i) t.d[i] = static_cast<uint16_t>((i / 4) * kBytes / 2);
+    for (int i = 0; i < 4; ++i) t.m[i] = static_cast<uint16_t>((i * kBytes + L::kMOffset) / 2);
+    return t;
+  }();
+  const __m512i d_index = _mm512_load_si512(kIndex.d);
+  [[maybe_unused]] const __m512i m_index = _mm512_load_si512(kIndex.m);
   const __m512i lo_idx = _mm512_set_epi64(13, 12, 9, 8, 5, 4, 1, 0);
   const __m512i hi_idx = _mm512_set_epi64(15, 14, 11, 10, 7, 6, 3, 2);
   const __m512i expand = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
