@@ -178,6 +178,7 @@ nlohmann::json row_json(const Row& r) {
                       {"name", r.info.name},
                       {"format", r.info.format},
                       {"dtypes", r.info.dtypes},
+                      {"interleaved_matrices", r.info.interleaved_matrices},
                       {"file_bytes", r.info.file_bytes},
                       {"n_params", r.info.n_params},
                       {"bits_per_weight", r.bits_per_weight},
@@ -215,7 +216,7 @@ int bench_command(const BenchFlags& f) {
   std::shared_ptr<Model> base;
   std::string text;
   if (quality) {
-    base = Model::load(f.base_model);
+    base = Model::load(f.base_model, base_load_options());
     text = read_file(f.quality_text);
   }
 
@@ -232,7 +233,7 @@ int bench_command(const BenchFlags& f) {
   // measurement slowed by another program would flatter the fraction.
   std::vector<Row> rows;
   for (const std::string& path : models) {
-    LoadOptions load_options;
+    LoadOptions load_options = base_load_options();
     load_options.chat_template_override = f.chat_template;
     const auto t0 = std::chrono::steady_clock::now();
     std::shared_ptr<Model> model = Model::load(path, load_options);

@@ -24,6 +24,9 @@ struct Command {
 };
 
 std::string default_model_path();
+// LoadOptions with the main app's --no-interleave applied (every command that loads a model).
+LoadOptions base_load_options();
+void set_interleave_weights(bool on);
 void add_model_options(CLI::App* cmd, ModelOptions& m);
 std::shared_ptr<Model> load_model_from_options(const ModelOptions& m);
 

@@ -35,8 +35,22 @@ void add_model_options(CLI::App* cmd, ModelOptions& m) {
                   "override the chat template: chatml, llama2, llama3, zephyr, mistral, none");
 }
 
-std::shared_ptr<Model> load_model_from_options(const ModelOptions& m) {
+namespace {
+bool g_interleave_weights = true;
+}  // namespace
+
+LoadOptions base_load_options() {
   LoadOptions options;
+  options.interleave_weights = g_interleave_weights;
+  return options;
+}
+
+void set_interleave_weights(bool on) {
+  g_interleave_weights = on;
+}
+
+std::shared_ptr<Model> load_model_from_options(const ModelOptions& m) {
+  LoadOptions options = base_load_options();
   options.threads = m.threads;
   options.chat_template_override = m.chat_template;
   return Model::load(m.path.empty() ? default_model_path() : m.path, options);
@@ -66,6 +80,10 @@ int main(int argc, char** argv) {
   app.add_option("--isa", isa,
                  "kernels' instruction set (default: the best this CPU has): scalar, avx2, "
                  "avx512, neon, neon-dotprod, neon-i8mm");
+  bool no_interleave = false;
+  app.add_flag("--no-interleave", no_interleave,
+               "keep Q4_0 matrices row-major (by default they are re-laid at load where the "
+               "kernels decode the interleaved layout faster: AVX-512 on Intel)");
   std::vector<Command> commands = register_commands(app);
   try {
     app.parse(argc, argv);
@@ -74,6 +92,7 @@ int main(int argc, char** argv) {
   }
   try {
     if (!isa.empty()) edgelm::set_kernel_isa(isa);
+    set_interleave_weights(!no_interleave);
     for (Command& c : commands) {
       if (c.app->parsed()) return c.run();
     }

@@ -18,6 +18,10 @@ int info_command(const ModelOptions& m) {
   std::printf("parameters:      %lld (%.2f M)\n", static_cast<long long>(i.n_params),
               i.n_params / 1e6);
   std::printf("weight dtypes:   %s\n", dtypes.c_str());
+  if (i.interleaved_matrices > 0) {
+    std::printf("interleaved:     %d q4_0 matrices re-laid for the decode kernel\n",
+                i.interleaved_matrices);
+  }
   std::printf("size on disk:    %s (%lld bytes)\n", human_bytes(i.file_bytes).c_str(),
               static_cast<long long>(i.file_bytes));
   std::printf("context length:  %d\n", i.context_length);

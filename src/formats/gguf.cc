@@ -669,7 +669,10 @@ void GgufFile::parse_image(const uint8_t* data, size_t size) {
     }
     const uint32_t type = r.read<uint32_t>();
     const DTypeTraits* traits = dtype_traits(type);
-    if (traits == nullptr) fail(name, ": ", where, " has unknown tensor type id ", type);
+    // Q4_0_X16 is an in-memory layout of edgelm's kernels, not a file type.
+    if (traits == nullptr || type == static_cast<uint32_t>(DType::Q4_0_X16)) {
+      fail(name, ": ", where, " has unknown tensor type id ", type);
+    }
     offsets.push_back(r.read<uint64_t>());
 
     if (ne[0] % traits->block_size != 0) {

@@ -44,6 +44,9 @@ enum class DType : uint32_t {
   // edgelm's own: FP8 E4M3 in blocks of 32 with an F16 scale (kernels/quant_formats.h).
   // Outside ggml's id range, so llama.cpp rejects such files instead of misreading them.
   FP8_E4M3 = 1000,
+  // In memory only, never in a file: Q4_0 with 16 rows interleaved per block
+  // (kernels/quant_formats.h), made at load time for the AVX-512 decode kernel.
+  Q4_0_X16 = 1001,
 };
 
 struct DTypeTraits {

@@ -64,6 +64,9 @@ std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   model->impl_ = std::make_unique<ModelImpl>();
   ModelImpl& m = *model->impl_;
   m.loaded = load_model(path);
+  const int interleaved = options.interleave_weights && interleaved_q4_0_preferred()
+                              ? interleave_q4_0_matrices(*m.loaded)
+                              : 0;
   // The tokenizer takes the vocabulary rather than a copy (tokens and merges are
   // tens of MB for 150k-token vocabularies); m.loaded->vocab is empty from here on.
   m.tokenizer = std::make_unique<Tokenizer>(std::move(m.loaded->vocab));
@@ -83,6 +86,7 @@ std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   info.n_params = l.n_params;
   info.file_bytes = l.file_bytes;
   info.dtypes = l.weight_dtypes;
+  info.interleaved_matrices = interleaved;
   info.dim = c.dim;
   info.n_layers = c.n_layers;
   info.n_heads = c.n_heads;

@@ -291,6 +291,11 @@ void register_scalar_kernels(IsaKernels* table) {
 
 }  // namespace kernels_internal
 
+bool interleaved_q4_0_preferred() {
+  return active_isa() == Isa::kAvx512 && cpu_features().avx512vnni &&
+         kernels_internal::avx512_decode_variant() == kernels_internal::Avx512Decode::kShuffleLight;
+}
+
 void matmul(const WeightMatrix& weights, const float* x, int64_t n, float* y, ThreadPool* pool) {
   WeightMatrix w = weights;
   w.row_bytes = checked_row_bytes(weights, n);
@@ -416,7 +421,11 @@ void matmul_many(const WeightMatrix* ws, float* const* ys, int count, const floa
       const int64_t u0 = std::max(begin, p.first_unit) - p.first_unit;
       const int64_t u1 = std::min(end, p.first_unit + (p.w.rows + 3) / 4) - p.first_unit;
       if (u0 >= u1) continue;
-      const int64_t r0 = u0 * 4, r1 = std::min(u1 * 4, p.w.rows);
+      // A unit of more than 4 rows (Q4_0_X16) goes to the chunk holding its first 4 rows.
+      const int64_t unit = kernels_internal::row_unit(p.w.type);
+      const int64_t r0 = std::min((u0 * 4 + unit - 1) / unit * unit, p.w.rows);
+      const int64_t r1 = std::min((u1 * 4 + unit - 1) / unit * unit, p.w.rows);
+      if (r0 >= r1) continue;
       if (p.quantized) {
         p.tk->quant_matvec(p.w, p.acts, ys[i] + r0, r0, r1);
       } else {

@@ -455,6 +455,42 @@ void fp8_matvec(const WeightMatrix& w, const float* x, float* y, int64_t row_beg
 
 }  // namespace
 
+// ---- Q4_0_X16 on ISAs without its own kernels ----
+// Each 16-row group is put back into row-major Q4_0 and handed to the active
+// ISA's Q4_0 kernels: correct everywhere (the scalar ones are the reference),
+// fast only where an ISA registers its own (matmul_quant_avx512.cc).
+namespace {
+
+const TypeKernels& active_q4_0() {
+  return active_isa_kernels().types[slot(DType::Q4_0)];
+}
+
+void x16_matvec(const WeightMatrix& w, const QuantActs& a, float* y, int64_t row_begin,
+                int64_t row_end) {
+  thread_local ActBuffer group;
+  const WeightMatrix rows16{DType::Q4_0, kX16Rows, w.cols, group.take(kX16Rows * w.row_bytes),
+                            w.row_bytes};
+  for (int64_t r = row_begin; r < row_end; r += kX16Rows) {
+    deinterleave_q4_0_x16(static_cast<const uint8_t*>(w.data) + r * w.row_bytes, w.cols,
+                          const_cast<void*>(rows16.data));
+    active_q4_0().quant_matvec(rows16, a, y + (r - row_begin), 0, kX16Rows);
+  }
+}
+
+void x16_matmul(const WeightMatrix& w, const QuantActs& a, int64_t n, float* y, int64_t y_stride,
+                int64_t row_begin, int64_t row_end) {
+  thread_local ActBuffer group;
+  const WeightMatrix rows16{DType::Q4_0, kX16Rows, w.cols, group.take(kX16Rows * w.row_bytes),
+                            w.row_bytes};
+  for (int64_t r = row_begin; r < row_end; r += kX16Rows) {
+    deinterleave_q4_0_x16(static_cast<const uint8_t*>(w.data) + r * w.row_bytes, w.cols,
+                          const_cast<void*>(rows16.data));
+    active_q4_0().quant_matmul(rows16, a, n, y + r, y_stride, 0, kX16Rows);
+  }
+}
+
+}  // namespace
+
 // ---- driver ----
 
 bool uses_q8_K_activations(DType type) {
@@ -524,13 +560,15 @@ void quant_matmul(const WeightMatrix& w, const IsaKernels& isa, const TypeKernel
   const int64_t cols = w.cols;
   const QuantActs a = quantize_activations(w.type, isa, x, cols, n, pool);
 
-  // Work is split by groups of 4 rows, the row block of the SIMD kernels.
-  const int64_t row_units = (w.rows + 3) / 4;
+  // Work is split by units of rows: the row block of the SIMD kernels.
+  const int64_t unit = row_unit(w.type);
+  const int64_t row_units = (w.rows + unit - 1) / unit;
   if (n == 1) {
     // Memory bound: give each thread a contiguous slab of at least ~32 KiB.
-    const int64_t grain = std::max<int64_t>(1, (32 * 1024) / static_cast<int64_t>(w.row_bytes) / 4);
+    const int64_t grain =
+        std::max<int64_t>(1, (32 * 1024) / static_cast<int64_t>(w.row_bytes) / unit);
     split(pool, row_units, grain, [&](int64_t begin, int64_t end) {
-      const int64_t r0 = begin * 4, r1 = std::min(end * 4, w.rows);
+      const int64_t r0 = begin * unit, r1 = std::min(end * unit, w.rows);
       tk.quant_matvec(w, a, y + r0, r0, r1);
     });
     return;
@@ -556,7 +594,7 @@ void quant_matmul(const WeightMatrix& w, const IsaKernels& isa, const TypeKernel
   }
   if (row_units >= 2 * threads || n < threads) {
     split(pool, row_units, 1, [&](int64_t begin, int64_t end) {
-      tk.quant_matmul(w, a, n, y, w.rows, begin * 4, std::min(end * 4, w.rows));
+      tk.quant_matmul(w, a, n, y, w.rows, begin * unit, std::min(end * unit, w.rows));
     });
   } else {
     // Few rows (tiny models): split the tokens instead.
@@ -577,6 +615,8 @@ void register_quant_scalar_kernels(IsaKernels* table) {
   };
   set(DType::Q4_0, scalar_matvec<ScalarQ4_0, false>, scalar_matmul<ScalarQ4_0, false>,
       dequantize_row_q4_0);
+  // No to_f32: its rows are not contiguous (and embeddings are never interleaved).
+  set(DType::Q4_0_X16, x16_matvec, x16_matmul, nullptr);
   set(DType::Q4_1, scalar_matvec<ScalarQ4_1, false>, scalar_matmul<ScalarQ4_1, false>,
       dequantize_row_q4_1);
   set(DType::Q5_0, scalar_matvec<ScalarQ5_0, false>, scalar_matmul<ScalarQ5_0, false>,

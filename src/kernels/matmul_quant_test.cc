@@ -545,6 +545,65 @@ TEST(MatmulQuantTest, MatmulManyEqualsSeparateMatmuls) {
 namespace edgelm {
 namespace {
 
+// Q4_0_X16 (16 rows interleaved per block) gives exactly the sums of the same
+// matrix as Q4_0, in decode and prefill, on every ISA and variant (its own
+// AVX-512 kernels, or the others' Q4_0 kernels on de-interleaved groups), for
+// odd and even block counts, 16 and 48 rows, and any thread count; also
+// inside matmul_many beside row-major matrices.
+TEST(MatmulQuantTest, InterleavedQ4_0EqualsQ4_0) {
+  IsaGuard guard;
+  DecodeVariantGuard variant_guard;
+  std::mt19937 rng(23);
+  ThreadPool pool2(2), pool3(3);
+  ThreadPool* pools[] = {nullptr, &pool2, &pool3};
+  for (int64_t rows : {16, 48, 96}) {
+    for (int64_t cols : {32, 96, 576}) {
+      const QuantMatrix m = exact_matrix(DType::Q4_0, rows, cols, rng);
+      QuantMatrix x16 = m;
+      interleave_q4_0_x16(m.bytes.data(), rows, cols, x16.bytes.data());
+      x16.w.type = DType::Q4_0_X16;
+      x16.w.data = x16.bytes.data();
+      std::vector<uint8_t> back(m.bytes.size());
+      for (int64_t g = 0; g < rows / 16; ++g) {
+        deinterleave_q4_0_x16(x16.bytes.data() + g * 16 * m.w.row_bytes, cols,
+                              back.data() + g * 16 * m.w.row_bytes);
+      }
+      ASSERT_EQ(back, m.bytes) << "interleave round trip " << rows << " x " << cols;
+      for (int64_t n : {1, 2, 5, 40}) {
+        const std::vector<float> x = exact_activations(n, cols, rng);
+        set_active_isa(Isa::kScalar);
+        const std::vector<float> want = run(m, x, n, nullptr);
+        for (const KernelVariant& variant : kernel_variants()) {
+          variant.activate();
+          for (ThreadPool* pool : pools) {
+            const std::vector<float> got = run(x16, x, n, pool);
+            for (size_t i = 0; i < got.size(); ++i) {
+              ASSERT_EQ(got[i], want[i])
+                  << isa_name(variant.isa) << variant_name(variant.decode) << " " << rows << " x "
+                  << cols << " n " << n << " threads " << (pool ? pool->size() : 1) << " at " << i;
+            }
+          }
+          if (n == 1) {
+            // Beside a row-major matrix of the same input, split across threads.
+            const WeightMatrix ws[] = {m.w, x16.w};
+            std::vector<float> y0(rows), y1(rows);
+            float* const ys[] = {y0.data(), y1.data()};
+            matmul_many(ws, ys, 2, x.data(), 1, &pool3);
+            for (int64_t i = 0; i < rows; ++i) {
+              ASSERT_EQ(y1[i], want[i]) << "matmul_many " << isa_name(variant.isa) << " at " << i;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(MatmulQuantTest, InterleavedQ4_0RejectsPartialGroups) {
+  std::vector<uint8_t> src(dtype_row_bytes(DType::Q4_0, 64) * 20), dst(src.size());
+  EXPECT_THROW(interleave_q4_0_x16(src.data(), 20, 64, dst.data()), Error);
+}
+
 // Largest quants everywhere (and Q8_0's -128) against activations of +-127:
 // the integer sums of the SIMD kernels (int16 in AVX2's maddubs) reach their
 // bounds, which random data never does. Exact against the scalar reference.

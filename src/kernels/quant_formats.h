@@ -173,6 +173,16 @@ void quantize_row_q4_K_weighted(const float* x, void* blocks, int64_t n, const f
 void quantize_row_q5_K_weighted(const float* x, void* blocks, int64_t n, const float* importance);
 void quantize_row_q6_K_weighted(const float* x, void* blocks, int64_t n, const float* importance);
 
+// Q4_0_X16: a Q4_0 matrix with rows in groups of 16, each group stored block
+// by block: the 16 rows' f16 scales (32 bytes), then 4 chunks of 64 bytes where
+// chunk c holds bytes 4c..4c+3 of each row's 16 quant bytes (row r at 4r), so a
+// 512-bit load holds 4 quant bytes of 16 rows: one vpdpbusd lane per row. The
+// same 18 bytes per block and row as Q4_0. rows must be a multiple of 16.
+inline constexpr int kX16Rows = 16;
+inline constexpr size_t kX16BlockBytes = kX16Rows * sizeof(BlockQ4_0);  // 288
+void interleave_q4_0_x16(const void* q4_0_rows, int64_t rows, int64_t cols, void* x16);
+// One 16-row group of Q4_0_X16 back to 16 row-major Q4_0 rows.
+void deinterleave_q4_0_x16(const void* x16_group, int64_t cols, void* q4_0_rows);
 void dequantize_row_q4_0(const void* blocks, float* y, int64_t n);
 void dequantize_row_q4_1(const void* blocks, float* y, int64_t n);
 void dequantize_row_q5_0(const void* blocks, float* y, int64_t n);

@@ -1,6 +1,8 @@
 #include "model/loader.h"
 
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -13,6 +15,7 @@
 #include "formats/gguf.h"
 #include "formats/llama2c.h"
 #include "formats/safetensors.h"
+#include "kernels/quant_formats.h"
 #include "util/error.h"
 #include "util/half.h"
 #include "util/mapped_file.h"
@@ -464,6 +467,47 @@ std::unique_ptr<LoadedModel> load_model(const std::string& path) {
          " tokens but the embedding only ", model->config.vocab_size, " rows");
   }
   return model;
+}
+
+int interleave_q4_0_matrices(LoadedModel& model) {
+  ModelWeights& w = model.weights;
+  std::vector<WeightMatrix*> matrices;
+  for (LayerWeights& l : w.layers) {
+    for (WeightMatrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
+      matrices.push_back(m);
+    }
+  }
+  // A tied output matrix is also the embedding table, whose rows are read one by one.
+  if (w.output.data != w.token_embedding.data) matrices.push_back(&w.output);
+  std::vector<WeightMatrix*> chosen;
+  size_t total = 0;
+  for (WeightMatrix* m : matrices) {
+    if (m->type != DType::Q4_0 || m->rows % kX16Rows != 0 || m->cols % kQK != 0) continue;
+    chosen.push_back(m);
+    total += m->row_bytes * static_cast<size_t>(m->rows);
+  }
+  if (chosen.empty()) return 0;
+  constexpr size_t kAlign = 64;
+  std::shared_ptr<void> buffer(std::aligned_alloc(kAlign, (total + kAlign - 1) / kAlign * kAlign),
+                               std::free);
+  if (!buffer) fail("cannot allocate ", total, " bytes to interleave the Q4_0 matrices");
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  auto* out = static_cast<uint8_t*>(buffer.get());
+  for (WeightMatrix* m : chosen) {
+    const size_t bytes = m->row_bytes * static_cast<size_t>(m->rows);
+    interleave_q4_0_x16(m->data, m->rows, m->cols, out);
+    // The mapped pages wholly inside the matrix are not read again: drop them
+    // from this process (clean file pages; reading them would fault them back).
+    const auto from = reinterpret_cast<uintptr_t>(m->data);
+    const uintptr_t first = (from + page - 1) / page * page;
+    const uintptr_t last = (from + bytes) / page * page;
+    if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+    m->type = DType::Q4_0_X16;
+    m->data = out;
+    out += bytes;
+  }
+  model.keep_alive.push_back(std::move(buffer));
+  return static_cast<int>(chosen.size());
 }
 
 }  // namespace edgelm
