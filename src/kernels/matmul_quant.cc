@@ -465,28 +465,32 @@ const TypeKernels& active_q4_0() {
   return active_isa_kernels().types[slot(DType::Q4_0)];
 }
 
-void x16_matvec(const WeightMatrix& w, const QuantActs& a, float* y, int64_t row_begin,
-                int64_t row_end) {
+// Calls fn(rows16, r) for the 16-row groups starting at r in [row_begin, row_end),
+// rows16 holding group r de-interleaved into row-major Q4_0.
+template <typename Fn>
+void for_each_x16_group(const WeightMatrix& w, int64_t row_begin, int64_t row_end, const Fn& fn) {
   thread_local ActBuffer group;
   const WeightMatrix rows16{DType::Q4_0, kX16Rows, w.cols, group.take(kX16Rows * w.row_bytes),
                             w.row_bytes};
   for (int64_t r = row_begin; r < row_end; r += kX16Rows) {
     deinterleave_q4_0_x16(static_cast<const uint8_t*>(w.data) + r * w.row_bytes, w.cols,
                           const_cast<void*>(rows16.data));
-    active_q4_0().quant_matvec(rows16, a, y + (r - row_begin), 0, kX16Rows);
+    fn(rows16, r);
   }
+}
+
+void x16_matvec(const WeightMatrix& w, const QuantActs& a, float* y, int64_t row_begin,
+                int64_t row_end) {
+  for_each_x16_group(w, row_begin, row_end, [&](const WeightMatrix& rows16, int64_t r) {
+    active_q4_0().quant_matvec(rows16, a, y + (r - row_begin), 0, kX16Rows);
+  });
 }
 
 void x16_matmul(const WeightMatrix& w, const QuantActs& a, int64_t n, float* y, int64_t y_stride,
                 int64_t row_begin, int64_t row_end) {
-  thread_local ActBuffer group;
-  const WeightMatrix rows16{DType::Q4_0, kX16Rows, w.cols, group.take(kX16Rows * w.row_bytes),
-                            w.row_bytes};
-  for (int64_t r = row_begin; r < row_end; r += kX16Rows) {
-    deinterleave_q4_0_x16(static_cast<const uint8_t*>(w.data) + r * w.row_bytes, w.cols,
-                          const_cast<void*>(rows16.data));
+  for_each_x16_group(w, row_begin, row_end, [&](const WeightMatrix& rows16, int64_t r) {
     active_q4_0().quant_matmul(rows16, a, n, y + r, y_stride, 0, kX16Rows);
-  }
+  });
 }
 
 }  // namespace

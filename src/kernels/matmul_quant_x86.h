@@ -276,6 +276,27 @@ inline __m512i k4_scales_mins_x4(__m512i packed) {
       _mm512_and_si512(_mm512_srli_epi32(_mm512_shuffle_epi32(packed, _MM_PERM_BBAA), 6), low2), 4);
   return _mm512_or_si512(first, second);
 }
+
+// The scales and mins of super-block b of 4 rows, unpacked as by
+// k4_scales_mins_x4 (row r in 128-bit lane r: 8 scales, then 8 mins).
+template <typename Block>
+inline __m512i k4_scales_mins_rows4(const uint8_t* rows, size_t row_bytes, int64_t b) {
+  __m512i packed = _mm512_setzero_si512();
+  for (int r = 0; r < 4; ++r) {
+    const Block* blk = reinterpret_cast<const Block*>(rows + r * row_bytes) + b;
+    const __m128i p = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->scales));
+    packed =
+        r == 0 ? _mm512_castsi128_si512(p) : _mm512_mask_broadcast_i32x4(packed, 0xF << (4 * r), p);
+  }
+  return k4_scales_mins_x4(packed);
+}
+
+// The sum of all lanes of a row's accumulator and of its 4-lane min accumulator.
+inline float sum_with_min(__m512 acc, __m128 acc_min) {
+  __m128 m = _mm_add_ps(acc_min, _mm_movehl_ps(acc_min, acc_min));
+  m = _mm_add_ss(m, _mm_movehdup_ps(m));
+  return _mm512_reduce_add_ps(acc) + _mm_cvtss_f32(m);
+}
 #endif
 
 struct X86Q4_K {
@@ -841,11 +862,7 @@ inline void matvec_32_lanes(const uint8_t* rows, size_t row_bytes, int64_t nb, c
       _mm_storeu_ps(y + q, w);
     }
   } else {
-    for (int r = 0; r < R; ++r) {
-      __m128 m = _mm_add_ps(acc_min[r], _mm_movehl_ps(acc_min[r], acc_min[r]));
-      m = _mm_add_ss(m, _mm_shuffle_ps(m, m, 0x55));
-      y[r] = _mm512_reduce_add_ps(acc[r]) + _mm_cvtss_f32(m);
-    }
+    for (int r = 0; r < R; ++r) y[r] = sum_with_min(acc[r], acc_min[r]);
   }
 }
 
@@ -981,14 +998,7 @@ inline void matvec_q4_k_lanes(const uint8_t* rows, size_t row_bytes, int64_t nb,
                             _mm512_shuffle_i64x2(x2, x3, 0x44), _mm512_shuffle_i64x2(x2, x3, 0xEE)};
     const float dx = a.d[b];
     const __m128i xsum = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a.s32 + 8 * b));
-    __m512i sm_rows = _mm512_setzero_si512();
-    for (int r = 0; r < R; ++r) {
-      const auto* blk = reinterpret_cast<const BlockQ4_K*>(rows + r * row_bytes) + b;
-      const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->scales));
-      sm_rows = r == 0 ? _mm512_castsi128_si512(packed)
-                       : _mm512_mask_broadcast_i32x4(sm_rows, 0xF << (4 * r), packed);
-    }
-    sm_rows = k4_scales_mins_x4(sm_rows);
+    const __m512i sm_rows = k4_scales_mins_rows4<BlockQ4_K>(rows, row_bytes, b);
     const __m512i sm_words[2] = {_mm512_cvtepu8_epi16(_mm512_castsi512_si256(sm_rows)),
                                  _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(sm_rows, 1))};
     for (int r = 0; r < R; ++r) {
@@ -1020,11 +1030,7 @@ inline void matvec_q4_k_lanes(const uint8_t* rows, size_t row_bytes, int64_t nb,
                                  _mm_shuffle_ps(dd, dd, 0x55), acc_min[r]);
     }
   }
-  for (int r = 0; r < R; ++r) {
-    __m128 m = _mm_add_ps(acc_min[r], _mm_movehl_ps(acc_min[r], acc_min[r]));
-    m = _mm_add_ss(m, _mm_movehdup_ps(m));
-    y[r] = _mm512_reduce_add_ps(acc[r]) + _mm_cvtss_f32(m);
-  }
+  for (int r = 0; r < R; ++r) y[r] = sum_with_min(acc[r], acc_min[r]);
 }
 
 // R = 4 rows of Q6_K, 128 values per zmm: the 64 bytes of ql of a half
@@ -1160,15 +1166,7 @@ inline void matvec_k4_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, con
     const __m128i xs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a.s32 + 8 * b));
     // The 6-bit scales and mins of all R rows unpacked at once, row r in lane r.
     __m512i sm_rows = _mm512_setzero_si512();
-    if constexpr (R == 4) {
-      for (int r = 0; r < 4; ++r) {
-        const Block* blk = reinterpret_cast<const Block*>(rows + r * row_bytes) + b;
-        const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->scales));
-        sm_rows = r == 0 ? _mm512_castsi128_si512(packed)
-                         : _mm512_mask_broadcast_i32x4(sm_rows, 0xF << (4 * r), packed);
-      }
-      sm_rows = k4_scales_mins_x4(sm_rows);
-    }
+    if constexpr (R == 4) sm_rows = k4_scales_mins_rows4<Block>(rows, row_bytes, b);
     for (int r = 0; r < R; ++r) {
       const Block* blk = reinterpret_cast<const Block*>(rows + r * row_bytes) + b;
       const char* next = reinterpret_cast<const char*>(blk) + ahead;
@@ -1209,11 +1207,7 @@ inline void matvec_k4_zmm(const uint8_t* rows, size_t row_bytes, int64_t nb, con
                                 _mm_set1_ps(-f16(blk->dmin) * dx), acc_min[r]);
     }
   }
-  for (int r = 0; r < R; ++r) {
-    __m128 m = _mm_add_ps(acc_min[r], _mm_movehl_ps(acc_min[r], acc_min[r]));
-    m = _mm_add_ss(m, _mm_movehdup_ps(m));
-    y[r] = _mm512_reduce_add_ps(acc[r]) + _mm_cvtss_f32(m);
-  }
+  for (int r = 0; r < R; ++r) y[r] = sum_with_min(acc[r], acc_min[r]);
 }
 
 // Prefill tiles: one row x T tokens; the row's unpacked quants and scales are
@@ -1339,11 +1333,7 @@ inline void prefill_k4_zmm(const uint8_t* row, int64_t nb, const QuantActs& a, f
                                 acc_min[t]);
     }
   }
-  for (int t = 0; t < T; ++t) {
-    __m128 m = _mm_add_ps(acc_min[t], _mm_movehl_ps(acc_min[t], acc_min[t]));
-    m = _mm_add_ss(m, _mm_movehdup_ps(m));
-    y[t * y_stride] = _mm512_reduce_add_ps(acc[t]) + _mm_cvtss_f32(m);
-  }
+  for (int t = 0; t < T; ++t) y[t * y_stride] = sum_with_min(acc[t], acc_min[t]);
 }
 #endif  // EDGELM_QUANT_VNNI
 
