@@ -24,9 +24,10 @@ namespace edgelm {
 
 struct LoadOptions {
   int threads = 0;  // 0: one per available core
-  // Re-lay Q4_0 matrices in memory for the interleaved decode kernel where the
-  // active kernels prefer it (AVX-512 on Intel; see interleaved_q4_0_preferred
-  // in kernels/matmul.h). Costs a copy at load; the resident size is unchanged.
+  // Re-lay Q4_0 / Q5_0 matrices in memory for the interleaved decode kernels
+  // where the active kernels prefer it (AVX-512 on Intel; see
+  // interleaved_weights_preferred in kernels/matmul.h). Costs a copy at load;
+  // the resident size is unchanged.
   bool interleave_weights = true;
   std::string chat_template_override;  // "chatml", "llama2", "llama3", "zephyr" or "" (auto)
 };
@@ -57,7 +58,7 @@ struct ModelInfo {
   int64_t n_params = 0;
   int64_t file_bytes = 0;
   std::vector<std::string> dtypes;  // distinct weight types, e.g. {"f16", "f32"}
-  int interleaved_matrices = 0;     // Q4_0 matrices re-laid for the decode kernel at load
+  int interleaved_matrices = 0;     // Q4_0/Q5_0 matrices re-laid for the decode kernel at load
   int dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, hidden_dim = 0;
   int vocab_size = 0;
   int context_length = 0;

@@ -82,7 +82,7 @@ int main(int argc, char** argv) {
                  "avx512, neon, neon-dotprod, neon-i8mm");
   bool no_interleave = false;
   app.add_flag("--no-interleave", no_interleave,
-               "keep Q4_0 matrices row-major (by default they are re-laid at load where the "
+               "keep Q4_0/Q5_0 matrices row-major (by default they are re-laid at load where the "
                "kernels decode the interleaved layout faster: AVX-512 on Intel)");
   std::vector<Command> commands = register_commands(app);
   try {

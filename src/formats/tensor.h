@@ -47,6 +47,7 @@ enum class DType : uint32_t {
   // In memory only, never in a file: Q4_0 with 16 rows interleaved per block
   // (kernels/quant_formats.h), made at load time for the AVX-512 decode kernel.
   Q4_0_X16 = 1001,
+  Q5_0_X16 = 1002,  // the same for Q5_0
 };
 
 struct DTypeTraits {

@@ -64,8 +64,8 @@ std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   model->impl_ = std::make_unique<ModelImpl>();
   ModelImpl& m = *model->impl_;
   m.loaded = load_model(path);
-  const int interleaved = options.interleave_weights && interleaved_q4_0_preferred()
-                              ? interleave_q4_0_matrices(*m.loaded)
+  const int interleaved = options.interleave_weights && interleaved_weights_preferred()
+                              ? interleave_matrices(*m.loaded)
                               : 0;
   // The tokenizer takes the vocabulary rather than a copy (tokens and merges are
   // tens of MB for 150k-token vocabularies); m.loaded->vocab is empty from here on.

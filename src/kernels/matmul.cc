@@ -291,7 +291,7 @@ void register_scalar_kernels(IsaKernels* table) {
 
 }  // namespace kernels_internal
 
-bool interleaved_q4_0_preferred() {
+bool interleaved_weights_preferred() {
   return active_isa() == Isa::kAvx512 && cpu_features().avx512vnni &&
          kernels_internal::avx512_decode_variant() == kernels_internal::Avx512Decode::kShuffleLight;
 }

@@ -43,11 +43,11 @@ void matmul_reference(const WeightMatrix& w, const float* x, int64_t n, float* y
 // fp32_to_fp16 for every non-NaN input), with F16C / NEON where available.
 void convert_to_f16(const float* src, uint16_t* dst, int64_t n);
 
-// Whether the active kernels decode Q4_0_X16 (quant_formats.h: Q4_0 with 16
-// rows interleaved per block) faster than row-major Q4_0, so that loading a
-// model should re-lay its Q4_0 matrices: AVX-512 VNNI on Intel, where the
-// row-major kernels are bound by the one shuffle port (docs/BENCHMARKS.md).
-bool interleaved_q4_0_preferred();
+// Whether the active kernels decode Q4_0_X16 / Q5_0_X16 (quant_formats.h: 16
+// rows interleaved per block) faster than row-major Q4_0 / Q5_0, so that
+// loading a model should re-lay those matrices: AVX-512 VNNI on Intel, where
+// the row-major kernels are bound by the one shuffle port (docs/BENCHMARKS.md).
+bool interleaved_weights_preferred();
 
 // Converts one row of any supported type to F32 (embedding lookup).
 void dequantize_row(DType type, const void* src, float* dst, int64_t n);

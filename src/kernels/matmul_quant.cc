@@ -455,42 +455,52 @@ void fp8_matvec(const WeightMatrix& w, const float* x, float* y, int64_t row_beg
 
 }  // namespace
 
-// ---- Q4_0_X16 on ISAs without its own kernels ----
-// Each 16-row group is put back into row-major Q4_0 and handed to the active
-// ISA's Q4_0 kernels: correct everywhere (the scalar ones are the reference),
-// fast only where an ISA registers its own (matmul_quant_avx512.cc).
+// ---- Q4_0_X16 / Q5_0_X16 on ISAs without their own kernels ----
+// Each 16-row group is put back into row-major Q4_0 / Q5_0 and handed to the
+// active ISA's kernels for that type: correct everywhere (the scalar ones are
+// the reference), fast only where an ISA registers its own
+// (matmul_quant_avx512.cc).
 namespace {
 
-const TypeKernels& active_q4_0() {
-  return active_isa_kernels().types[slot(DType::Q4_0)];
+DType row_major_type(DType interleaved) {
+  return interleaved == DType::Q5_0_X16 ? DType::Q5_0 : DType::Q4_0;
 }
 
-// Calls fn(rows16, r) for the 16-row groups starting at r in [row_begin, row_end),
-// rows16 holding group r de-interleaved into row-major Q4_0.
+// Calls fn(rows16, kernels, r) for the 16-row groups starting at r in
+// [row_begin, row_end), rows16 holding group r de-interleaved into row-major
+// form and kernels the active ISA's for that form.
 template <typename Fn>
 void for_each_x16_group(const WeightMatrix& w, int64_t row_begin, int64_t row_end, const Fn& fn) {
   thread_local ActBuffer group;
-  const WeightMatrix rows16{DType::Q4_0, kX16Rows, w.cols, group.take(kX16Rows * w.row_bytes),
+  const DType type = row_major_type(w.type);
+  const WeightMatrix rows16{type, kX16Rows, w.cols, group.take(kX16Rows * w.row_bytes),
                             w.row_bytes};
+  const TypeKernels& kernels = active_isa_kernels().types[slot(type)];
   for (int64_t r = row_begin; r < row_end; r += kX16Rows) {
-    deinterleave_q4_0_x16(static_cast<const uint8_t*>(w.data) + r * w.row_bytes, w.cols,
-                          const_cast<void*>(rows16.data));
-    fn(rows16, r);
+    const uint8_t* src = static_cast<const uint8_t*>(w.data) + r * w.row_bytes;
+    if (type == DType::Q5_0) {
+      deinterleave_q5_0_x16(src, w.cols, const_cast<void*>(rows16.data));
+    } else {
+      deinterleave_q4_0_x16(src, w.cols, const_cast<void*>(rows16.data));
+    }
+    fn(rows16, kernels, r);
   }
 }
 
 void x16_matvec(const WeightMatrix& w, const QuantActs& a, float* y, int64_t row_begin,
                 int64_t row_end) {
-  for_each_x16_group(w, row_begin, row_end, [&](const WeightMatrix& rows16, int64_t r) {
-    active_q4_0().quant_matvec(rows16, a, y + (r - row_begin), 0, kX16Rows);
-  });
+  for_each_x16_group(w, row_begin, row_end,
+                     [&](const WeightMatrix& rows16, const TypeKernels& k, int64_t r) {
+                       k.quant_matvec(rows16, a, y + (r - row_begin), 0, kX16Rows);
+                     });
 }
 
 void x16_matmul(const WeightMatrix& w, const QuantActs& a, int64_t n, float* y, int64_t y_stride,
                 int64_t row_begin, int64_t row_end) {
-  for_each_x16_group(w, row_begin, row_end, [&](const WeightMatrix& rows16, int64_t r) {
-    active_q4_0().quant_matmul(rows16, a, n, y + r, y_stride, 0, kX16Rows);
-  });
+  for_each_x16_group(w, row_begin, row_end,
+                     [&](const WeightMatrix& rows16, const TypeKernels& k, int64_t r) {
+                       k.quant_matmul(rows16, a, n, y + r, y_stride, 0, kX16Rows);
+                     });
 }
 
 }  // namespace
@@ -621,6 +631,7 @@ void register_quant_scalar_kernels(IsaKernels* table) {
       dequantize_row_q4_0);
   // No to_f32: its rows are not contiguous (and embeddings are never interleaved).
   set(DType::Q4_0_X16, x16_matvec, x16_matmul, nullptr);
+  set(DType::Q5_0_X16, x16_matvec, x16_matmul, nullptr);
   set(DType::Q4_1, scalar_matvec<ScalarQ4_1, false>, scalar_matmul<ScalarQ4_1, false>,
       dequantize_row_q4_1);
   set(DType::Q5_0, scalar_matvec<ScalarQ5_0, false>, scalar_matmul<ScalarQ5_0, false>,

@@ -202,16 +202,22 @@ void repack_panel(const WeightMatrix& w, int64_t r0, int valid, const PanelView&
   }
 }
 
-// Q4_0_X16 needs no transpose: a group's chunk c already holds quant bytes
-// 4c..4c+3 of its 16 rows, i.e. quads c (low nibbles) and 4 + c (high nibbles)
-// of the panel. Rows [r0, r0 + valid) with valid 0 or 16 (whole groups).
+// The interleaved layouts need no transpose: a group's chunk c already holds
+// quant bytes 4c..4c+3 of its 16 rows, i.e. quads c (low nibbles) and 4 + c
+// (high nibbles) of the panel (plus Q5_0's fifth bits from their masks). Rows
+// [r0, r0 + valid) with valid 0 or 16 (whole groups).
 struct GemmQ4_0X16 : Gemm32<X86Q4_0> {};
+struct GemmQ5_0X16 : Gemm32<X86Q5_0> {};
 
-inline void repack_panel_x16(const WeightMatrix& w, int64_t r0, int valid, const PanelView& out) {
+template <bool kQ5>
+void repack_panel_x16(const WeightMatrix& w, int64_t r0, int valid, const PanelView& out) {
+  constexpr size_t kBlockBytes = kQ5 ? kX16Q5BlockBytes : kX16BlockBytes;
+  constexpr int kQuants = kQ5 ? 96 : 32;
   const int64_t nb = w.cols / kQK;
   const __m512i m4 = _mm512_set1_epi8(0x0F);
+  [[maybe_unused]] const __m512i bit4 = _mm512_set1_epi8(0x10);
   const uint8_t* p = static_cast<const uint8_t*>(w.data) + r0 * w.row_bytes;
-  for (int64_t b = 0; b < nb; ++b, p += kX16BlockBytes) {
+  for (int64_t b = 0; b < nb; ++b, p += kBlockBytes) {
     uint8_t* quads = out.quads + b * 8 * 64;
     float* scales = out.scales + b * kLanes;
     float* mcoefs = out.mcoefs + b * kLanes;
@@ -222,9 +228,17 @@ inline void repack_panel_x16(const WeightMatrix& w, int64_t r0, int valid, const
       continue;
     }
     for (int c = 0; c < 4; ++c) {
-      const __m512i v = _mm512_loadu_si512(p + 32 + 64 * c);
-      _mm512_storeu_si512(quads + 64 * c, _mm512_and_si512(v, m4));
-      _mm512_storeu_si512(quads + 64 * (4 + c), _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+      const __m512i v = _mm512_loadu_si512(p + kQuants + 64 * c);
+      __m512i lo = _mm512_and_si512(v, m4);
+      __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+      if constexpr (kQ5) {
+        uint64_t masks[2];
+        std::memcpy(masks, p + 32 + 16 * c, 16);
+        lo = _mm512_mask_add_epi8(lo, _cvtu64_mask64(masks[0]), lo, bit4);
+        hi = _mm512_mask_add_epi8(hi, _cvtu64_mask64(masks[1]), hi, bit4);
+      }
+      _mm512_storeu_si512(quads + 64 * c, lo);
+      _mm512_storeu_si512(quads + 64 * (4 + c), hi);
     }
     _mm512_storeu_ps(scales,
                      _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
@@ -357,8 +371,8 @@ void quant_gemm(const WeightMatrix& w, const QuantActs& a, int64_t n, float* y, 
       const int64_t left = row_end - (r0 + p * kLanes);
       const int valid = left <= 0 ? 0 : left >= kLanes ? kLanes : static_cast<int>(left);
       mask[p] = static_cast<__mmask16>((1u << valid) - 1);
-      if constexpr (std::is_same_v<G, GemmQ4_0X16>) {
-        repack_panel_x16(w, r0 + p * kLanes, valid, panels[p]);
+      if constexpr (std::is_same_v<G, GemmQ4_0X16> || std::is_same_v<G, GemmQ5_0X16>) {
+        repack_panel_x16<std::is_same_v<G, GemmQ5_0X16>>(w, r0 + p * kLanes, valid, panels[p]);
       } else {
         repack_panel<G>(w, r0 + p * kLanes, valid, panels[p]);
       }
@@ -388,6 +402,7 @@ void quant_gemm(const WeightMatrix& w, const QuantActs& a, int64_t n, float* y, 
 inline void register_quant_gemm_x86(IsaKernels* table) {
   table->types[static_cast<uint32_t>(DType::Q4_0)].quant_gemm = quant_gemm<Gemm32<X86Q4_0>>;
   table->types[slot(DType::Q4_0_X16)].quant_gemm = quant_gemm<GemmQ4_0X16>;
+  table->types[slot(DType::Q5_0_X16)].quant_gemm = quant_gemm<GemmQ5_0X16>;
   table->types[static_cast<uint32_t>(DType::Q4_1)].quant_gemm = quant_gemm<Gemm32<X86Q4_1>>;
   table->types[static_cast<uint32_t>(DType::Q5_0)].quant_gemm = quant_gemm<Gemm32<X86Q5_0>>;
   table->types[static_cast<uint32_t>(DType::Q5_1)].quant_gemm = quant_gemm<Gemm32<X86Q5_1>>;

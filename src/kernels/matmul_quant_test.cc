@@ -545,52 +545,65 @@ TEST(MatmulQuantTest, MatmulManyEqualsSeparateMatmuls) {
 namespace edgelm {
 namespace {
 
-// Q4_0_X16 (16 rows interleaved per block) gives exactly the sums of the same
-// matrix as Q4_0, in decode and prefill, on every ISA and variant (its own
-// AVX-512 kernels, or the others' Q4_0 kernels on de-interleaved groups), for
-// odd and even block counts, 16 and 48 rows, and any thread count; also
-// inside matmul_many beside row-major matrices.
-TEST(MatmulQuantTest, InterleavedQ4_0EqualsQ4_0) {
+// Q4_0_X16 / Q5_0_X16 (16 rows interleaved per block) give exactly the sums of
+// the same matrix as Q4_0 / Q5_0, in decode and prefill, on every ISA and
+// variant (their own AVX-512 kernels, or the others' row-major kernels on
+// de-interleaved groups), for odd and even block counts, 16 to 96 rows, and
+// any thread count; also inside matmul_many beside row-major matrices.
+TEST(MatmulQuantTest, InterleavedEqualsRowMajor) {
   IsaGuard guard;
   DecodeVariantGuard variant_guard;
   std::mt19937 rng(23);
   ThreadPool pool2(2), pool3(3);
   ThreadPool* pools[] = {nullptr, &pool2, &pool3};
-  for (int64_t rows : {16, 48, 96}) {
-    for (int64_t cols : {32, 96, 576}) {
-      const QuantMatrix m = exact_matrix(DType::Q4_0, rows, cols, rng);
-      QuantMatrix x16 = m;
-      interleave_q4_0_x16(m.bytes.data(), rows, cols, x16.bytes.data());
-      x16.w.type = DType::Q4_0_X16;
-      x16.w.data = x16.bytes.data();
-      std::vector<uint8_t> back(m.bytes.size());
-      for (int64_t g = 0; g < rows / 16; ++g) {
-        deinterleave_q4_0_x16(x16.bytes.data() + g * 16 * m.w.row_bytes, cols,
-                              back.data() + g * 16 * m.w.row_bytes);
-      }
-      ASSERT_EQ(back, m.bytes) << "interleave round trip " << rows << " x " << cols;
-      for (int64_t n : {1, 2, 5, 40}) {
-        const std::vector<float> x = exact_activations(n, cols, rng);
-        set_active_isa(Isa::kScalar);
-        const std::vector<float> want = run(m, x, n, nullptr);
-        for (const KernelVariant& variant : kernel_variants()) {
-          variant.activate();
-          for (ThreadPool* pool : pools) {
-            const std::vector<float> got = run(x16, x, n, pool);
-            for (size_t i = 0; i < got.size(); ++i) {
-              ASSERT_EQ(got[i], want[i])
-                  << isa_name(variant.isa) << variant_name(variant.decode) << " " << rows << " x "
-                  << cols << " n " << n << " threads " << (pool ? pool->size() : 1) << " at " << i;
-            }
+  for (DType type : {DType::Q4_0, DType::Q5_0}) {
+    const bool q5 = type == DType::Q5_0;
+    for (int64_t rows : {16, 48, 96}) {
+      for (int64_t cols : {32, 96, 576}) {
+        const QuantMatrix m = exact_matrix(type, rows, cols, rng);
+        QuantMatrix x16 = m;
+        if (q5) {
+          interleave_q5_0_x16(m.bytes.data(), rows, cols, x16.bytes.data());
+        } else {
+          interleave_q4_0_x16(m.bytes.data(), rows, cols, x16.bytes.data());
+        }
+        x16.w.type = q5 ? DType::Q5_0_X16 : DType::Q4_0_X16;
+        x16.w.data = x16.bytes.data();
+        std::vector<uint8_t> back(m.bytes.size());
+        for (int64_t g = 0; g < rows / 16; ++g) {
+          const size_t at = g * 16 * m.w.row_bytes;
+          if (q5) {
+            deinterleave_q5_0_x16(x16.bytes.data() + at, cols, back.data() + at);
+          } else {
+            deinterleave_q4_0_x16(x16.bytes.data() + at, cols, back.data() + at);
           }
-          if (n == 1) {
-            // Beside a row-major matrix of the same input, split across threads.
-            const WeightMatrix ws[] = {m.w, x16.w};
-            std::vector<float> y0(rows), y1(rows);
-            float* const ys[] = {y0.data(), y1.data()};
-            matmul_many(ws, ys, 2, x.data(), 1, &pool3);
-            for (int64_t i = 0; i < rows; ++i) {
-              ASSERT_EQ(y1[i], want[i]) << "matmul_many " << isa_name(variant.isa) << " at " << i;
+        }
+        ASSERT_EQ(back, m.bytes) << dtype_name(type) << " round trip " << rows << " x " << cols;
+        for (int64_t n : {1, 2, 5, 40}) {
+          const std::vector<float> x = exact_activations(n, cols, rng);
+          set_active_isa(Isa::kScalar);
+          const std::vector<float> want = run(m, x, n, nullptr);
+          for (const KernelVariant& variant : kernel_variants()) {
+            variant.activate();
+            for (ThreadPool* pool : pools) {
+              const std::vector<float> got = run(x16, x, n, pool);
+              for (size_t i = 0; i < got.size(); ++i) {
+                ASSERT_EQ(got[i], want[i])
+                    << dtype_name(x16.w.type) << " " << isa_name(variant.isa)
+                    << variant_name(variant.decode) << " " << rows << " x " << cols << " n " << n
+                    << " threads " << (pool ? pool->size() : 1) << " at " << i;
+              }
+            }
+            if (n == 1) {
+              // Beside a row-major matrix of the same input, split across threads.
+              const WeightMatrix ws[] = {m.w, x16.w};
+              std::vector<float> y0(rows), y1(rows);
+              float* const ys[] = {y0.data(), y1.data()};
+              matmul_many(ws, ys, 2, x.data(), 1, &pool3);
+              for (int64_t i = 0; i < rows; ++i) {
+                ASSERT_EQ(y1[i], want[i]) << "matmul_many " << dtype_name(x16.w.type) << " "
+                                          << isa_name(variant.isa) << " at " << i;
+              }
             }
           }
         }
@@ -599,9 +612,10 @@ TEST(MatmulQuantTest, InterleavedQ4_0EqualsQ4_0) {
   }
 }
 
-TEST(MatmulQuantTest, InterleavedQ4_0RejectsPartialGroups) {
-  std::vector<uint8_t> src(dtype_row_bytes(DType::Q4_0, 64) * 20), dst(src.size());
+TEST(MatmulQuantTest, InterleavingRejectsPartialGroups) {
+  std::vector<uint8_t> src(dtype_row_bytes(DType::Q5_0, 64) * 20), dst(src.size());
   EXPECT_THROW(interleave_q4_0_x16(src.data(), 20, 64, dst.data()), Error);
+  EXPECT_THROW(interleave_q5_0_x16(src.data(), 20, 64, dst.data()), Error);
 }
 
 // Largest quants everywhere (and Q8_0's -128) against activations of +-127:

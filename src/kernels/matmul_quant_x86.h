@@ -1104,37 +1104,49 @@ inline void matvec_q6_k_lanes(const uint8_t* rows, size_t row_bytes, int64_t nb,
   for (int r = 0; r < R; ++r) y[r] = _mm512_reduce_add_ps(acc[r]);
 }
 
-// Q4_0_X16 decode (quant_formats.h): per block of a 16-row group, one
-// vpdpbusd per 4 quant bytes of all 16 rows (a plain 64-byte load, nibbles
-// split by and/shift) against 4 activation bytes broadcast to every lane, and
-// one conversion, scale and FMA per block for all 16 rows. No shuffles at all:
-// 3x the row-major kernels' rate with the weights in L2 on the Xeon.
-inline void matvec_q4_0_x16(const WeightMatrix& w, const QuantActs& a, float* y, int64_t row_begin,
-                            int64_t row_end) {
+// Q4_0_X16 / Q5_0_X16 decode (quant_formats.h): per block of a 16-row group,
+// one vpdpbusd per 4 quant bytes of all 16 rows (a plain 64-byte load, nibbles
+// split by and/shift, Q5_0's fifth bits added under a mask loaded as is)
+// against 4 activation bytes broadcast to every lane, and one conversion,
+// scale and FMA per block for all 16 rows. No shuffles at all: 3x the
+// row-major kernels' rate with the weights in L2 on the Xeon.
+template <bool kQ5>
+inline void matvec_x16(const WeightMatrix& w, const QuantActs& a, float* y, int64_t row_begin,
+                       int64_t row_end) {
+  constexpr size_t kBlockBytes = kQ5 ? kX16Q5BlockBytes : kX16BlockBytes;
+  constexpr int kQuants = kQ5 ? 96 : 32;  // byte offset of the quant chunks in a block
+  constexpr int kOffset = kQ5 ? 16 : 8;
   const int64_t nb = w.cols / kQK;
   const __m512i m4 = _mm512_set1_epi8(0x0F);
+  [[maybe_unused]] const __m512i bit4 = _mm512_set1_epi8(0x10);
   const uint8_t* base = static_cast<const uint8_t*>(w.data);
   // The same distance ahead as the row-major kernels, in whole blocks.
-  constexpr size_t kAhead =
-      (EDGELM_QUANT_AHEAD + kX16BlockBytes - 1) / kX16BlockBytes * kX16BlockBytes;
+  constexpr size_t kAhead = (EDGELM_QUANT_AHEAD + kBlockBytes - 1) / kBlockBytes * kBlockBytes;
   for (int64_t r = row_begin; r < row_end; r += kX16Rows) {
     const uint8_t* p = base + r * w.row_bytes;  // the group's first block
     __m512 acc = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b, p += kX16BlockBytes) {
-      for (size_t off = 0; off < kX16BlockBytes; off += 64) {
+    for (int64_t b = 0; b < nb; ++b, p += kBlockBytes) {
+      for (size_t off = 0; off < kBlockBytes; off += 64) {
         _mm_prefetch(reinterpret_cast<const char*>(p) + kAhead + off, _MM_HINT_T0);
       }
       const int8_t* xq = a.q + b * kQK;
-      // The stored quants are q + 8: start from -8 * (sum of x).
-      __m512i s = _mm512_set1_epi32(-8 * static_cast<int32_t>(a.s32[b]));
+      // The stored quants are q + kOffset: start from -kOffset * (sum of x).
+      __m512i s = _mm512_set1_epi32(-kOffset * static_cast<int32_t>(a.s32[b]));
       for (int c = 0; c < 4; ++c) {
         int32_t lo4, hi4;
         std::memcpy(&lo4, xq + 4 * c, 4);
         std::memcpy(&hi4, xq + 16 + 4 * c, 4);
-        const __m512i v = _mm512_loadu_si512(p + 32 + 64 * c);
-        s = _mm512_dpbusd_epi32(s, _mm512_and_si512(v, m4), _mm512_set1_epi32(lo4));
-        s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4),
-                                _mm512_set1_epi32(hi4));
+        const __m512i v = _mm512_loadu_si512(p + kQuants + 64 * c);
+        __m512i lo = _mm512_and_si512(v, m4);
+        __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        if constexpr (kQ5) {
+          uint64_t masks[2];
+          std::memcpy(masks, p + 32 + 16 * c, 16);
+          lo = _mm512_mask_add_epi8(lo, _cvtu64_mask64(masks[0]), lo, bit4);
+          hi = _mm512_mask_add_epi8(hi, _cvtu64_mask64(masks[1]), hi, bit4);
+        }
+        s = _mm512_dpbusd_epi32(s, lo, _mm512_set1_epi32(lo4));
+        s = _mm512_dpbusd_epi32(s, hi, _mm512_set1_epi32(hi4));
       }
       const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
       acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(d, _mm512_set1_ps(a.d[b])), acc);
@@ -1692,10 +1704,11 @@ void set_quant(IsaKernels* table, DType type) {
 inline void register_quant_x86(IsaKernels* table) {
   set_quant<X86Q4_0, Kind32>(table, DType::Q4_0);
 #if EDGELM_QUANT_VNNI
-  // Prefill of Q4_0_X16 is the GEMM (matmul_quant_gemm_x86.h); quant_matmul
+  // Prefill of Q4_0_X16 / Q5_0_X16 is the GEMM (matmul_quant_gemm_x86.h); quant_matmul
   // (used below its token count) stays the generic one, which the resolved
   // table takes from the scalar entry.
-  table->types[slot(DType::Q4_0_X16)].quant_matvec = matvec_q4_0_x16;
+  table->types[slot(DType::Q4_0_X16)].quant_matvec = matvec_x16<false>;
+  table->types[slot(DType::Q5_0_X16)].quant_matvec = matvec_x16<true>;
 #endif
   set_quant<X86Q4_1, Kind32>(table, DType::Q4_1);
   set_quant<X86Q5_0, Kind32>(table, DType::Q5_0);

@@ -873,6 +873,57 @@ void deinterleave_q4_0_x16(const void* x16_group, int64_t cols, void* q4_0_rows)
   }
 }
 
+void interleave_q5_0_x16(const void* q5_0_rows, int64_t rows, int64_t cols, void* x16) {
+  if (rows % kX16Rows != 0 || cols % kQK != 0) {
+    fail("interleave_q5_0_x16: ", rows, " x ", cols, " is not whole 16-row groups of blocks");
+  }
+  const int64_t nb = cols / kQK;
+  const auto* src = static_cast<const BlockQ5_0*>(q5_0_rows);
+  auto* dst = static_cast<uint8_t*>(x16);
+  for (int64_t g = 0; g < rows / kX16Rows; ++g) {
+    for (int64_t b = 0; b < nb; ++b, dst += kX16Q5BlockBytes) {
+      uint64_t masks[8] = {};
+      for (int r = 0; r < kX16Rows; ++r) {
+        const BlockQ5_0& blk = src[(g * kX16Rows + r) * nb + b];
+        std::memcpy(dst + 2 * r, &blk.d, 2);
+        uint32_t qh;
+        std::memcpy(&qh, blk.qh, 4);
+        for (int c = 0; c < 4; ++c) {
+          std::memcpy(dst + 96 + 64 * c + 4 * r, blk.qs + 4 * c, 4);
+          for (int i = 0; i < 4; ++i) {
+            masks[2 * c] |= static_cast<uint64_t>((qh >> (4 * c + i)) & 1) << (4 * r + i);
+            masks[2 * c + 1] |= static_cast<uint64_t>((qh >> (16 + 4 * c + i)) & 1) << (4 * r + i);
+          }
+        }
+      }
+      std::memcpy(dst + 32, masks, sizeof(masks));
+    }
+  }
+}
+
+void deinterleave_q5_0_x16(const void* x16_group, int64_t cols, void* q5_0_rows) {
+  const int64_t nb = cols / kQK;
+  const auto* src = static_cast<const uint8_t*>(x16_group);
+  auto* dst = static_cast<BlockQ5_0*>(q5_0_rows);
+  for (int64_t b = 0; b < nb; ++b, src += kX16Q5BlockBytes) {
+    uint64_t masks[8];
+    std::memcpy(masks, src + 32, sizeof(masks));
+    for (int r = 0; r < kX16Rows; ++r) {
+      BlockQ5_0& blk = dst[r * nb + b];
+      std::memcpy(&blk.d, src + 2 * r, 2);
+      uint32_t qh = 0;
+      for (int c = 0; c < 4; ++c) {
+        std::memcpy(blk.qs + 4 * c, src + 96 + 64 * c + 4 * r, 4);
+        for (int i = 0; i < 4; ++i) {
+          qh |= static_cast<uint32_t>((masks[2 * c] >> (4 * r + i)) & 1) << (4 * c + i);
+          qh |= static_cast<uint32_t>((masks[2 * c + 1] >> (4 * r + i)) & 1) << (16 + 4 * c + i);
+        }
+      }
+      std::memcpy(blk.qh, &qh, 4);
+    }
+  }
+}
+
 void dequantize_row_q4_0(const void* blocks, float* y, int64_t n) {
   const int64_t nb = block_count("dequantize q4_0", n, kQK);
   const auto* x = static_cast<const BlockQ4_0*>(blocks);

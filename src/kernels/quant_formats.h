@@ -183,6 +183,14 @@ inline constexpr size_t kX16BlockBytes = kX16Rows * sizeof(BlockQ4_0);  // 288
 void interleave_q4_0_x16(const void* q4_0_rows, int64_t rows, int64_t cols, void* x16);
 // One 16-row group of Q4_0_X16 back to 16 row-major Q4_0 rows.
 void deinterleave_q4_0_x16(const void* x16_group, int64_t cols, void* q4_0_rows);
+// Q5_0_X16: the same for Q5_0, with the rows' fifth bits between the scales
+// and the quants as 8 masks of 64 bits (chunk c's low nibbles, then its high
+// nibbles): bit 4r + i of the mask for chunk c, low (high) half, is bit 4c + i
+// (16 + 4c + i) of row r's qh, i.e. the fifth bit of the value in byte i of
+// row r's lane. 32 + 64 + 256 = 16 x 22 bytes per block.
+inline constexpr size_t kX16Q5BlockBytes = kX16Rows * sizeof(BlockQ5_0);  // 352
+void interleave_q5_0_x16(const void* q5_0_rows, int64_t rows, int64_t cols, void* x16);
+void deinterleave_q5_0_x16(const void* x16_group, int64_t cols, void* q5_0_rows);
 void dequantize_row_q4_0(const void* blocks, float* y, int64_t n);
 void dequantize_row_q4_1(const void* blocks, float* y, int64_t n);
 void dequantize_row_q5_0(const void* blocks, float* y, int64_t n);

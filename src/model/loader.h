@@ -55,11 +55,12 @@ struct LoadedModel {
   std::vector<std::vector<float>> converted;  // small tensors converted to F32
 };
 
-// Re-lays the Q4_0 matrices of the layers (and an untied output matrix) whose
-// rows are a multiple of 16 as Q4_0_X16 in memory owned by the model, for the
-// interleaved decode kernel, and releases their pages of the mapped file, so
-// the resident size stays that of the file. Returns how many were re-laid.
-int interleave_q4_0_matrices(LoadedModel& model);
+// Re-lays the Q4_0 and Q5_0 matrices of the layers (and an untied output
+// matrix) whose rows are a multiple of 16 as Q4_0_X16 / Q5_0_X16 in memory
+// owned by the model, for the interleaved decode kernels, and releases their
+// pages of the mapped file, so the resident size stays that of the file.
+// Returns how many were re-laid.
+int interleave_matrices(LoadedModel& model);
 
 // Detects the format from the path (directory, GGUF magic, llama2.c header).
 // Throws edgelm::Error naming the file and the problem.
