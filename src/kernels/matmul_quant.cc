@@ -473,15 +473,15 @@ template <typename Fn>
 void for_each_x16_group(const WeightMatrix& w, int64_t row_begin, int64_t row_end, const Fn& fn) {
   thread_local ActBuffer group;
   const DType type = row_major_type(w.type);
-  const WeightMatrix rows16{type, kX16Rows, w.cols, group.take(kX16Rows * w.row_bytes),
-                            w.row_bytes};
+  uint8_t* rows = group.take(kX16Rows * w.row_bytes);
+  const WeightMatrix rows16{type, kX16Rows, w.cols, rows, w.row_bytes};
   const TypeKernels& kernels = active_isa_kernels().types[slot(type)];
   for (int64_t r = row_begin; r < row_end; r += kX16Rows) {
     const uint8_t* src = static_cast<const uint8_t*>(w.data) + r * w.row_bytes;
     if (type == DType::Q5_0) {
-      deinterleave_q5_0_x16(src, w.cols, const_cast<void*>(rows16.data));
+      deinterleave_q5_0_x16(src, w.cols, rows);
     } else {
-      deinterleave_q4_0_x16(src, w.cols, const_cast<void*>(rows16.data));
+      deinterleave_q4_0_x16(src, w.cols, rows);
     }
     fn(rows16, kernels, r);
   }

@@ -211,11 +211,8 @@ struct GemmQ5_0X16 : Gemm32<X86Q5_0> {};
 
 template <bool kQ5>
 void repack_panel_x16(const WeightMatrix& w, int64_t r0, int valid, const PanelView& out) {
-  constexpr size_t kBlockBytes = kQ5 ? kX16Q5BlockBytes : kX16BlockBytes;
-  constexpr int kQuants = kQ5 ? 96 : 32;
+  constexpr size_t kBlockBytes = kX16Bytes<kQ5>;
   const int64_t nb = w.cols / kQK;
-  const __m512i m4 = _mm512_set1_epi8(0x0F);
-  [[maybe_unused]] const __m512i bit4 = _mm512_set1_epi8(0x10);
   const uint8_t* p = static_cast<const uint8_t*>(w.data) + r0 * w.row_bytes;
   for (int64_t b = 0; b < nb; ++b, p += kBlockBytes) {
     uint8_t* quads = out.quads + b * 8 * 64;
@@ -228,15 +225,8 @@ void repack_panel_x16(const WeightMatrix& w, int64_t r0, int valid, const PanelV
       continue;
     }
     for (int c = 0; c < 4; ++c) {
-      const __m512i v = _mm512_loadu_si512(p + kQuants + 64 * c);
-      __m512i lo = _mm512_and_si512(v, m4);
-      __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-      if constexpr (kQ5) {
-        uint64_t masks[2];
-        std::memcpy(masks, p + 32 + 16 * c, 16);
-        lo = _mm512_mask_add_epi8(lo, _cvtu64_mask64(masks[0]), lo, bit4);
-        hi = _mm512_mask_add_epi8(hi, _cvtu64_mask64(masks[1]), hi, bit4);
-      }
+      __m512i lo, hi;
+      x16_chunk<kQ5>(p, c, &lo, &hi);
       _mm512_storeu_si512(quads + 64 * c, lo);
       _mm512_storeu_si512(quads + 64 * (4 + c), hi);
     }

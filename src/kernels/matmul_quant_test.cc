@@ -54,7 +54,7 @@ std::vector<KernelVariant> kernel_variants() {
   std::vector<KernelVariant> out;
   for (Isa isa : supported_isas()) {
     out.push_back({isa, Avx512Decode::kPermuteHeavy});
-    if (std::string(isa_name(isa)) == "avx512") out.push_back({isa, Avx512Decode::kShuffleLight});
+    if (isa == Isa::kAvx512) out.push_back({isa, Avx512Decode::kShuffleLight});
   }
   return out;
 }

@@ -1110,15 +1110,35 @@ inline void matvec_q6_k_lanes(const uint8_t* rows, size_t row_bytes, int64_t nb,
 // against 4 activation bytes broadcast to every lane, and one conversion,
 // scale and FMA per block for all 16 rows. No shuffles at all: 3x the
 // row-major kernels' rate with the weights in L2 on the Xeon.
+// Block bytes of an interleaved layout, and chunk c of one block of it: quant
+// bytes 4c..4c+3 of each of the 16 rows (one lane per row) as unsigned values,
+// lo = values 4c..4c+3 (low nibbles), hi = 16 + 4c.. (high nibbles), with
+// Q5_0's fifth bits added from the chunk's two 64-bit masks.
+template <bool kQ5>
+inline constexpr size_t kX16Bytes = kQ5 ? kX16Q5BlockBytes : kX16BlockBytes;
+
+template <bool kQ5>
+inline void x16_chunk(const uint8_t* block, int c, __m512i* lo, __m512i* hi) {
+  constexpr int kQuants = kQ5 ? 96 : 32;  // after the 16 scales (and Q5_0's 8 masks)
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  const __m512i v = _mm512_loadu_si512(block + kQuants + 64 * c);
+  *lo = _mm512_and_si512(v, m4);
+  *hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+  if constexpr (kQ5) {
+    const __m512i bit4 = _mm512_set1_epi8(0x10);
+    uint64_t masks[2];
+    std::memcpy(masks, block + 32 + 16 * c, 16);
+    *lo = _mm512_mask_add_epi8(*lo, _cvtu64_mask64(masks[0]), *lo, bit4);
+    *hi = _mm512_mask_add_epi8(*hi, _cvtu64_mask64(masks[1]), *hi, bit4);
+  }
+}
+
 template <bool kQ5>
 inline void matvec_x16(const WeightMatrix& w, const QuantActs& a, float* y, int64_t row_begin,
                        int64_t row_end) {
-  constexpr size_t kBlockBytes = kQ5 ? kX16Q5BlockBytes : kX16BlockBytes;
-  constexpr int kQuants = kQ5 ? 96 : 32;  // byte offset of the quant chunks in a block
+  constexpr size_t kBlockBytes = kX16Bytes<kQ5>;
   constexpr int kOffset = kQ5 ? 16 : 8;
   const int64_t nb = w.cols / kQK;
-  const __m512i m4 = _mm512_set1_epi8(0x0F);
-  [[maybe_unused]] const __m512i bit4 = _mm512_set1_epi8(0x10);
   const uint8_t* base = static_cast<const uint8_t*>(w.data);
   // The same distance ahead as the row-major kernels, in whole blocks.
   constexpr size_t kAhead = (EDGELM_QUANT_AHEAD + kBlockBytes - 1) / kBlockBytes * kBlockBytes;
@@ -1136,15 +1156,8 @@ inline void matvec_x16(const WeightMatrix& w, const QuantActs& a, float* y, int6
         int32_t lo4, hi4;
         std::memcpy(&lo4, xq + 4 * c, 4);
         std::memcpy(&hi4, xq + 16 + 4 * c, 4);
-        const __m512i v = _mm512_loadu_si512(p + kQuants + 64 * c);
-        __m512i lo = _mm512_and_si512(v, m4);
-        __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-        if constexpr (kQ5) {
-          uint64_t masks[2];
-          std::memcpy(masks, p + 32 + 16 * c, 16);
-          lo = _mm512_mask_add_epi8(lo, _cvtu64_mask64(masks[0]), lo, bit4);
-          hi = _mm512_mask_add_epi8(hi, _cvtu64_mask64(masks[1]), hi, bit4);
-        }
+        __m512i lo, hi;
+        x16_chunk<kQ5>(p, c, &lo, &hi);
         s = _mm512_dpbusd_epi32(s, lo, _mm512_set1_epi32(lo4));
         s = _mm512_dpbusd_epi32(s, hi, _mm512_set1_epi32(hi4));
       }
