@@ -37,9 +37,12 @@ constexpr Shape kShapes[] = {{"smollm2-135m", 576, 576},    {"smollm2-135m", 153
                              {"smollm2-135m", 576, 1536},   {"qwen2.5-0.5b", 4864, 896},
                              {"qwen2.5-0.5b", 896, 4864},   {"tinyllama-1.1b", 5632, 2048},
                              {"tinyllama-1.1b", 2048, 5632}};
-constexpr DType kTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_K,     DType::Q5_K,
-                            DType::Q6_K, DType::Q4_1, DType::Q5_0,     DType::Q5_1,
-                            DType::Q2_K, DType::Q3_K, DType::FP8_E4M3, DType::F16};
+// The interleaved layouts (q4_0x16, q5_0x16, q4_Kx16) are what Model::load
+// makes of Q4_0 / Q5_0 / Q4_K where interleaved_weights_preferred().
+constexpr DType kTypes[] = {DType::Q8_0,     DType::Q4_0,     DType::Q4_0_X16, DType::Q4_K,
+                            DType::Q4_K_X16, DType::Q5_K,     DType::Q6_K,     DType::Q4_1,
+                            DType::Q5_0,     DType::Q5_0_X16, DType::Q5_1,     DType::Q2_K,
+                            DType::Q3_K,     DType::FP8_E4M3, DType::F16};
 constexpr int64_t kPrefillTokens = 128;  // the prompt length
 // Decode weights are cycled through this many bytes so that they come from
 // memory (--weights_mib=N; 0: one copy, i.e. from cache, the kernels' compute
@@ -88,7 +91,8 @@ struct Weights {
 };
 
 // Random quant bytes (speed does not depend on the values) with sane scales.
-Weights make_weights(DType type, const Shape& shape, size_t min_total_bytes) {
+Weights make_weights(DType stored_type, const Shape& shape, size_t min_total_bytes) {
+  const DType type = x16_row_major(stored_type);  // generated row-major, then interleaved
   const size_t row_bytes = dtype_row_bytes(type, shape.cols);
   const size_t matrix_bytes = row_bytes * static_cast<size_t>(shape.rows);
   const size_t count = std::max<size_t>(1, (min_total_bytes + matrix_bytes - 1) / matrix_bytes);
@@ -114,9 +118,14 @@ Weights make_weights(DType type, const Shape& shape, size_t min_total_bytes) {
   for (size_t off = 0; !scales.empty() && off < w.bytes.size(); off += traits.block_bytes) {
     for (size_t s : scales) std::memcpy(w.bytes.data() + off + s, &small, 2);
   }
+  std::vector<uint8_t> row_major(type != stored_type ? matrix_bytes : 0);
   for (size_t c = 0; c < count; ++c) {
-    w.copies.push_back(
-        {type, shape.rows, shape.cols, w.bytes.data() + c * matrix_bytes, row_bytes});
+    uint8_t* data = w.bytes.data() + c * matrix_bytes;
+    if (type != stored_type) {
+      std::memcpy(row_major.data(), data, matrix_bytes);
+      interleave_x16(type, row_major.data(), shape.rows, shape.cols, data);
+    }
+    w.copies.push_back({stored_type, shape.rows, shape.cols, data, row_bytes});
   }
   return w;
 }
@@ -175,7 +184,8 @@ void run_matmul(benchmark::State& state, Isa isa, DType type, Shape shape, int t
 }
 
 bool fits(DType type, const Shape& shape) {
-  return shape.cols % dtype_traits(type).block_size == 0;
+  return shape.cols % dtype_traits(type).block_size == 0 &&
+         (!is_x16_layout(type) || shape.rows % kX16Rows == 0);
 }
 
 void register_all(bool all_isas) {

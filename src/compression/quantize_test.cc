@@ -83,27 +83,26 @@ void expect_same_metadata_as_converter(const std::string& reference, const std::
   }
 }
 
-// Q4_0 / Q5_0 matrices re-laid as Q4_0_X16 / Q5_0_X16 at load give the same
-// model: prefill logits bit for bit (same GEMM panels); decode logits bit for
+// Q4_0 / Q5_0 / Q4_K matrices re-laid in their interleaved layouts at load
+// give the same model: prefill logits bit for bit (same GEMM panels); decode logits bit for
 // bit on the scalar ISA (the row-major kernels on de-interleaved groups); and
 // on the best ISA (the interleaved decode kernels, another summation order)
 // close, with the same greedy token at nearly every position. Not bit for bit
 // there: a one-ulp difference in a projection can move an activation across a
 // Q8_0 rounding step in the next product, and the network carries that on
 // (the same effect as between edgelm and llama.cpp, docs/QUANTIZATION.md).
-// Only whole 16-row groups are re-laid.
-void expect_interleaving_keeps_logits(const std::string& type, DType row_major,
-                                      DType interleaved_type) {
+// Only whole 16-row groups are re-laid (`expected` matrices of `source`).
+void expect_interleaving_keeps_logits(const std::string& source, const std::string& type,
+                                      DType interleaved_type, int expected) {
   SCOPED_TRACE(type);
   TempDir dir;
   const std::string out = dir.file(type + ".gguf");
-  quantize(kStories + "/stories260K.bin", out, type, /*pure=*/true);
+  quantize(source, out, type, /*pure=*/true);
   auto a = load_model(out);
   auto b = load_model(out);
   const int interleaved = interleave_matrices(*b);
-  EXPECT_EQ(interleaved, 4 * b->config.n_layers);  // q, k, v, o; the ffn has 172 rows or columns
+  EXPECT_EQ(interleaved, expected);
   EXPECT_EQ(b->weights.layers[0].wq.type, interleaved_type);
-  EXPECT_EQ(b->weights.layers[0].w_gate.type, row_major);  // 172 rows: not whole groups
   const std::vector<int32_t> tokens = some_tokens(512, 24);
   EXPECT_EQ(all_logits(*a, tokens), all_logits(*b, tokens));
 
@@ -142,8 +141,14 @@ void expect_interleaving_keeps_logits(const std::string& type, DType row_major,
 }
 
 TEST(Quantize, InterleavedMatricesGiveTheSameLogits) {
-  expect_interleaving_keeps_logits("q4_0", DType::Q4_0, DType::Q4_0_X16);
-  expect_interleaving_keeps_logits("q5_0", DType::Q5_0, DType::Q5_0_X16);
+  // stories260K: q, k, v, o of each layer; its ffn has 172 rows or columns.
+  const std::string stories = kStories + "/stories260K.bin";
+  expect_interleaving_keeps_logits(stories, "q4_0", DType::Q4_0_X16, 4 * 5);
+  expect_interleaving_keeps_logits(stories, "q5_0", DType::Q5_0_X16, 4 * 5);
+  // Q4_K needs rows of 256: 2 layers of 7 matrices and the untied output head.
+  const std::string wide = random_checkpoint(
+      "tinyllama-1.1b", "--layers 2 --vocab 512 --hidden 256 --heads 4 --kv-heads 2 --ffn 512");
+  expect_interleaving_keeps_logits(wide, "q4_k", DType::Q4_K_X16, 2 * 7 + 1);
 }
 
 TEST(Quantize, Stories260KToF32IsBitExact) {

@@ -669,9 +669,7 @@ void GgufFile::parse_image(const uint8_t* data, size_t size) {
     }
     const uint32_t type = r.read<uint32_t>();
     const DTypeTraits* traits = dtype_traits(type);
-    // Q4_0_X16 / Q5_0_X16 are in-memory layouts of edgelm's kernels, not file types.
-    if (traits == nullptr || type == static_cast<uint32_t>(DType::Q4_0_X16) ||
-        type == static_cast<uint32_t>(DType::Q5_0_X16)) {
+    if (traits == nullptr || is_in_memory_layout(type)) {
       fail(name, ": ", where, " has unknown tensor type id ", type);
     }
     offsets.push_back(r.read<uint64_t>());

@@ -48,7 +48,14 @@ enum class DType : uint32_t {
   // (kernels/quant_formats.h), made at load time for the AVX-512 decode kernel.
   Q4_0_X16 = 1001,
   Q5_0_X16 = 1002,  // the same for Q5_0
+  Q4_K_X16 = 1003,  // and for Q4_K, by super-block
 };
+
+// The interleaved layouts: kernels' in-memory forms, never valid in a file.
+inline bool is_in_memory_layout(uint32_t type_id) {
+  return type_id >= static_cast<uint32_t>(DType::Q4_0_X16) &&
+         type_id <= static_cast<uint32_t>(DType::Q4_K_X16);
+}
 
 struct DTypeTraits {
   const char* name;    // ggml's name, e.g. "q4_K"

@@ -123,6 +123,7 @@ bool is_k_quant(DType type) {
     case DType::Q2_K:
     case DType::Q3_K:
     case DType::Q4_K:
+    case DType::Q4_K_X16:
     case DType::Q5_K:
     case DType::Q6_K:
       return true;
@@ -455,16 +456,12 @@ void fp8_matvec(const WeightMatrix& w, const float* x, float* y, int64_t row_beg
 
 }  // namespace
 
-// ---- Q4_0_X16 / Q5_0_X16 on ISAs without their own kernels ----
-// Each 16-row group is put back into row-major Q4_0 / Q5_0 and handed to the
-// active ISA's kernels for that type: correct everywhere (the scalar ones are
-// the reference), fast only where an ISA registers its own
+// ---- Interleaved layouts on ISAs without their own kernels ----
+// Each 16-row group is put back into row-major form and handed to the active
+// ISA's kernels for that type: correct everywhere (the scalar ones are the
+// reference), fast only where an ISA registers its own
 // (matmul_quant_avx512.cc).
 namespace {
-
-DType row_major_type(DType interleaved) {
-  return interleaved == DType::Q5_0_X16 ? DType::Q5_0 : DType::Q4_0;
-}
 
 // Calls fn(rows16, kernels, r) for the 16-row groups starting at r in
 // [row_begin, row_end), rows16 holding group r de-interleaved into row-major
@@ -472,17 +469,12 @@ DType row_major_type(DType interleaved) {
 template <typename Fn>
 void for_each_x16_group(const WeightMatrix& w, int64_t row_begin, int64_t row_end, const Fn& fn) {
   thread_local ActBuffer group;
-  const DType type = row_major_type(w.type);
+  const DType type = x16_row_major(w.type);
   uint8_t* rows = group.take(kX16Rows * w.row_bytes);
   const WeightMatrix rows16{type, kX16Rows, w.cols, rows, w.row_bytes};
   const TypeKernels& kernels = active_isa_kernels().types[slot(type)];
   for (int64_t r = row_begin; r < row_end; r += kX16Rows) {
-    const uint8_t* src = static_cast<const uint8_t*>(w.data) + r * w.row_bytes;
-    if (type == DType::Q5_0) {
-      deinterleave_q5_0_x16(src, w.cols, rows);
-    } else {
-      deinterleave_q4_0_x16(src, w.cols, rows);
-    }
+    deinterleave_x16(w.type, static_cast<const uint8_t*>(w.data) + r * w.row_bytes, w.cols, rows);
     fn(rows16, kernels, r);
   }
 }
@@ -632,6 +624,7 @@ void register_quant_scalar_kernels(IsaKernels* table) {
   // No to_f32: its rows are not contiguous (and embeddings are never interleaved).
   set(DType::Q4_0_X16, x16_matvec, x16_matmul, nullptr);
   set(DType::Q5_0_X16, x16_matvec, x16_matmul, nullptr);
+  set(DType::Q4_K_X16, x16_matvec, x16_matmul, nullptr);
   set(DType::Q4_1, scalar_matvec<ScalarQ4_1, false>, scalar_matmul<ScalarQ4_1, false>,
       dequantize_row_q4_1);
   set(DType::Q5_0, scalar_matvec<ScalarQ5_0, false>, scalar_matmul<ScalarQ5_0, false>,

@@ -243,6 +243,48 @@ void repack_panel_x16(const WeightMatrix& w, int64_t r0, int valid, const PanelV
   }
 }
 
+// Q4_K_X16: chunk 8k + t of a super-block is quad t of sub-blocks 2k (low
+// nibbles) and 2k + 1 (high nibbles); scales and mins per sub-block as GemmK4's.
+struct GemmQ4_KX16 : GemmK4<X86Q4_K> {};
+
+inline void repack_panel_q4_k_x16(const WeightMatrix& w, int64_t r0, int valid,
+                                  const PanelView& out) {
+  const int64_t nb = w.cols / kQK_K;
+  const uint8_t* p = static_cast<const uint8_t*>(w.data) + r0 * w.row_bytes;
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  for (int64_t b = 0; b < nb; ++b, p += kX16Q4KBlockBytes) {
+    uint8_t* quads = out.quads + b * 8 * 8 * 64;  // 8 sub-blocks of 8 quads
+    float* scales = out.scales + b * 8 * kLanes;
+    float* mcoefs = out.mcoefs + b * 8 * kLanes;
+    if (valid == 0) {
+      for (int q = 0; q < 64; ++q) _mm512_storeu_si512(quads + 64 * q, _mm512_setzero_si512());
+      for (int j = 0; j < 8; ++j) {
+        _mm512_storeu_ps(scales + j * kLanes, _mm512_setzero_ps());
+        _mm512_storeu_ps(mcoefs + j * kLanes, _mm512_setzero_ps());
+      }
+      continue;
+    }
+    for (int k = 0; k < 4; ++k) {
+      for (int t = 0; t < 8; ++t) {
+        const __m512i v = _mm512_loadu_si512(p + kX16Q4KQuants + 512 * k + 64 * t);
+        _mm512_storeu_si512(quads + (16 * k + t) * 64, _mm512_and_si512(v, m4));
+        _mm512_storeu_si512(quads + (16 * k + 8 + t) * 64,
+                            _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+      }
+    }
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    const __m512 dmin =
+        _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)));
+    const __m512i min_nibbles = _mm512_loadu_si512(p + kX16Q4KMinNibbles);
+    for (int j = 0; j < 8; ++j) {
+      __m512i sc, m;
+      q4_k_x16_scales(p, j, min_nibbles, &sc, &m);
+      _mm512_storeu_ps(scales + j * kLanes, _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc)));
+      _mm512_storeu_ps(mcoefs + j * kLanes, _mm512_mul_ps(-dmin, _mm512_cvtepi32_ps(m)));
+    }
+  }
+}
+
 // Integer dots of block b for kPanels panels x T tokens, started from
 // -kOffset * (x's block sum) so that the offset of the stored quants cancels.
 template <typename G, int T>
@@ -363,6 +405,8 @@ void quant_gemm(const WeightMatrix& w, const QuantActs& a, int64_t n, float* y, 
       mask[p] = static_cast<__mmask16>((1u << valid) - 1);
       if constexpr (std::is_same_v<G, GemmQ4_0X16> || std::is_same_v<G, GemmQ5_0X16>) {
         repack_panel_x16<std::is_same_v<G, GemmQ5_0X16>>(w, r0 + p * kLanes, valid, panels[p]);
+      } else if constexpr (std::is_same_v<G, GemmQ4_KX16>) {
+        repack_panel_q4_k_x16(w, r0 + p * kLanes, valid, panels[p]);
       } else {
         repack_panel<G>(w, r0 + p * kLanes, valid, panels[p]);
       }
@@ -393,6 +437,7 @@ inline void register_quant_gemm_x86(IsaKernels* table) {
   table->types[static_cast<uint32_t>(DType::Q4_0)].quant_gemm = quant_gemm<Gemm32<X86Q4_0>>;
   table->types[slot(DType::Q4_0_X16)].quant_gemm = quant_gemm<GemmQ4_0X16>;
   table->types[slot(DType::Q5_0_X16)].quant_gemm = quant_gemm<GemmQ5_0X16>;
+  table->types[slot(DType::Q4_K_X16)].quant_gemm = quant_gemm<GemmQ4_KX16>;
   table->types[static_cast<uint32_t>(DType::Q4_1)].quant_gemm = quant_gemm<Gemm32<X86Q4_1>>;
   table->types[static_cast<uint32_t>(DType::Q5_0)].quant_gemm = quant_gemm<Gemm32<X86Q5_0>>;
   table->types[static_cast<uint32_t>(DType::Q5_1)].quant_gemm = quant_gemm<Gemm32<X86Q5_1>>;

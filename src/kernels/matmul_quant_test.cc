@@ -545,38 +545,34 @@ TEST(MatmulQuantTest, MatmulManyEqualsSeparateMatmuls) {
 namespace edgelm {
 namespace {
 
-// Q4_0_X16 / Q5_0_X16 (16 rows interleaved per block) give exactly the sums of
-// the same matrix as Q4_0 / Q5_0, in decode and prefill, on every ISA and
-// variant (their own AVX-512 kernels, or the others' row-major kernels on
-// de-interleaved groups), for odd and even block counts, 16 to 96 rows, and
-// any thread count; also inside matmul_many beside row-major matrices.
+// The interleaved layouts (16 rows interleaved per block or super-block) give
+// exactly the sums of the same matrix in row-major Q4_0 / Q5_0 / Q4_K, in
+// decode and prefill, on every ISA and variant (their own AVX-512 kernels, or
+// the others' row-major kernels on de-interleaved groups), for odd and even
+// block counts, 16 to 96 rows, and any thread count; also inside matmul_many
+// beside row-major matrices.
 TEST(MatmulQuantTest, InterleavedEqualsRowMajor) {
   IsaGuard guard;
   DecodeVariantGuard variant_guard;
   std::mt19937 rng(23);
   ThreadPool pool2(2), pool3(3);
   ThreadPool* pools[] = {nullptr, &pool2, &pool3};
-  for (DType type : {DType::Q4_0, DType::Q5_0}) {
-    const bool q5 = type == DType::Q5_0;
+  for (DType type : {DType::Q4_0, DType::Q5_0, DType::Q4_K}) {
+    const bool k_quant = type == DType::Q4_K;
     for (int64_t rows : {16, 48, 96}) {
-      for (int64_t cols : {32, 96, 576}) {
+      for (int64_t cols :
+           k_quant ? std::vector<int64_t>{256, 768} : std::vector<int64_t>{32, 96, 576}) {
         const QuantMatrix m = exact_matrix(type, rows, cols, rng);
         QuantMatrix x16 = m;
-        if (q5) {
-          interleave_q5_0_x16(m.bytes.data(), rows, cols, x16.bytes.data());
-        } else {
-          interleave_q4_0_x16(m.bytes.data(), rows, cols, x16.bytes.data());
-        }
-        x16.w.type = q5 ? DType::Q5_0_X16 : DType::Q4_0_X16;
+        interleave_x16(type, m.bytes.data(), rows, cols, x16.bytes.data());
+        x16.w.type = x16_layout(type);
         x16.w.data = x16.bytes.data();
+        ASSERT_TRUE(is_x16_layout(x16.w.type));
+        ASSERT_EQ(x16_row_major(x16.w.type), type);
         std::vector<uint8_t> back(m.bytes.size());
         for (int64_t g = 0; g < rows / 16; ++g) {
           const size_t at = g * 16 * m.w.row_bytes;
-          if (q5) {
-            deinterleave_q5_0_x16(x16.bytes.data() + at, cols, back.data() + at);
-          } else {
-            deinterleave_q4_0_x16(x16.bytes.data() + at, cols, back.data() + at);
-          }
+          deinterleave_x16(x16.w.type, x16.bytes.data() + at, cols, back.data() + at);
         }
         ASSERT_EQ(back, m.bytes) << dtype_name(type) << " round trip " << rows << " x " << cols;
         for (int64_t n : {1, 2, 5, 40}) {
@@ -612,10 +608,14 @@ TEST(MatmulQuantTest, InterleavedEqualsRowMajor) {
   }
 }
 
-TEST(MatmulQuantTest, InterleavingRejectsPartialGroups) {
-  std::vector<uint8_t> src(dtype_row_bytes(DType::Q5_0, 64) * 20), dst(src.size());
-  EXPECT_THROW(interleave_q4_0_x16(src.data(), 20, 64, dst.data()), Error);
-  EXPECT_THROW(interleave_q5_0_x16(src.data(), 20, 64, dst.data()), Error);
+TEST(MatmulQuantTest, InterleavingRejectsPartialGroupsAndOtherTypes) {
+  std::vector<uint8_t> src(dtype_row_bytes(DType::Q5_0, 256) * 20), dst(src.size());
+  EXPECT_THROW(interleave_x16(DType::Q4_0, src.data(), 20, 64, dst.data()), Error);
+  EXPECT_THROW(interleave_x16(DType::Q5_0, src.data(), 20, 64, dst.data()), Error);
+  EXPECT_THROW(interleave_x16(DType::Q4_K, src.data(), 16, 128, dst.data()), Error);
+  EXPECT_THROW(interleave_x16(DType::Q8_0, src.data(), 16, 64, dst.data()), Error);
+  EXPECT_THROW(deinterleave_x16(DType::Q4_K, src.data(), 256, dst.data()), Error);
+  EXPECT_EQ(x16_layout(DType::Q6_K), DType::F32);
 }
 
 // Largest quants everywhere (and Q8_0's -128) against activations of +-127:

@@ -1168,6 +1168,82 @@ inline void matvec_x16(const WeightMatrix& w, const QuantActs& a, float* y, int6
   }
 }
 
+// Q4_K_X16 (quant_formats.h), per super-block of a 16-row group: sub-block
+// j's 6-bit scales and mins of the 16 rows as int32 lanes, from its 16 bytes
+// sc | (m >> 4) << 6 and the rows' words of min low nibbles (min_nibbles).
+inline constexpr size_t kX16Q4KScales = 64, kX16Q4KMinNibbles = 192, kX16Q4KQuants = 256;
+
+inline void q4_k_x16_scales(const uint8_t* block, int j, __m512i min_nibbles, __m512i* sc,
+                            __m512i* m) {
+  const __m512i packed = _mm512_cvtepu8_epi32(
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + kX16Q4KScales + 16 * j)));
+  *sc = _mm512_and_si512(packed, _mm512_set1_epi32(63));
+  // (nibble mask) ? min_nibbles >> 4j : packed >> 2 (the top bits of m at 4..5, nothing above).
+  *m = _mm512_ternarylogic_epi32(_mm512_set1_epi32(15), _mm512_srli_epi32(min_nibbles, 4 * j),
+                                 _mm512_srli_epi32(packed, 2), 0xCA);
+}
+
+// Q4_K_X16 decode: one vpdpbusd per 4 quant bytes of all 16 rows (a plain
+// 64-byte load split into nibbles: sub-blocks 2k and 2k + 1) against 4
+// broadcast activation bytes; per sub-block one conversion and FMA by the 16
+// rows' scales, and the mins as int16 products with the activations'
+// sub-block sums in vpdpwssd. Integer sub-block sums and min sums are exact.
+inline void matvec_q4_k_x16(const WeightMatrix& w, const QuantActs& a, float* y, int64_t row_begin,
+                            int64_t row_end) {
+  constexpr size_t kBlockBytes = kX16Q4KBlockBytes;
+  constexpr size_t kAhead = (EDGELM_QUANT_AHEAD + kBlockBytes - 1) / kBlockBytes * kBlockBytes;
+  const int64_t nb = w.cols / kQK_K;
+  const uint8_t* base = static_cast<const uint8_t*>(w.data);
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  for (int64_t r = row_begin; r < row_end; r += kX16Rows) {
+    const uint8_t* p = base + r * w.row_bytes;  // the group's first super-block
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b, p += kBlockBytes) {
+      const char* next = reinterpret_cast<const char*>(p) + kAhead;
+      for (size_t off = 0; off < kX16Q4KQuants; off += 64) _mm_prefetch(next + off, _MM_HINT_T0);
+      const int8_t* xq = a.q + b * kQK_K;
+      const int16_t* xsum = a.s32 + 8 * b;
+      const __m512i min_nibbles = _mm512_loadu_si512(p + kX16Q4KMinNibbles);
+      __m512 sum = _mm512_setzero_ps();
+      __m512i mins = _mm512_setzero_si512();
+      for (int k = 0; k < 4; ++k) {
+        // Two chains per nibble half, so that the vpdpbusd latency overlaps.
+        __m512i s[2][2] = {{_mm512_setzero_si512(), _mm512_setzero_si512()},
+                           {_mm512_setzero_si512(), _mm512_setzero_si512()}};
+        for (int t = 0; t < 8; ++t) {
+          const size_t at = kX16Q4KQuants + 512 * k + 64 * t;
+          _mm_prefetch(next + at, _MM_HINT_T0);
+          const __m512i v = _mm512_loadu_si512(p + at);
+          int32_t lo4, hi4;
+          std::memcpy(&lo4, xq + 64 * k + 4 * t, 4);
+          std::memcpy(&hi4, xq + 64 * k + 32 + 4 * t, 4);
+          s[0][t & 1] =
+              _mm512_dpbusd_epi32(s[0][t & 1], _mm512_and_si512(v, m4), _mm512_set1_epi32(lo4));
+          s[1][t & 1] = _mm512_dpbusd_epi32(
+              s[1][t & 1], _mm512_and_si512(_mm512_srli_epi16(v, 4), m4), _mm512_set1_epi32(hi4));
+        }
+        for (int h = 0; h < 2; ++h) {
+          const int j = 2 * k + h;
+          __m512i sc, m;
+          q4_k_x16_scales(p, j, min_nibbles, &sc, &m);
+          sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s[h][0], s[h][1])),
+                                _mm512_cvtepi32_ps(sc), sum);
+          // m < 64 in the low word of each lane, x's sub-block sum in the low
+          // word of the broadcast: one product per lane.
+          mins = _mm512_dpwssd_epi32(mins, m, _mm512_set1_epi32(static_cast<uint16_t>(xsum[j])));
+        }
+      }
+      const __m512 dx = _mm512_set1_ps(a.d[b]);
+      const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+      const __m512 dmin =
+          _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)));
+      acc = _mm512_fmadd_ps(sum, _mm512_mul_ps(d, dx), acc);
+      acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins), _mm512_mul_ps(dmin, dx), acc);
+    }
+    _mm512_storeu_ps(y + (r - row_begin), acc);
+  }
+}
+
 // R rows of Q4_K or Q5_K: y += dx * (d * sum_j sc_j * dot_j - dmin * sum_j m_j * xsum_j),
 // two sub-blocks per zmm, scales d * dx * sc_j applied in float.
 template <bool kQ5, int R>
@@ -1717,11 +1793,12 @@ void set_quant(IsaKernels* table, DType type) {
 inline void register_quant_x86(IsaKernels* table) {
   set_quant<X86Q4_0, Kind32>(table, DType::Q4_0);
 #if EDGELM_QUANT_VNNI
-  // Prefill of Q4_0_X16 / Q5_0_X16 is the GEMM (matmul_quant_gemm_x86.h); quant_matmul
+  // Prefill of the interleaved layouts is the GEMM (matmul_quant_gemm_x86.h); quant_matmul
   // (used below its token count) stays the generic one, which the resolved
   // table takes from the scalar entry.
   table->types[slot(DType::Q4_0_X16)].quant_matvec = matvec_x16<false>;
   table->types[slot(DType::Q5_0_X16)].quant_matvec = matvec_x16<true>;
+  table->types[slot(DType::Q4_K_X16)].quant_matvec = matvec_q4_k_x16;
 #endif
   set_quant<X86Q4_1, Kind32>(table, DType::Q4_1);
   set_quant<X86Q5_0, Kind32>(table, DType::Q5_0);

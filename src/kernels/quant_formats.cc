@@ -842,74 +842,54 @@ void quantize_row_q5_1_weighted(const float* x, void* blocks, int64_t n, const f
   }
 }
 
-void interleave_q4_0_x16(const void* q4_0_rows, int64_t rows, int64_t cols, void* x16) {
-  if (rows % kX16Rows != 0 || cols % kQK != 0) {
-    fail("interleave_q4_0_x16: ", rows, " x ", cols, " is not whole 16-row groups of blocks");
-  }
-  const int64_t nb = cols / kQK;
-  const auto* src = static_cast<const BlockQ4_0*>(q4_0_rows);
-  auto* dst = static_cast<uint8_t*>(x16);
-  for (int64_t g = 0; g < rows / kX16Rows; ++g) {
-    for (int64_t b = 0; b < nb; ++b, dst += kX16BlockBytes) {
-      for (int r = 0; r < kX16Rows; ++r) {
-        const BlockQ4_0& blk = src[(g * kX16Rows + r) * nb + b];
-        std::memcpy(dst + 2 * r, &blk.d, 2);
-        for (int c = 0; c < 4; ++c) std::memcpy(dst + 32 + 64 * c + 4 * r, blk.qs + 4 * c, 4);
-      }
+namespace {
+
+void interleave_q4_0_group(const BlockQ4_0* rows, int64_t nb, uint8_t* dst) {
+  for (int64_t b = 0; b < nb; ++b, dst += kX16BlockBytes) {
+    for (int r = 0; r < kX16Rows; ++r) {
+      const BlockQ4_0& blk = rows[r * nb + b];
+      std::memcpy(dst + 2 * r, &blk.d, 2);
+      for (int c = 0; c < 4; ++c) std::memcpy(dst + 32 + 64 * c + 4 * r, blk.qs + 4 * c, 4);
     }
   }
 }
 
-void deinterleave_q4_0_x16(const void* x16_group, int64_t cols, void* q4_0_rows) {
-  const int64_t nb = cols / kQK;
-  const auto* src = static_cast<const uint8_t*>(x16_group);
-  auto* dst = static_cast<BlockQ4_0*>(q4_0_rows);
+void deinterleave_q4_0_group(const uint8_t* src, int64_t nb, BlockQ4_0* rows) {
   for (int64_t b = 0; b < nb; ++b, src += kX16BlockBytes) {
     for (int r = 0; r < kX16Rows; ++r) {
-      BlockQ4_0& blk = dst[r * nb + b];
+      BlockQ4_0& blk = rows[r * nb + b];
       std::memcpy(&blk.d, src + 2 * r, 2);
       for (int c = 0; c < 4; ++c) std::memcpy(blk.qs + 4 * c, src + 32 + 64 * c + 4 * r, 4);
     }
   }
 }
 
-void interleave_q5_0_x16(const void* q5_0_rows, int64_t rows, int64_t cols, void* x16) {
-  if (rows % kX16Rows != 0 || cols % kQK != 0) {
-    fail("interleave_q5_0_x16: ", rows, " x ", cols, " is not whole 16-row groups of blocks");
-  }
-  const int64_t nb = cols / kQK;
-  const auto* src = static_cast<const BlockQ5_0*>(q5_0_rows);
-  auto* dst = static_cast<uint8_t*>(x16);
-  for (int64_t g = 0; g < rows / kX16Rows; ++g) {
-    for (int64_t b = 0; b < nb; ++b, dst += kX16Q5BlockBytes) {
-      uint64_t masks[8] = {};
-      for (int r = 0; r < kX16Rows; ++r) {
-        const BlockQ5_0& blk = src[(g * kX16Rows + r) * nb + b];
-        std::memcpy(dst + 2 * r, &blk.d, 2);
-        uint32_t qh;
-        std::memcpy(&qh, blk.qh, 4);
-        for (int c = 0; c < 4; ++c) {
-          std::memcpy(dst + 96 + 64 * c + 4 * r, blk.qs + 4 * c, 4);
-          for (int i = 0; i < 4; ++i) {
-            masks[2 * c] |= static_cast<uint64_t>((qh >> (4 * c + i)) & 1) << (4 * r + i);
-            masks[2 * c + 1] |= static_cast<uint64_t>((qh >> (16 + 4 * c + i)) & 1) << (4 * r + i);
-          }
+void interleave_q5_0_group(const BlockQ5_0* rows, int64_t nb, uint8_t* dst) {
+  for (int64_t b = 0; b < nb; ++b, dst += kX16Q5BlockBytes) {
+    uint64_t masks[8] = {};
+    for (int r = 0; r < kX16Rows; ++r) {
+      const BlockQ5_0& blk = rows[r * nb + b];
+      std::memcpy(dst + 2 * r, &blk.d, 2);
+      uint32_t qh;
+      std::memcpy(&qh, blk.qh, 4);
+      for (int c = 0; c < 4; ++c) {
+        std::memcpy(dst + 96 + 64 * c + 4 * r, blk.qs + 4 * c, 4);
+        for (int i = 0; i < 4; ++i) {
+          masks[2 * c] |= static_cast<uint64_t>((qh >> (4 * c + i)) & 1) << (4 * r + i);
+          masks[2 * c + 1] |= static_cast<uint64_t>((qh >> (16 + 4 * c + i)) & 1) << (4 * r + i);
         }
       }
-      std::memcpy(dst + 32, masks, sizeof(masks));
     }
+    std::memcpy(dst + 32, masks, sizeof(masks));
   }
 }
 
-void deinterleave_q5_0_x16(const void* x16_group, int64_t cols, void* q5_0_rows) {
-  const int64_t nb = cols / kQK;
-  const auto* src = static_cast<const uint8_t*>(x16_group);
-  auto* dst = static_cast<BlockQ5_0*>(q5_0_rows);
+void deinterleave_q5_0_group(const uint8_t* src, int64_t nb, BlockQ5_0* rows) {
   for (int64_t b = 0; b < nb; ++b, src += kX16Q5BlockBytes) {
     uint64_t masks[8];
     std::memcpy(masks, src + 32, sizeof(masks));
     for (int r = 0; r < kX16Rows; ++r) {
-      BlockQ5_0& blk = dst[r * nb + b];
+      BlockQ5_0& blk = rows[r * nb + b];
       std::memcpy(&blk.d, src + 2 * r, 2);
       uint32_t qh = 0;
       for (int c = 0; c < 4; ++c) {
@@ -921,6 +901,119 @@ void deinterleave_q5_0_x16(const void* x16_group, int64_t cols, void* q5_0_rows)
       }
       std::memcpy(blk.qh, &qh, 4);
     }
+  }
+}
+
+// Q4_K_X16 offsets within a super-block of the group (quant_formats.h).
+constexpr size_t kX16Q4KScales = 64, kX16Q4KMinNibbles = 192, kX16Q4KQuants = 256;
+
+void interleave_q4_k_group(const BlockQ4_K* rows, int64_t nb, uint8_t* dst) {
+  for (int64_t b = 0; b < nb; ++b, dst += kX16Q4KBlockBytes) {
+    for (int r = 0; r < kX16Rows; ++r) {
+      const BlockQ4_K& blk = rows[r * nb + b];
+      std::memcpy(dst + 2 * r, &blk.d, 2);
+      std::memcpy(dst + 32 + 2 * r, &blk.dmin, 2);
+      uint32_t min_nibbles = 0;
+      for (int j = 0; j < 8; ++j) {
+        uint8_t sc, m;
+        unpack_scale_min_k4(blk.scales, j, &sc, &m);
+        dst[kX16Q4KScales + 16 * j + r] = static_cast<uint8_t>(sc | (m >> 4) << 6);
+        min_nibbles |= static_cast<uint32_t>(m & 15) << (4 * j);
+      }
+      std::memcpy(dst + kX16Q4KMinNibbles + 4 * r, &min_nibbles, 4);
+      for (int c = 0; c < 32; ++c) {
+        std::memcpy(dst + kX16Q4KQuants + 64 * c + 4 * r, blk.qs + 4 * c, 4);
+      }
+    }
+  }
+}
+
+void deinterleave_q4_k_group(const uint8_t* src, int64_t nb, BlockQ4_K* rows) {
+  for (int64_t b = 0; b < nb; ++b, src += kX16Q4KBlockBytes) {
+    for (int r = 0; r < kX16Rows; ++r) {
+      BlockQ4_K& blk = rows[r * nb + b];
+      std::memcpy(&blk.d, src + 2 * r, 2);
+      std::memcpy(&blk.dmin, src + 32 + 2 * r, 2);
+      uint32_t min_nibbles;
+      std::memcpy(&min_nibbles, src + kX16Q4KMinNibbles + 4 * r, 4);
+      uint8_t sc[8], m[8];
+      for (int j = 0; j < 8; ++j) {
+        const uint8_t packed = src[kX16Q4KScales + 16 * j + r];
+        sc[j] = packed & 63;
+        m[j] = static_cast<uint8_t>((packed >> 6) << 4 | ((min_nibbles >> (4 * j)) & 15));
+      }
+      pack_scale_min_k4(sc, m, blk.scales);
+      for (int c = 0; c < 32; ++c) {
+        std::memcpy(blk.qs + 4 * c, src + kX16Q4KQuants + 64 * c + 4 * r, 4);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+DType x16_layout(DType row_major) {
+  switch (row_major) {
+    case DType::Q4_0:
+      return DType::Q4_0_X16;
+    case DType::Q5_0:
+      return DType::Q5_0_X16;
+    case DType::Q4_K:
+      return DType::Q4_K_X16;
+    default:
+      return DType::F32;
+  }
+}
+
+DType x16_row_major(DType type) {
+  switch (type) {
+    case DType::Q4_0_X16:
+      return DType::Q4_0;
+    case DType::Q5_0_X16:
+      return DType::Q5_0;
+    case DType::Q4_K_X16:
+      return DType::Q4_K;
+    default:
+      return type;
+  }
+}
+
+void interleave_x16(DType type, const void* rows_in, int64_t rows, int64_t cols, void* x16) {
+  const int64_t block = dtype_traits(type).block_size;
+  if (x16_layout(type) == DType::F32)
+    fail("interleave_x16: ", dtype_name(type), " has no interleaved layout");
+  if (rows % kX16Rows != 0 || cols % block != 0) {
+    fail("interleave_x16: ", rows, " x ", cols, " ", dtype_name(type),
+         " is not whole 16-row groups of blocks");
+  }
+  const int64_t nb = cols / block;
+  const size_t group_bytes = kX16Rows * dtype_row_bytes(type, cols);
+  for (int64_t g = 0; g < rows / kX16Rows; ++g) {
+    const auto* src = static_cast<const uint8_t*>(rows_in) + g * group_bytes;
+    auto* dst = static_cast<uint8_t*>(x16) + g * group_bytes;
+    if (type == DType::Q4_0) {
+      interleave_q4_0_group(reinterpret_cast<const BlockQ4_0*>(src), nb, dst);
+    } else if (type == DType::Q5_0) {
+      interleave_q5_0_group(reinterpret_cast<const BlockQ5_0*>(src), nb, dst);
+    } else {
+      interleave_q4_k_group(reinterpret_cast<const BlockQ4_K*>(src), nb, dst);
+    }
+  }
+}
+
+void deinterleave_x16(DType x16_type, const void* x16_group, int64_t cols, void* rows_out) {
+  if (!is_x16_layout(x16_type)) {
+    fail("deinterleave_x16: ", dtype_name(x16_type), " is not an interleaved layout");
+  }
+  const DType type = x16_row_major(x16_type);
+  const int64_t nb = cols / dtype_traits(type).block_size;
+  const auto* src = static_cast<const uint8_t*>(x16_group);
+  if (type == DType::Q4_0) {
+    deinterleave_q4_0_group(src, nb, static_cast<BlockQ4_0*>(rows_out));
+  } else if (type == DType::Q5_0) {
+    deinterleave_q5_0_group(src, nb, static_cast<BlockQ5_0*>(rows_out));
+  } else {
+    deinterleave_q4_k_group(src, nb, static_cast<BlockQ4_K*>(rows_out));
   }
 }
 

@@ -173,24 +173,42 @@ void quantize_row_q4_K_weighted(const float* x, void* blocks, int64_t n, const f
 void quantize_row_q5_K_weighted(const float* x, void* blocks, int64_t n, const float* importance);
 void quantize_row_q6_K_weighted(const float* x, void* blocks, int64_t n, const float* importance);
 
-// Q4_0_X16: a Q4_0 matrix with rows in groups of 16, each group stored block
-// by block: the 16 rows' f16 scales (32 bytes), then 4 chunks of 64 bytes where
-// chunk c holds bytes 4c..4c+3 of each row's 16 quant bytes (row r at 4r), so a
-// 512-bit load holds 4 quant bytes of 16 rows: one vpdpbusd lane per row. The
-// same 18 bytes per block and row as Q4_0. rows must be a multiple of 16.
-inline constexpr int kX16Rows = 16;
-inline constexpr size_t kX16BlockBytes = kX16Rows * sizeof(BlockQ4_0);  // 288
-void interleave_q4_0_x16(const void* q4_0_rows, int64_t rows, int64_t cols, void* x16);
-// One 16-row group of Q4_0_X16 back to 16 row-major Q4_0 rows.
-void deinterleave_q4_0_x16(const void* x16_group, int64_t cols, void* q4_0_rows);
-// Q5_0_X16: the same for Q5_0, with the rows' fifth bits between the scales
-// and the quants as 8 masks of 64 bits (chunk c's low nibbles, then its high
-// nibbles): bit 4r + i of the mask for chunk c, low (high) half, is bit 4c + i
+// Interleaved layouts (in memory only, made at load time for the AVX-512
+// decode kernels): a matrix's rows in groups of 16, each group stored block by
+// block (super-block by super-block for Q4_K) so that one 512-bit load holds 4
+// quant bytes of all 16 rows, one vpdpbusd lane per row. The same bytes per
+// block and row as the row-major type; rows must be a multiple of 16.
+//
+// Q4_0_X16, per block: the 16 rows' f16 scales (32 bytes), then 4 chunks of 64
+// bytes where chunk c holds bytes 4c..4c+3 of each row's 16 quant bytes (row r
+// at 4r).
+// Q5_0_X16: the same with the rows' fifth bits between the scales and the
+// quants as 8 masks of 64 bits (chunk c's low nibbles, then its high nibbles):
+// bit 4r + i of the mask for chunk c, low (high) half, is bit 4c + i
 // (16 + 4c + i) of row r's qh, i.e. the fifth bit of the value in byte i of
 // row r's lane. 32 + 64 + 256 = 16 x 22 bytes per block.
-inline constexpr size_t kX16Q5BlockBytes = kX16Rows * sizeof(BlockQ5_0);  // 352
-void interleave_q5_0_x16(const void* q5_0_rows, int64_t rows, int64_t cols, void* x16);
-void deinterleave_q5_0_x16(const void* x16_group, int64_t cols, void* q5_0_rows);
+// Q4_K_X16, per super-block: the 16 rows' d (32 bytes) and dmin (32 bytes);
+// for each sub-block j, 16 bytes sc_j | (m_j >> 4) << 6 (row r at byte r);
+// 16 words holding the low nibbles of row r's mins (m_j & 15 at bits 4j..4j+3
+// of word r); then 32 chunks of 64 bytes where chunk 8k + t holds qs bytes
+// 32k + 4t..32k + 4t + 3 of each row (low nibbles: sub-block 2k, high: 2k + 1).
+// 64 + 128 + 64 + 2048 = 16 x 144 bytes per super-block.
+inline constexpr int kX16Rows = 16;
+inline constexpr size_t kX16BlockBytes = kX16Rows * sizeof(BlockQ4_0);     // 288
+inline constexpr size_t kX16Q5BlockBytes = kX16Rows * sizeof(BlockQ5_0);   // 352
+inline constexpr size_t kX16Q4KBlockBytes = kX16Rows * sizeof(BlockQ4_K);  // 2304
+// The interleaved layout of a row-major type (DType::F32 where it has none),
+// and the row-major type of an interleaved layout (itself for any other type).
+DType x16_layout(DType row_major);
+DType x16_row_major(DType type);
+inline bool is_x16_layout(DType type) {
+  return x16_row_major(type) != type;
+}
+// rows x cols of row-major `type` into its interleaved layout; rows must be a
+// multiple of 16 and cols of the block size.
+void interleave_x16(DType type, const void* rows_in, int64_t rows, int64_t cols, void* x16);
+// One 16-row group of an interleaved layout back into 16 row-major rows.
+void deinterleave_x16(DType x16_type, const void* x16_group, int64_t cols, void* rows_out);
 void dequantize_row_q4_0(const void* blocks, float* y, int64_t n);
 void dequantize_row_q4_1(const void* blocks, float* y, int64_t n);
 void dequantize_row_q5_0(const void* blocks, float* y, int64_t n);

@@ -482,8 +482,8 @@ int interleave_matrices(LoadedModel& model) {
   std::vector<WeightMatrix*> chosen;
   size_t total = 0;
   for (WeightMatrix* m : matrices) {
-    if ((m->type != DType::Q4_0 && m->type != DType::Q5_0) || m->rows % kX16Rows != 0 ||
-        m->cols % kQK != 0) {
+    if (x16_layout(m->type) == DType::F32 || m->rows % kX16Rows != 0 ||
+        m->cols % dtype_traits(m->type).block_size != 0) {
       continue;
     }
     chosen.push_back(m);
@@ -493,24 +493,19 @@ int interleave_matrices(LoadedModel& model) {
   constexpr size_t kAlign = 64;
   std::shared_ptr<void> buffer(std::aligned_alloc(kAlign, (total + kAlign - 1) / kAlign * kAlign),
                                std::free);
-  if (!buffer) fail("cannot allocate ", total, " bytes to interleave the Q4_0/Q5_0 matrices");
+  if (!buffer) fail("cannot allocate ", total, " bytes to interleave the weight matrices");
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   auto* out = static_cast<uint8_t*>(buffer.get());
   for (WeightMatrix* m : chosen) {
     const size_t bytes = m->row_bytes * static_cast<size_t>(m->rows);
-    const bool q5 = m->type == DType::Q5_0;
-    if (q5) {
-      interleave_q5_0_x16(m->data, m->rows, m->cols, out);
-    } else {
-      interleave_q4_0_x16(m->data, m->rows, m->cols, out);
-    }
+    interleave_x16(m->type, m->data, m->rows, m->cols, out);
     // The mapped pages wholly inside the matrix are not read again: drop them
     // from this process (clean file pages; reading them would fault them back).
     const auto from = reinterpret_cast<uintptr_t>(m->data);
     const uintptr_t first = (from + page - 1) / page * page;
     const uintptr_t last = (from + bytes) / page * page;
     if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
-    m->type = q5 ? DType::Q5_0_X16 : DType::Q4_0_X16;
+    m->type = x16_layout(m->type);
     m->data = out;
     out += bytes;
   }
