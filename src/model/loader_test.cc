@@ -158,6 +158,38 @@ TEST(Loader, Llama2cAndGgufAgreeOnConfig) {
   EXPECT_EQ(bin->rope_inv_freq, gguf->rope_inv_freq);
 }
 
+// Attention splits its work by KV head, and splits a KV head's query heads into
+// runs only when there are fewer KV heads than threads: stories260K (8 heads,
+// 4 KV heads) decodes to the same logits, bit for bit, on 1 thread (whole KV
+// heads), 3 (whole KV heads, shared unevenly) and 8 (one query head per run),
+// with F16 and F32 caches (its head_dim of 8 rules out Q8_0).
+TEST(Attention, ThreadCountsGiveTheSameLogits) {
+  auto model = load_model(std::string(EDGELM_SOURCE_DIR) + "/models/stories260K/stories260K.bin");
+  ASSERT_EQ(model->config.n_heads / model->config.n_kv_heads, 2);
+  const std::vector<int32_t> tokens = {1, 403, 407, 261, 378, 500, 77, 8, 300, 42, 9, 17};
+  for (DType kv : {DType::F16, DType::F32}) {
+    auto decode = [&](int threads) {
+      ThreadPool pool(threads);
+      KvCache cache;
+      cache.allocate(model->config, 64, kv);
+      ForwardBuffers buffers;
+      buffers.allocate(model->config, 4, 64, threads);
+      const int vocab = model->config.vocab_size;
+      std::vector<float> logits(tokens.size() * vocab);
+      // A 4-token prefill, then one token at a time.
+      forward(*model, tokens.data(), 4, 0, cache, buffers, pool, logits.data(), false);
+      for (size_t i = 4; i < tokens.size(); ++i) {
+        forward(*model, &tokens[i], 1, static_cast<int>(i), cache, buffers, pool,
+                logits.data() + i * vocab, false);
+      }
+      return logits;
+    };
+    const std::vector<float> one = decode(1);
+    EXPECT_EQ(decode(3), one) << dtype_name(kv);
+    EXPECT_EQ(decode(8), one) << dtype_name(kv);
+  }
+}
+
 // With one layer, the last token's logits under a sliding window of W equal those of
 // a fresh run over just the last W tokens (RoPE scores depend on relative positions only).
 TEST(SlidingWindow, OneLayerWindowEqualsTruncatedSequence) {
