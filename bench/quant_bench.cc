@@ -325,6 +325,22 @@ int main(int argc, char** argv) {
       edgelm::g_cold_bytes = static_cast<size_t>(std::strtoull(argv[i] + 14, nullptr, 10)) << 20;
     }
   }
+  // The interleaved kernels' prefetch, chosen as Model::load does (unless
+  // --stream_prefetch=near|far): near where the cycled weights fit in the LLC.
+  const size_t llc = edgelm::last_level_cache_bytes();
+  edgelm::set_stream_prefetch(llc > 0 && edgelm::g_cold_bytes <= llc
+                                  ? edgelm::StreamPrefetch::kNear
+                                  : edgelm::StreamPrefetch::kFar);
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--stream_prefetch=near") == 0) {
+      edgelm::set_stream_prefetch(edgelm::StreamPrefetch::kNear);
+    }
+    if (std::strcmp(argv[i], "--stream_prefetch=far") == 0) {
+      edgelm::set_stream_prefetch(edgelm::StreamPrefetch::kFar);
+    }
+  }
+  std::printf("interleaved kernels' prefetch: %s\n",
+              edgelm::stream_prefetch() == edgelm::StreamPrefetch::kFar ? "far" : "near");
   benchmark::Initialize(&argc, argv);
   edgelm::register_all(all_isas);
   benchmark::RunSpecifiedBenchmarks();

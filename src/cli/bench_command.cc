@@ -179,6 +179,7 @@ nlohmann::json row_json(const Row& r) {
                       {"format", r.info.format},
                       {"dtypes", r.info.dtypes},
                       {"interleaved_matrices", r.info.interleaved_matrices},
+                      {"weight_prefetch", r.info.weight_prefetch},
                       {"file_bytes", r.info.file_bytes},
                       {"n_params", r.info.n_params},
                       {"bits_per_weight", r.bits_per_weight},

@@ -1,5 +1,7 @@
 #include "kernels/matmul.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -290,6 +292,30 @@ void register_scalar_kernels(IsaKernels* table) {
 }
 
 }  // namespace kernels_internal
+
+namespace {
+std::atomic<StreamPrefetch> g_stream_prefetch{StreamPrefetch::kFar};
+}  // namespace
+
+StreamPrefetch stream_prefetch() {
+  return g_stream_prefetch.load(std::memory_order_relaxed);
+}
+
+void set_stream_prefetch(StreamPrefetch mode) {
+  g_stream_prefetch.store(mode, std::memory_order_relaxed);
+}
+
+size_t last_level_cache_bytes() {
+#ifdef _SC_LEVEL3_CACHE_SIZE
+  const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+  if (l3 > 0) return static_cast<size_t>(l3);
+#endif
+#ifdef _SC_LEVEL2_CACHE_SIZE
+  const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  if (l2 > 0) return static_cast<size_t>(l2);
+#endif
+  return 0;
+}
 
 bool interleaved_weights_preferred() {
   return active_isa() == Isa::kAvx512 && cpu_features().avx512vnni &&

@@ -1117,6 +1117,36 @@ inline void matvec_q6_k_lanes(const uint8_t* rows, size_t row_bytes, int64_t nb,
 template <bool kQ5>
 inline constexpr size_t kX16Bytes = kQ5 ? kX16Q5BlockBytes : kX16BlockBytes;
 
+// The interleaved kernels read their rows as one stream and prefetch it into
+// L1 the row-major kernels' distance ahead and, with StreamPrefetch::kFar
+// (matmul.h), into L2 kX16Far bytes ahead; neither past the end of the rows
+// they compute.
+#ifndef EDGELM_X16_FAR
+#define EDGELM_X16_FAR 32768
+#endif
+inline constexpr size_t kX16Near = EDGELM_QUANT_AHEAD, kX16Far = EDGELM_X16_FAR;
+
+// Where to prefetch for the block at p: the same offset in the block kX16Near
+// (into L1) and, with StreamPrefetch::kFar, kX16Far (into L2) bytes ahead, or
+// p itself (a no-op) where that is past `end`. Decided once per block so that
+// the kernels' per-chunk prefetches need no branch.
+template <size_t kBlockBytes>
+struct X16Ahead {
+  static constexpr size_t kNear = (kX16Near + kBlockBytes - 1) / kBlockBytes * kBlockBytes;
+  static constexpr size_t kFar = (kX16Far + kBlockBytes - 1) / kBlockBytes * kBlockBytes;
+  const char* near;
+  const char* far;
+  X16Ahead(const uint8_t* p, const uint8_t* end, bool far_ahead) {
+    const size_t left = static_cast<size_t>(end - p);
+    near = reinterpret_cast<const char*>(p) + (left >= kNear + kBlockBytes ? kNear : 0);
+    far = reinterpret_cast<const char*>(p) + (far_ahead && left >= kFar + kBlockBytes ? kFar : 0);
+  }
+  void fetch(size_t off) const {
+    _mm_prefetch(near + off, _MM_HINT_T0);
+    _mm_prefetch(far + off, _MM_HINT_T2);
+  }
+};
+
 template <bool kQ5>
 inline void x16_chunk(const uint8_t* block, int c, __m512i* lo, __m512i* hi) {
   constexpr int kQuants = kQ5 ? 96 : 32;  // after the 16 scales (and Q5_0's 8 masks)
@@ -1140,15 +1170,14 @@ inline void matvec_x16(const WeightMatrix& w, const QuantActs& a, float* y, int6
   constexpr int kOffset = kQ5 ? 16 : 8;
   const int64_t nb = w.cols / kQK;
   const uint8_t* base = static_cast<const uint8_t*>(w.data);
-  // The same distance ahead as the row-major kernels, in whole blocks.
-  constexpr size_t kAhead = (EDGELM_QUANT_AHEAD + kBlockBytes - 1) / kBlockBytes * kBlockBytes;
+  const uint8_t* end = base + row_end * w.row_bytes;
+  const bool far_ahead = stream_prefetch() == StreamPrefetch::kFar;
   for (int64_t r = row_begin; r < row_end; r += kX16Rows) {
     const uint8_t* p = base + r * w.row_bytes;  // the group's first block
     __m512 acc = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; ++b, p += kBlockBytes) {
-      for (size_t off = 0; off < kBlockBytes; off += 64) {
-        _mm_prefetch(reinterpret_cast<const char*>(p) + kAhead + off, _MM_HINT_T0);
-      }
+      const X16Ahead<kBlockBytes> ahead(p, end, far_ahead);
+      for (size_t off = 0; off < kBlockBytes; off += 64) ahead.fetch(off);
       const int8_t* xq = a.q + b * kQK;
       // The stored quants are q + kOffset: start from -kOffset * (sum of x).
       __m512i s = _mm512_set1_epi32(-kOffset * static_cast<int32_t>(a.s32[b]));
@@ -1191,16 +1220,17 @@ inline void q4_k_x16_scales(const uint8_t* block, int j, __m512i min_nibbles, __
 inline void matvec_q4_k_x16(const WeightMatrix& w, const QuantActs& a, float* y, int64_t row_begin,
                             int64_t row_end) {
   constexpr size_t kBlockBytes = kX16Q4KBlockBytes;
-  constexpr size_t kAhead = (EDGELM_QUANT_AHEAD + kBlockBytes - 1) / kBlockBytes * kBlockBytes;
   const int64_t nb = w.cols / kQK_K;
   const uint8_t* base = static_cast<const uint8_t*>(w.data);
+  const uint8_t* end = base + row_end * w.row_bytes;
+  const bool far_ahead = stream_prefetch() == StreamPrefetch::kFar;
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   for (int64_t r = row_begin; r < row_end; r += kX16Rows) {
     const uint8_t* p = base + r * w.row_bytes;  // the group's first super-block
     __m512 acc = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; ++b, p += kBlockBytes) {
-      const char* next = reinterpret_cast<const char*>(p) + kAhead;
-      for (size_t off = 0; off < kX16Q4KQuants; off += 64) _mm_prefetch(next + off, _MM_HINT_T0);
+      const X16Ahead<kBlockBytes> ahead(p, end, far_ahead);
+      for (size_t off = 0; off < kX16Q4KQuants; off += 64) ahead.fetch(off);
       const int8_t* xq = a.q + b * kQK_K;
       const int16_t* xsum = a.s32 + 8 * b;
       const __m512i min_nibbles = _mm512_loadu_si512(p + kX16Q4KMinNibbles);
@@ -1212,7 +1242,7 @@ inline void matvec_q4_k_x16(const WeightMatrix& w, const QuantActs& a, float* y,
                            {_mm512_setzero_si512(), _mm512_setzero_si512()}};
         for (int t = 0; t < 8; ++t) {
           const size_t at = kX16Q4KQuants + 512 * k + 64 * t;
-          _mm_prefetch(next + at, _MM_HINT_T0);
+          ahead.fetch(at);
           const __m512i v = _mm512_loadu_si512(p + at);
           int32_t lo4, hi4;
           std::memcpy(&lo4, xq + 64 * k + 4 * t, 4);
