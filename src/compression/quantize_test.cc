@@ -103,6 +103,14 @@ void expect_interleaving_keeps_logits(const std::string& source, const std::stri
   const int interleaved = interleave_matrices(*b);
   EXPECT_EQ(interleaved, expected);
   EXPECT_EQ(b->weights.layers[0].wq.type, interleaved_type);
+  // Norm weights no longer point into the mapped file (whose matrix pages were released).
+  auto owned = [&](const float* p) {
+    return std::any_of(b->converted.begin(), b->converted.end(),
+                       [&](const std::vector<float>& v) { return v.data() == p; });
+  };
+  EXPECT_TRUE(owned(b->weights.layers[0].attn_norm));
+  EXPECT_TRUE(owned(b->weights.layers.back().ffn_norm));
+  EXPECT_TRUE(owned(b->weights.output_norm));
   const std::vector<int32_t> tokens = some_tokens(512, 24);
   EXPECT_EQ(all_logits(*a, tokens), all_logits(*b, tokens));
 

@@ -490,6 +490,24 @@ int interleave_matrices(LoadedModel& model) {
     total += m->row_bytes * static_cast<size_t>(m->rows);
   }
   if (chosen.empty()) return 0;
+  // The norm weights and biases between the matrices would still be read from
+  // the mapping, and a page fault there can map a whole large page-cache folio
+  // back in, released matrix pages and all (80 MB more resident for TinyLlama
+  // on Linux 6.18): give them copies of their own, before any page is released.
+  const ModelConfig& c = model.config;
+  auto own = [&](const float*& values, int64_t count) {
+    if (values == nullptr) return;
+    model.converted.emplace_back(values, values + count);
+    values = model.converted.back().data();
+  };
+  for (LayerWeights& l : w.layers) {
+    own(l.attn_norm, c.dim);
+    own(l.ffn_norm, c.dim);
+    own(l.bq, c.q_dim());
+    own(l.bk, c.kv_dim());
+    own(l.bv, c.kv_dim());
+  }
+  own(w.output_norm, c.dim);
   constexpr size_t kAlign = 64;
   std::shared_ptr<void> buffer(std::aligned_alloc(kAlign, (total + kAlign - 1) / kAlign * kAlign),
                                std::free);
