@@ -59,7 +59,8 @@ struct ModelInfo {
   int64_t file_bytes = 0;
   std::vector<std::string> dtypes;  // distinct weight types, e.g. {"f16", "f32"}
   int interleaved_matrices = 0;  // Q4_0/Q5_0/Q4_K matrices re-laid for the decode kernels at load
-  std::string weight_prefetch;   // their kernels' prefetch: "near" (LLC holds them), "far" or ""
+  std::string weight_prefetch;   // Intel decode kernels' prefetch: "near" (the LLC holds the
+                                 // weights), "far", or "" (other CPUs)
   int dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, hidden_dim = 0;
   int vocab_size = 0;
   int context_length = 0;

@@ -19,10 +19,13 @@ int info_command(const ModelOptions& m) {
               i.n_params / 1e6);
   std::printf("weight dtypes:   %s\n", dtypes.c_str());
   if (i.interleaved_matrices > 0) {
-    std::printf(
-        "interleaved:     %d q4_0/q5_0/q4_K matrices re-laid for the decode kernels "
-        "(prefetch %s)\n",
-        i.interleaved_matrices, i.weight_prefetch.c_str());
+    std::printf("interleaved:     %d q4_0/q5_0/q4_K matrices re-laid for the decode kernels\n",
+                i.interleaved_matrices);
+  }
+  if (!i.weight_prefetch.empty()) {
+    std::printf("weight prefetch: %s (%s)\n", i.weight_prefetch.c_str(),
+                i.weight_prefetch == "near" ? "the last-level cache holds the weights"
+                                            : "weights streamed from memory");
   }
   std::printf("size on disk:    %s (%lld bytes)\n", human_bytes(i.file_bytes).c_str(),
               static_cast<long long>(i.file_bytes));

@@ -67,8 +67,8 @@ std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   const int interleaved = options.interleave_weights && interleaved_weights_preferred()
                               ? interleave_matrices(*m.loaded)
                               : 0;
-  if (interleaved > 0) {
-    // The interleaved kernels' prefetch distance follows where the weights
+  if (interleaved_weights_preferred()) {
+    // The Intel decode kernels' prefetch distance follows where the weights
     // will come from: the last-level cache if they fit in it, else DRAM.
     const size_t llc = last_level_cache_bytes();
     const bool cached = llc > 0 && static_cast<size_t>(m.loaded->weight_bytes_per_token) <= llc;

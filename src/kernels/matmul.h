@@ -49,7 +49,8 @@ void convert_to_f16(const float* src, uint16_t* dst, int64_t n);
 // the row-major kernels are bound by the one shuffle port (docs/BENCHMARKS.md).
 bool interleaved_weights_preferred();
 
-// How far ahead the interleaved decode kernels prefetch their weight stream:
+// How far ahead the interleaved decode kernels (and the Intel AVX-512 Q8_0 and
+// Q6_K ones) prefetch their weights:
 // kFar also fetches into L2 32 KB ahead, which weights read from DRAM need
 // (TinyLlama / Qwen2.5 decode 10-20% faster on the Xeon); kNear only into L1
 // 8 KB ahead, which suits weights the last-level cache holds (SmolLM2 there:

@@ -98,9 +98,9 @@ inline __m256i high_bits_32(const uint8_t* qh) {
 #ifndef EDGELM_QUANT_AHEAD
 #define EDGELM_QUANT_AHEAD 8192
 #endif
-inline size_t prefetch_distance(size_t group_bytes) {
+inline size_t prefetch_distance(size_t group_bytes, size_t target = EDGELM_QUANT_AHEAD) {
   if (group_bytes == 0) return 0;  // empty rows (cols == 0): nothing to prefetch
-  const size_t groups = (EDGELM_QUANT_AHEAD + group_bytes - 1) / group_bytes;
+  const size_t groups = (target + group_bytes - 1) / group_bytes;
   return groups * group_bytes;
 }
 
@@ -875,7 +875,7 @@ inline void matvec_32_lanes(const uint8_t* rows, size_t row_bytes, int64_t nb, c
 // row: on the 2.1 GHz Xeon this is faster with the weights in cache (see Avx512Decode).
 template <int R>
 inline void matvec_q8_0_lanes(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a,
-                              float* y) {
+                              float* y, size_t far) {
   constexpr int kBytes = static_cast<int>(sizeof(BlockQ8_0));
   constexpr int kStepBytes = 4 * kBytes;  // 136: two zmm of fields
   __m512 acc[R];
@@ -913,6 +913,11 @@ inline void matvec_q8_0_lanes(const uint8_t* rows, size_t row_bytes, int64_t nb,
       _mm_prefetch(reinterpret_cast<const char*>(g) + ahead, _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(g) + ahead + 64, _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(g) + ahead + 128, _MM_HINT_T0);
+      if (far != 0) {
+        _mm_prefetch(reinterpret_cast<const char*>(g) + far, _MM_HINT_T2);
+        _mm_prefetch(reinterpret_cast<const char*>(g) + far + 64, _MM_HINT_T2);
+        _mm_prefetch(reinterpret_cast<const char*>(g) + far + 128, _MM_HINT_T2);
+      }
       auto qs = [&](int k) {
         return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + k * kBytes + 2));
       };
@@ -1042,7 +1047,7 @@ inline void matvec_q4_k_lanes(const uint8_t* rows, size_t row_bytes, int64_t nb,
 // ymm. Bounds as there: |pair sum| <= 2 * 63 * 128, times |sc| <= 128, four of
 // them per lane and super-block: below 2^24, so the conversion is exact.
 inline void matvec_q6_k_lanes(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a,
-                              float* y) {
+                              float* y, size_t far) {
   constexpr int R = 4;
   // Word indices into a block's 16 scales (as words): zmm k of a half covers
   // sub-blocks 4k' .. 4k' + 3 (k' = 2h + k), 8 words each.
@@ -1075,6 +1080,13 @@ inline void matvec_q6_k_lanes(const uint8_t* rows, size_t row_bytes, int64_t nb,
       _mm_prefetch(next + 64, _MM_HINT_T0);
       _mm_prefetch(next + 128, _MM_HINT_T0);
       _mm_prefetch(next + 192, _MM_HINT_T0);
+      if (far != 0) {
+        const char* far_next = reinterpret_cast<const char*>(blk) + far;
+        _mm_prefetch(far_next, _MM_HINT_T2);
+        _mm_prefetch(far_next + 64, _MM_HINT_T2);
+        _mm_prefetch(far_next + 128, _MM_HINT_T2);
+        _mm_prefetch(far_next + 192, _MM_HINT_T2);
+      }
       const __m256i sc16 =
           _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->scales)));
       const __m512i sc_words = _mm512_castsi256_si512(sc16);
@@ -1119,21 +1131,21 @@ inline constexpr size_t kX16Bytes = kQ5 ? kX16Q5BlockBytes : kX16BlockBytes;
 
 // The interleaved kernels read their rows as one stream and prefetch it into
 // L1 the row-major kernels' distance ahead and, with StreamPrefetch::kFar
-// (matmul.h), into L2 kX16Far bytes ahead; neither past the end of the rows
+// (matmul.h), into L2 kFarAhead bytes ahead; neither past the end of the rows
 // they compute.
-#ifndef EDGELM_X16_FAR
-#define EDGELM_X16_FAR 32768
+#ifndef EDGELM_QUANT_FAR
+#define EDGELM_QUANT_FAR 32768
 #endif
-inline constexpr size_t kX16Near = EDGELM_QUANT_AHEAD, kX16Far = EDGELM_X16_FAR;
+inline constexpr size_t kNearAhead = EDGELM_QUANT_AHEAD, kFarAhead = EDGELM_QUANT_FAR;
 
-// Where to prefetch for the block at p: the same offset in the block kX16Near
-// (into L1) and, with StreamPrefetch::kFar, kX16Far (into L2) bytes ahead, or
+// Where to prefetch for the block at p: the same offset in the block kNearAhead
+// (into L1) and, with StreamPrefetch::kFar, kFarAhead (into L2) bytes ahead, or
 // p itself (a no-op) where that is past `end`. Decided once per block so that
 // the kernels' per-chunk prefetches need no branch.
 template <size_t kBlockBytes>
 struct X16Ahead {
-  static constexpr size_t kNear = (kX16Near + kBlockBytes - 1) / kBlockBytes * kBlockBytes;
-  static constexpr size_t kFar = (kX16Far + kBlockBytes - 1) / kBlockBytes * kBlockBytes;
+  static constexpr size_t kNear = (kNearAhead + kBlockBytes - 1) / kBlockBytes * kBlockBytes;
+  static constexpr size_t kFar = (kFarAhead + kBlockBytes - 1) / kBlockBytes * kBlockBytes;
   const char* near;
   const char* far;
   X16Ahead(const uint8_t* p, const uint8_t* end, bool far_ahead) {
@@ -1723,15 +1735,25 @@ void quant_matvec(const WeightMatrix& w, const QuantActs& a, float* y, int64_t r
   const uint8_t* base = static_cast<const uint8_t*>(w.data);
 #if EDGELM_QUANT_VNNI
   const bool shuffle_light = avx512_decode_variant() == Avx512Decode::kShuffleLight;
+  // With StreamPrefetch::kFar the Q8_0 and Q6_K kernels also prefetch into L2
+  // the same column of the rows kFarAhead bytes ahead, while such rows remain
+  // (0: not at all).
+  const size_t far_bytes =
+      stream_prefetch() == StreamPrefetch::kFar ? prefetch_distance(4 * w.row_bytes, kFarAhead) : 0;
 #endif
   int64_t r = row_begin;
   for (; r + 4 <= row_end; r += 4) {
     const uint8_t* rows = base + r * w.row_bytes;
     float* yr = y + (r - row_begin);
 #if EDGELM_QUANT_VNNI
+    const size_t far = static_cast<size_t>(row_end - r) * w.row_bytes >= far_bytes + 4 * w.row_bytes
+                           ? far_bytes
+                           : 0;
+#endif
+#if EDGELM_QUANT_VNNI
     if constexpr (std::is_same_v<F, X86Q8_0>) {
       if (shuffle_light) {
-        matvec_q8_0_lanes<4>(rows, w.row_bytes, w.cols / kQK, a, yr);
+        matvec_q8_0_lanes<4>(rows, w.row_bytes, w.cols / kQK, a, yr, far);
         continue;
       }
     }
@@ -1755,7 +1777,7 @@ void quant_matvec(const WeightMatrix& w, const QuantActs& a, float* y, int64_t r
       continue;
     } else if constexpr (std::is_same_v<Kind, KindQ6K>) {
       if (shuffle_light) {
-        matvec_q6_k_lanes(rows, w.row_bytes, w.cols / kQK_K, a, yr);
+        matvec_q6_k_lanes(rows, w.row_bytes, w.cols / kQK_K, a, yr, far);
         continue;
       }
     }
