@@ -327,10 +327,7 @@ int main(int argc, char** argv) {
   }
   // The interleaved kernels' prefetch, chosen as Model::load does (unless
   // --stream_prefetch=near|far): near where the cycled weights fit in the LLC.
-  const size_t llc = edgelm::last_level_cache_bytes();
-  edgelm::set_stream_prefetch(llc > 0 && edgelm::g_cold_bytes <= llc
-                                  ? edgelm::StreamPrefetch::kNear
-                                  : edgelm::StreamPrefetch::kFar);
+  edgelm::set_stream_prefetch(edgelm::stream_prefetch_for(edgelm::g_cold_bytes));
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--stream_prefetch=near") == 0) {
       edgelm::set_stream_prefetch(edgelm::StreamPrefetch::kNear);

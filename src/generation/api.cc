@@ -70,10 +70,10 @@ std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   if (interleaved_weights_preferred()) {
     // The Intel decode kernels' prefetch distance follows where the weights
     // will come from: the last-level cache if they fit in it, else DRAM.
-    const size_t llc = last_level_cache_bytes();
-    const bool cached = llc > 0 && static_cast<size_t>(m.loaded->weight_bytes_per_token) <= llc;
-    set_stream_prefetch(cached ? StreamPrefetch::kNear : StreamPrefetch::kFar);
-    m.info.weight_prefetch = cached ? "near" : "far";
+    const StreamPrefetch mode =
+        stream_prefetch_for(static_cast<size_t>(m.loaded->weight_bytes_per_token));
+    set_stream_prefetch(mode);
+    m.info.weight_prefetch = mode == StreamPrefetch::kNear ? "near" : "far";
   }
   // The tokenizer takes the vocabulary rather than a copy (tokens and merges are
   // tens of MB for 150k-token vocabularies); m.loaded->vocab is empty from here on.

@@ -305,16 +305,16 @@ void set_stream_prefetch(StreamPrefetch mode) {
   g_stream_prefetch.store(mode, std::memory_order_relaxed);
 }
 
-size_t last_level_cache_bytes() {
+StreamPrefetch stream_prefetch_for(size_t bytes_per_token) {
+  long llc = -1;
 #ifdef _SC_LEVEL3_CACHE_SIZE
-  const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
-  if (l3 > 0) return static_cast<size_t>(l3);
+  llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
 #endif
 #ifdef _SC_LEVEL2_CACHE_SIZE
-  const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
-  if (l2 > 0) return static_cast<size_t>(l2);
+  if (llc <= 0) llc = sysconf(_SC_LEVEL2_CACHE_SIZE);
 #endif
-  return 0;
+  return llc > 0 && bytes_per_token <= static_cast<size_t>(llc) ? StreamPrefetch::kNear
+                                                                : StreamPrefetch::kFar;
 }
 
 bool interleaved_weights_preferred() {

@@ -55,12 +55,13 @@ bool interleaved_weights_preferred();
 // (TinyLlama / Qwen2.5 decode 10-20% faster on the Xeon); kNear only into L1
 // 8 KB ahead, which suits weights the last-level cache holds (SmolLM2 there:
 // 4-5% faster than kFar). Process-wide, kFar at start; Model::load sets it
-// from the model's size against last_level_cache_bytes().
+// from the model's size (stream_prefetch_for).
 enum class StreamPrefetch : uint8_t { kNear, kFar };
 StreamPrefetch stream_prefetch();
 void set_stream_prefetch(StreamPrefetch mode);
-// The last-level cache's size as the OS reports it; 0 if unknown.
-size_t last_level_cache_bytes();
+// The mode for weights of `bytes_per_token`: kNear where they fit in the
+// last-level cache (its size as the OS reports it), else kFar.
+StreamPrefetch stream_prefetch_for(size_t bytes_per_token);
 
 // Converts one row of any supported type to F32 (embedding lookup).
 void dequantize_row(DType type, const void* src, float* dst, int64_t n);

@@ -1212,7 +1212,6 @@ inline void matvec_x16(const WeightMatrix& w, const QuantActs& a, float* y, int6
 // Q4_K_X16 (quant_formats.h), per super-block of a 16-row group: sub-block
 // j's 6-bit scales and mins of the 16 rows as int32 lanes, from its 16 bytes
 // sc | (m >> 4) << 6 and the rows' words of min low nibbles (min_nibbles).
-inline constexpr size_t kX16Q4KScales = 64, kX16Q4KMinNibbles = 192, kX16Q4KQuants = 256;
 
 inline void q4_k_x16_scales(const uint8_t* block, int j, __m512i min_nibbles, __m512i* sc,
                             __m512i* m) {

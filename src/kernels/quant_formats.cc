@@ -904,9 +904,6 @@ void deinterleave_q5_0_group(const uint8_t* src, int64_t nb, BlockQ5_0* rows) {
   }
 }
 
-// Q4_K_X16 offsets within a super-block of the group (quant_formats.h).
-constexpr size_t kX16Q4KScales = 64, kX16Q4KMinNibbles = 192, kX16Q4KQuants = 256;
-
 void interleave_q4_k_group(const BlockQ4_K* rows, int64_t nb, uint8_t* dst) {
   for (int64_t b = 0; b < nb; ++b, dst += kX16Q4KBlockBytes) {
     for (int r = 0; r < kX16Rows; ++r) {

@@ -197,6 +197,8 @@ inline constexpr int kX16Rows = 16;
 inline constexpr size_t kX16BlockBytes = kX16Rows * sizeof(BlockQ4_0);     // 288
 inline constexpr size_t kX16Q5BlockBytes = kX16Rows * sizeof(BlockQ5_0);   // 352
 inline constexpr size_t kX16Q4KBlockBytes = kX16Rows * sizeof(BlockQ4_K);  // 2304
+// Q4_K_X16 field offsets within a super-block of a group.
+inline constexpr size_t kX16Q4KScales = 64, kX16Q4KMinNibbles = 192, kX16Q4KQuants = 256;
 // The interleaved layout of a row-major type (DType::F32 where it has none),
 // and the row-major type of an interleaved layout (itself for any other type).
 DType x16_layout(DType row_major);
