@@ -317,6 +317,10 @@ StreamPrefetch stream_prefetch_for(size_t bytes_per_token) {
                                                                 : StreamPrefetch::kFar;
 }
 
+bool burst_prefetch_helps() {
+  return !cpu_features().intel;
+}
+
 bool interleaved_weights_preferred() {
   return active_isa() == Isa::kAvx512 && cpu_features().avx512vnni &&
          kernels_internal::avx512_decode_variant() == kernels_internal::Avx512Decode::kShuffleLight;

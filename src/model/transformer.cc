@@ -202,8 +202,9 @@ void add_bias(float* rows, const float* bias, int n, int width) {
 
 // Causal attention of n new tokens (at positions [position, position+n)) over
 // the cache. A work item is one token and the query heads that share a KV head,
-// whose keys and values are prefetched once (the weights streamed since the
-// last layer have evicted them) and read once per kHeadsPerProduct heads. Only
+// whose keys and values are read once per kHeadsPerProduct heads (and, where
+// bursts of prefetches pay, prefetched once: the weights streamed since the
+// last layer have evicted them). Only
 // when there are fewer such items than threads (decode of a model with few KV
 // heads) are a KV head's query heads split into runs: each run reads the KV
 // head again, which for 3 KV heads on 2 threads made attention no faster than
@@ -221,6 +222,7 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
     KvCache* cache;
     ForwardBuffers* buf;
     int layer, position, group, heads_per_item, runs_per_kv_head, threads;
+    bool prefetch;
     float scale;
     int64_t items;
     size_t scores_per_thread, weights_per_thread, value_row_floats;
@@ -234,6 +236,7 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
         heads_per_item,
         runs_per_kv_head,
         threads,
+        burst_prefetch_helps(),
         1.0f / std::sqrt(static_cast<float>(c.head_dim)),
         static_cast<int64_t>(n) * c.n_kv_heads * runs_per_kv_head,
         buf.scores.size() / threads,
@@ -277,12 +280,13 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
       values.data = x.cache->value_matrix(x.layer, g) + dtype_row_bytes(x.cache->type, vfirst);
       values.row_bytes = x.cache->value_row_bytes;
       // The keys and values are read from memory (the weights streamed since
-      // the last layer have evicted them): ask for all of them now, so the
-      // misses overlap instead of stalling the kernels one tile at a time.
-      prefetch_kv_head(*x.cache, x.layer, g, first, end, vfirst, vend);
+      // the last layer have evicted them): where bursts of prefetches pay, ask
+      // for all of them now, so the misses overlap instead of stalling the
+      // kernels one tile at a time.
+      if (x.prefetch) prefetch_kv_head(*x.cache, x.layer, g, first, end, vfirst, vend);
       // scores: [heads][length]; weights: [heads][width], zero outside [lead, lead + length).
-      // Several heads per product: with the KV head prefetched above, this
-      // made the key and value products 1.5x faster than one head at a time.
+      // Several heads per product: this made the key and value products 1.5x
+      // faster than one head at a time.
       for (int h = 0; h < heads; h += kHeadsPerProduct) {
         matmul(keys, x.buf->q.data() + offset + static_cast<size_t>(h) * head_dim,
                std::min(kHeadsPerProduct, heads - h), scores + static_cast<size_t>(h) * length,
@@ -301,7 +305,7 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
       // already bring in the KV head of the item this thread is likely to take
       // next (items are claimed in turn: `threads` further on).
       const int64_t guess = item + x.threads;
-      if (guess < x.items) {
+      if (x.prefetch && guess < x.items) {
         const int gi = static_cast<int>(guess / per_token);
         const int gg = static_cast<int>(guess % per_token) / x.runs_per_kv_head;
         if (gi != i || gg != g) {
@@ -371,7 +375,7 @@ void run_layers(const LoadedModel& model, const int32_t* tokens, int n, int posi
       rmsnorm(buf.x_norm.data() + static_cast<size_t>(i) * dim,
               buf.x.data() + static_cast<size_t>(i) * dim, L.attn_norm, dim, c.rms_eps);
     }
-    if (n == 1) {
+    if (n == 1 && burst_prefetch_helps()) {
       // Decode: the first KV head's cache comes in while Q/K/V stream (the
       // other heads are prefetched by attention itself, one item ahead).
       const AttendedRange r = attended_range(c, cache, position);
