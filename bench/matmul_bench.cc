@@ -107,10 +107,11 @@ void run_matmul(benchmark::State& state, Isa isa, DType type, Shape shape, int t
 }
 
 // The element-wise ops of a layer at SmolLM2 sizes: softmax over 160 scores,
-// silu_mul over the 1536-wide FFN, rmsnorm over 576.
+// silu_mul over the 1536-wide FFN, rmsnorm over 576; and greedy decoding's
+// argmax over its 49152 logits.
 void run_op(benchmark::State& state, Isa isa, int op) {
   set_active_isa(isa);
-  const int64_t n = op == 0 ? 160 : op == 1 ? 1536 : 576;
+  const int64_t n = op == 0 ? 160 : op == 1 ? 1536 : op == 2 ? 576 : 49152;
   std::vector<float> a(static_cast<size_t>(n)), b(a.size()), out(a.size());
   std::mt19937 rng(3);
   std::normal_distribution<float> dist(0.0f, 2.0f);
@@ -124,8 +125,10 @@ void run_op(benchmark::State& state, Isa isa, int op) {
       softmax(out.data(), n);
     } else if (op == 1) {
       silu_mul(out.data(), a.data(), b.data(), n);
-    } else {
+    } else if (op == 2) {
       rmsnorm(out.data(), a.data(), b.data(), n, 1e-5f);
+    } else {
+      benchmark::DoNotOptimize(argmax(a.data(), n));
     }
     benchmark::DoNotOptimize(out.data());
   }
@@ -162,10 +165,10 @@ void register_all() {
       }
     }
   }
-  const char* op_names[] = {"softmax/160", "silu_mul/1536", "rmsnorm/576"};
+  const char* op_names[] = {"softmax/160", "silu_mul/1536", "rmsnorm/576", "argmax/49152"};
   for (Isa isa : isas) {
     if (!isa_supported(isa)) continue;
-    for (int op = 0; op < 3; ++op) {
+    for (int op = 0; op < 4; ++op) {
       const std::string name = std::string("ops/") + op_names[op] + "/" + isa_name(isa);
       benchmark::RegisterBenchmark(name.c_str(), run_op, isa, op)->Unit(benchmark::kNanosecond);
     }

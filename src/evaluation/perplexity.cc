@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "evaluation/log_probs_file.h"
+#include "kernels/ops.h"
 #include "util/error.h"
 
 namespace edgelm::evaluation {
@@ -23,14 +24,6 @@ double log_sum_exp(const float* logits, int n) {
 void log_softmax(const float* logits, int n, double* out) {
   const double lse = log_sum_exp(logits, n);
   for (int i = 0; i < n; ++i) out[i] = static_cast<double>(logits[i]) - lse;
-}
-
-int32_t argmax(const float* logits, int n) {
-  int32_t best = 0;
-  for (int i = 1; i < n; ++i) {
-    if (logits[i] > logits[best]) best = i;
-  }
-  return best;
 }
 
 double kl_divergence(const double* log_p, const double* log_q, int n) {

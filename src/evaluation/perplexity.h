@@ -25,8 +25,6 @@ namespace edgelm::evaluation {
 double log_sum_exp(const float* logits, int n);
 // out[i] = log softmax(logits)[i] in double.
 void log_softmax(const float* logits, int n, double* out);
-// Index of the largest logit (the lowest index on ties).
-int32_t argmax(const float* logits, int n);
 // KL(P || Q) = sum_i P_i (log P_i - log Q_i) in nats, from log-probabilities.
 double kl_divergence(const double* log_p, const double* log_q, int n);
 

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "evaluation/perplexity.h"
+#include "kernels/ops.h"
 
 namespace edgelm::evaluation {
 namespace {

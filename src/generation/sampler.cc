@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/ops.h"
 #include "util/error.h"
 
 namespace edgelm {
@@ -49,7 +50,7 @@ void Sampler::apply_penalties(float* logits, const std::vector<int32_t>& history
 int32_t Sampler::sample(float* logits, const std::vector<int32_t>& history) {
   apply_penalties(logits, history);
   if (params_.temperature <= 0) {
-    return static_cast<int32_t>(std::max_element(logits, logits + vocab_size_) - logits);
+    return static_cast<int32_t>(argmax(logits, vocab_size_));
   }
 
   candidates_.clear();

@@ -91,6 +91,7 @@ struct KernelTables {
         if (!out.rmsnorm) out.rmsnorm = in.rmsnorm;
         if (!out.softmax) out.softmax = in.softmax;
         if (!out.silu_mul) out.silu_mul = in.silu_mul;
+        if (!out.argmax) out.argmax = in.argmax;
         if (!out.read_sum) out.read_sum = in.read_sum;
         for (uint32_t s = 0; s < kDTypeSlots; ++s) {
           if (!out.types[s].matvec) out.types[s].matvec = in.types[s].matvec;

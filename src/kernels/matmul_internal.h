@@ -106,6 +106,7 @@ struct IsaKernels {
   void (*rmsnorm)(float* out, const float* x, const float* weight, int64_t n, float eps) = nullptr;
   void (*softmax)(float* x, int64_t n) = nullptr;
   void (*silu_mul)(float* out, const float* gate, const float* up, int64_t n) = nullptr;
+  int64_t (*argmax)(const float* x, int64_t n) = nullptr;
   // Wrapping sum of `count` 64-bit words, software-prefetching `prefetch_bytes`
   // ahead (0: none): the streaming read of the bandwidth roofline (bandwidth.cc),
   // as fast per byte as this ISA's loads allow so that it measures the memory,

@@ -96,11 +96,20 @@ uint64_t scalar_read_sum(const uint64_t* words, int64_t count, int64_t prefetch_
   return sum;
 }
 
+int64_t scalar_argmax(const float* x, int64_t n) {
+  int64_t best = -1;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isnan(x[i]) && (best < 0 || x[i] > x[best])) best = i;
+  }
+  return best < 0 ? 0 : best;
+}
+
 }  // namespace
 
 namespace kernels_internal {
 
 void register_ops_scalar(IsaKernels* table) {
+  table->argmax = scalar_argmax;
   table->rmsnorm = scalar_rmsnorm;
   table->softmax = scalar_softmax;
   table->silu_mul = scalar_silu_mul;
@@ -119,6 +128,10 @@ void softmax(float* x, int64_t n) {
 
 void silu_mul(float* out, const float* gate, const float* up, int64_t n) {
   kernels_internal::active_isa_kernels().silu_mul(out, gate, up, n);
+}
+
+int64_t argmax(const float* x, int64_t n) {
+  return kernels_internal::active_isa_kernels().argmax(x, n);
 }
 
 void add_inplace(float* x, const float* y, int64_t n) {

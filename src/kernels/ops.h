@@ -1,5 +1,5 @@
 // Element-wise and row-wise operations of a transformer layer. rmsnorm,
-// softmax and silu_mul dispatch to SIMD kernels of the active ISA (ops_avx2.cc,
+// softmax, silu_mul and argmax dispatch to SIMD kernels of the active ISA (ops_avx2.cc,
 // ops_avx512.cc, ops_neon.cc; scalar reference in ops.cc) like matmul() does;
 // the rest are plain loops.
 #pragma once
@@ -16,6 +16,10 @@ void softmax(float* x, int64_t n);
 void silu_mul(float* out, const float* gate, const float* up, int64_t n);
 // x += y
 void add_inplace(float* x, const float* y, int64_t n);
+// Index of the first largest value, NaNs ignored (0 if every value is NaN, or
+// n <= 0): greedy decoding and top-1 agreement over rows as long as the
+// vocabulary.
+int64_t argmax(const float* x, int64_t n);
 
 // Rotary position embedding of one head vector (head_dim values), given the
 // cos/sin of this position's head_dim/2 angles (shared by all heads of a token,

@@ -219,9 +219,38 @@ uint64_t read_sum_avx2(const uint64_t* words, int64_t count, int64_t prefetch_by
   return sum;
 }
 
+// As argmax_avx512: the largest value (MAXPS skips NaNs as the second
+// operand), then where it first occurs.
+int64_t argmax_avx2(const float* x, int64_t n) {
+  if (n <= 0) return 0;
+  __m256 max0 = minus_inf8(), max1 = max0, max2 = max0, max3 = max0;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    max0 = _mm256_max_ps(_mm256_loadu_ps(x + i), max0);
+    max1 = _mm256_max_ps(_mm256_loadu_ps(x + i + 8), max1);
+    max2 = _mm256_max_ps(_mm256_loadu_ps(x + i + 16), max2);
+    max3 = _mm256_max_ps(_mm256_loadu_ps(x + i + 24), max3);
+  }
+  for (; i < n; i += 8) {
+    const __m256 v = n - i >= 8 ? _mm256_loadu_ps(x + i) : load_tail_or_minus_inf(x + i, n - i);
+    max0 = _mm256_max_ps(v, max0);
+  }
+  const float largest = hmax(_mm256_max_ps(_mm256_max_ps(max0, max1), _mm256_max_ps(max2, max3)));
+  const __m256 best = _mm256_set1_ps(largest);
+  for (i = 0; i + 8 <= n; i += 8) {
+    const int hit = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), best, _CMP_EQ_OQ));
+    if (hit != 0) return i + __builtin_ctz(static_cast<unsigned>(hit));
+  }
+  for (; i < n; ++i) {
+    if (x[i] == largest) return i;
+  }
+  return 0;  // every value NaN
+}
+
 }  // namespace
 
 void register_ops_avx2(IsaKernels* table) {
+  table->argmax = argmax_avx2;
   table->rmsnorm = rmsnorm_avx2;
   table->softmax = softmax_avx2;
   table->silu_mul = silu_mul_avx2;

@@ -220,9 +220,37 @@ uint64_t read_sum_avx512(const uint64_t* words, int64_t count, int64_t prefetch_
   return sum;
 }
 
+// Two passes over a row that is in cache (the logits just written): the
+// largest value, then where it first occurs. MAXPS returns its second operand
+// when either is NaN, so NaNs never reach the running maxima.
+int64_t argmax_avx512(const float* x, int64_t n) {
+  if (n <= 0) return 0;
+  __m512 max0 = minus_inf16(), max1 = max0, max2 = max0, max3 = max0;
+  int64_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    max0 = _mm512_max_ps(_mm512_loadu_ps(x + i), max0);
+    max1 = _mm512_max_ps(_mm512_loadu_ps(x + i + 16), max1);
+    max2 = _mm512_max_ps(_mm512_loadu_ps(x + i + 32), max2);
+    max3 = _mm512_max_ps(_mm512_loadu_ps(x + i + 48), max3);
+  }
+  for (; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? static_cast<__mmask16>(0xffff) : tail_mask(n - i);
+    max0 = _mm512_max_ps(_mm512_mask_loadu_ps(minus_inf16(), m, x + i), max0);
+  }
+  const __m512 best = _mm512_set1_ps(
+      _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(max0, max1), _mm512_max_ps(max2, max3))));
+  for (i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? static_cast<__mmask16>(0xffff) : tail_mask(n - i);
+    const __mmask16 hit = _mm512_mask_cmpeq_ps_mask(m, _mm512_maskz_loadu_ps(m, x + i), best);
+    if (hit != 0) return i + __builtin_ctz(hit);
+  }
+  return 0;  // every value NaN
+}
+
 }  // namespace
 
 void register_ops_avx512(IsaKernels* table) {
+  table->argmax = argmax_avx512;
   table->rmsnorm = rmsnorm_avx512;
   table->softmax = softmax_avx512;
   table->silu_mul = silu_mul_avx512;

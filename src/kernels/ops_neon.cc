@@ -174,9 +174,37 @@ uint64_t read_sum_neon(const uint64_t* words, int64_t count, int64_t prefetch_by
   return sum;
 }
 
+// The largest value (FMAXNM returns the number when one operand is NaN), then
+// where it first occurs.
+int64_t argmax_neon(const float* x, int64_t n) {
+  if (n <= 0) return 0;
+  const float minus_inf = -__builtin_inff();
+  float32x4_t max0 = vdupq_n_f32(minus_inf), max1 = max0, max2 = max0, max3 = max0;
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    max0 = vmaxnmq_f32(vld1q_f32(x + i), max0);
+    max1 = vmaxnmq_f32(vld1q_f32(x + i + 4), max1);
+    max2 = vmaxnmq_f32(vld1q_f32(x + i + 8), max2);
+    max3 = vmaxnmq_f32(vld1q_f32(x + i + 12), max3);
+  }
+  for (; i < n; i += 4) {
+    max0 = vmaxnmq_f32(n - i >= 4 ? vld1q_f32(x + i) : load_tail(x + i, n - i, minus_inf), max0);
+  }
+  const float largest = vmaxnmvq_f32(vmaxnmq_f32(vmaxnmq_f32(max0, max1), vmaxnmq_f32(max2, max3)));
+  const float32x4_t best = vdupq_n_f32(largest);
+  for (i = 0; i + 4 <= n; i += 4) {
+    if (vmaxvq_u32(vceqq_f32(vld1q_f32(x + i), best)) != 0) break;
+  }
+  for (; i < n; ++i) {
+    if (x[i] == largest) return i;
+  }
+  return 0;  // every value NaN
+}
+
 }  // namespace
 
 void register_ops_neon(IsaKernels* table) {
+  table->argmax = argmax_neon;
   table->rmsnorm = rmsnorm_neon;
   table->softmax = softmax_neon;
   table->silu_mul = silu_mul_neon;

@@ -122,6 +122,69 @@ TEST(OpsTest, SiluMulAndAdd) {
   });
 }
 
+TEST(OpsTest, ArgmaxTakesTheFirstLargestAndSkipsNaN) {
+  for_each_isa([] {
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    const float inf = std::numeric_limits<float>::infinity();
+    const std::vector<float> ties = {1, 3, 3, nan, 2};
+    EXPECT_EQ(argmax(ties.data(), 5), 1);
+    const std::vector<float> nan_first = {nan, -5, 2, 2};
+    EXPECT_EQ(argmax(nan_first.data(), 4), 2);
+    const std::vector<float> all_nan(37, nan);
+    EXPECT_EQ(argmax(all_nan.data(), 37), 0);
+    std::vector<float> masked(37, -inf);
+    masked[0] = nan;
+    EXPECT_EQ(argmax(masked.data(), 37), 1);
+    std::vector<float> late(100, 0.0f);
+    late[99] = inf;  // in the tail of every vector width
+    EXPECT_EQ(argmax(late.data(), 100), 99);
+    EXPECT_EQ(argmax(late.data(), 0), 0);
+  });
+}
+
+// Each ISA's argmax equals the scalar one on random rows of every tail length
+// and a vocabulary-sized one, with ties, NaNs and infinities mixed in.
+TEST(OpsTest, SimdArgmaxMatchesScalar) {
+  IsaGuard guard;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<int64_t> lengths;
+  for (int64_t n = 1; n <= 70; ++n) lengths.push_back(n);
+  for (int64_t n : {127, 128, 129, 1000, 49152, 151936}) lengths.push_back(n);
+  for (Isa isa : supported_isas()) {
+    if (isa == Isa::kScalar) continue;
+    SCOPED_TRACE(isa_name(isa));
+    std::mt19937 rng(99);
+    std::normal_distribution<float> logit(0.0f, 3.0f);
+    std::uniform_int_distribution<int> pick(0, 99);
+    for (int64_t n : lengths) {
+      for (int variant = 0; variant < 5; ++variant) {
+        std::vector<float> row(static_cast<size_t>(n));
+        for (float& v : row) v = logit(rng);
+        auto at = [&] { return static_cast<size_t>(rng() % static_cast<uint32_t>(n)); };
+        if (variant == 1) {  // the largest value repeated at later places
+          const size_t first = at();
+          row[first] = 100.0f;
+          for (int k = 0; k < 3; ++k) row[std::max(first, at())] = 100.0f;
+        }
+        if (variant == 2) {
+          for (float& v : row) v = pick(rng) < 20 ? nan : v;
+        }
+        if (variant == 3) {
+          for (float& v : row) v = pick(rng) < 50 ? -inf : v;
+          row[at()] = nan;
+          if (pick(rng) < 50) row[at()] = inf;
+        }
+        if (variant == 4) std::fill(row.begin(), row.end(), pick(rng) < 50 ? nan : -inf);
+        set_active_isa(Isa::kScalar);
+        const int64_t want = argmax(row.data(), n);
+        set_active_isa(isa);
+        EXPECT_EQ(argmax(row.data(), n), want) << "n=" << n << " variant " << variant;
+      }
+    }
+  }
+}
+
 // Each ISA's softmax / silu_mul / rmsnorm against the scalar reference of
 // ops.cc on random inputs of every length up to 70 (all tail sizes of 4-, 8-
 // and 16-lane vectors) and some longer ones, with special values mixed in. The
