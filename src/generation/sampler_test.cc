@@ -2,8 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
+#include <set>
+#include <vector>
 
 namespace edgelm {
 namespace {
@@ -27,6 +30,48 @@ TEST(Sampler, TopKOfOneIsGreedyAtAnyTemperature) {
     auto l = logits_of({0.5f, 0.4f, 0.7f, 0.1f});
     EXPECT_EQ(s.sample(l.data(), {}), 2);
   }
+}
+
+// Top-k keeps exactly the k highest logits, the lower token first among equal
+// ones: at a temperature that makes the kept ones about equally likely, 4000
+// draws hit every one of them and nothing else (a vocabulary of 49152 with
+// many ties, and a small one with a tie across the cut).
+TEST(Sampler, TopKKeepsTheKHighestLowerTokensFirstOnTies) {
+  SamplingParams p;
+  p.temperature = 1000.0f;
+  p.top_p = 1.0f;
+  p.min_p = 0.0f;
+  {
+    p.top_k = 3;
+    Sampler s(p, 6);
+    std::map<int32_t, int> seen;
+    for (int i = 0; i < 2000; ++i) {
+      auto l = logits_of({1, 5, 5, 3, 5, 5});
+      ++seen[s.sample(l.data(), {})];
+    }
+    EXPECT_EQ(seen.size(), 3u);
+    EXPECT_TRUE(seen.count(1) && seen.count(2) && seen.count(4));
+  }
+  p.top_k = 40;
+  const int vocab = 49152;
+  std::vector<float> logits(vocab);
+  uint32_t state = 7;
+  for (float& v : logits) {  // values on a 0.25 grid: many ties
+    state = state * 1664525u + 1013904223u;
+    v = static_cast<float>((state >> 8) % 64) * 0.25f;
+  }
+  std::vector<int32_t> order(vocab);
+  for (int32_t t = 0; t < vocab; ++t) order[t] = t;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  const std::set<int32_t> expected(order.begin(), order.begin() + 40);
+  Sampler s(p, vocab);
+  std::set<int32_t> seen;
+  for (int i = 0; i < 4000; ++i) {
+    std::vector<float> l = logits;
+    seen.insert(s.sample(l.data(), {}));
+  }
+  EXPECT_EQ(seen, expected);
 }
 
 TEST(Sampler, SameSeedSameSequence) {
