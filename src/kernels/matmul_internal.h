@@ -45,6 +45,16 @@ struct QuantActs {
   const int16_t* s16 = nullptr;  // token t: s16 + t * s16_stride, sum of q per 16 (ggml's bsums)
   int64_t q_stride = 0, d_stride = 0, d32_stride = 0, s16_stride = 0;
 };
+// The activations of tokens t, t + 1, ... (the same arrays, moved t tokens on).
+inline QuantActs acts_from_token(const QuantActs& a, int64_t t) {
+  QuantActs at = a;
+  at.q += t * a.q_stride;
+  at.d += t * a.d_stride;
+  at.dsum += t * a.d32_stride;
+  at.s32 += t * a.d32_stride;
+  at.s16 += t * a.s16_stride;
+  return at;
+}
 // Float kernels sum rows of at most this many values (attention keys and short
 // value rows) in groups with one transposed horizontal sum per group.
 inline constexpr int64_t kShortRowCols = 256;

@@ -152,16 +152,6 @@ void split(ThreadPool* pool, int64_t units, int64_t grain, const Fn& fn) {
   }
 }
 
-QuantActs shifted(const QuantActs& a, int64_t t) {
-  QuantActs s = a;
-  s.q += t * a.q_stride;
-  s.d += t * a.d_stride;
-  s.dsum += t * a.d32_stride;
-  s.s32 += t * a.d32_stride;
-  s.s16 += t * a.s16_stride;
-  return s;
-}
-
 // ---- scalar reference kernels ----
 //
 // Each block is unpacked to plain integers (quants with the format's offset
@@ -592,8 +582,8 @@ void quant_matmul(const WeightMatrix& w, const IsaKernels& isa, const TypeKernel
     } else {
       split(pool, n, 1, [&](int64_t begin, int64_t end) {
         thread_local ActBuffer scratch;
-        tk.quant_gemm(w, shifted(a, begin), end - begin, y + begin * w.rows, w.rows, 0, w.rows,
-                      scratch.take(scratch_bytes));
+        tk.quant_gemm(w, acts_from_token(a, begin), end - begin, y + begin * w.rows, w.rows, 0,
+                      w.rows, scratch.take(scratch_bytes));
       });
     }
     return;
@@ -605,7 +595,8 @@ void quant_matmul(const WeightMatrix& w, const IsaKernels& isa, const TypeKernel
   } else {
     // Few rows (tiny models): split the tokens instead.
     split(pool, n, 1, [&](int64_t begin, int64_t end) {
-      tk.quant_matmul(w, shifted(a, begin), end - begin, y + begin * w.rows, w.rows, 0, w.rows);
+      tk.quant_matmul(w, acts_from_token(a, begin), end - begin, y + begin * w.rows, w.rows, 0,
+                      w.rows);
     });
   }
 }

@@ -326,8 +326,9 @@ inline void block_dots_avx2(const Avx2Panel* panels, int64_t b, const QuantActs&
 // P panels x T tokens over all blocks: y[t * y_stride + 8 p + lane] for the
 // valid rows of each panel.
 template <typename G, int P, int T>
-void gemm_micro_avx2(const Avx2Panel* panels, int64_t cols, const QuantActs& a, float* y,
-                     int64_t y_stride, const __m256i* store_mask) {
+void gemm_micro_avx2(const Avx2Panel* panels, int64_t cols, const QuantActs& all, int64_t t0,
+                     float* y, int64_t y_stride, const __m256i* store_mask) {
+  const QuantActs a = acts_from_token(all, t0);  // here, not by the caller: see gemm_micro
   __m256 acc[P][T];
   for (int p = 0; p < P; ++p) {
     for (int t = 0; t < T; ++t) acc[p][t] = _mm256_setzero_ps();
@@ -433,7 +434,7 @@ void gemm_micro_avx2(const Avx2Panel* panels, int64_t cols, const QuantActs& a, 
 template <typename G, int P, int T>
 void gemm_tokens_avx2(const Avx2Panel* panels, int64_t cols, const QuantActs& a, int64_t t0,
                       float* y, int64_t y_stride, const __m256i* mask) {
-  gemm_micro_avx2<G, P, T>(panels, cols, acts_from_token(a, t0), y + t0 * y_stride, y_stride, mask);
+  gemm_micro_avx2<G, P, T>(panels, cols, a, t0, y + t0 * y_stride, y_stride, mask);
 }
 
 // The last n % T tokens.

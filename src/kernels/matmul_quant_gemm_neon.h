@@ -233,10 +233,13 @@ inline void gemm_block_dots(const int8_t* w, const int8_t* const (&x)[T], int64_
 }
 
 // 8 rows x T tokens over all groups, stores y[t * y_stride + r] for r < valid.
-// acc[h][t] holds rows 4h..4h+3 of token t. `a` and y start at the tile's first token.
+// acc[h][t] holds rows 4h..4h+3 of token t. y starts at the tile's first
+// token, t0 (its activations are located here, not by the caller: see the
+// x86 gemm_micro).
 template <typename G, int T>
-void gemm_micro(const GemmPanel<G>& panel, int64_t groups, const QuantActs& a, float* y,
-                int64_t y_stride, int valid) {
+void gemm_micro(const GemmPanel<G>& panel, int64_t groups, const QuantActs& all, int64_t t0,
+                float* y, int64_t y_stride, int valid) {
+  const QuantActs a = acts_from_token(all, t0);
   constexpr int kRows = kGemmPanelRows;
   float32x4_t acc[2][T];
   for (int t = 0; t < T; ++t) acc[0][t] = acc[1][t] = vdupq_n_f32(0);
@@ -315,7 +318,7 @@ void gemm_micro(const GemmPanel<G>& panel, int64_t groups, const QuantActs& a, f
 template <typename G, int T>
 void gemm_tokens(const GemmPanel<G>& panel, int64_t groups, const QuantActs& a, int64_t t0,
                  float* y, int64_t y_stride, int valid) {
-  gemm_micro<G, T>(panel, groups, acts_from(a, t0), y + t0 * y_stride, y_stride, valid);
+  gemm_micro<G, T>(panel, groups, a, t0, y + t0 * y_stride, y_stride, valid);
 }
 
 // QuantGemmFn: rows [row_begin, row_end) x n tokens, in kGemmRows-row groups.

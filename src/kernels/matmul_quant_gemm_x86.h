@@ -313,10 +313,14 @@ inline void block_dots(const PanelView* panels, int64_t b, const QuantActs& a,
   }
 }
 
-// kPanels panels x T tokens over all blocks; y[t * y_stride + 16 p + lane].
+// kPanels panels x tokens [t0, t0 + T) over all blocks; y[t * y_stride + 16 p
+// + lane]. The tokens' activations are located here rather than passed in: a
+// QuantActs built by the caller went through the stack, and reading it back
+// stalled on store forwarding (a tenth of SmolLM2's prefill).
 template <typename G, int T>
-void gemm_micro(const PanelView* panels, int64_t blocks, const QuantActs& a, float* y,
+void gemm_micro(const PanelView* panels, int64_t blocks, const QuantActs& all, int64_t t0, float* y,
                 int64_t y_stride, const __mmask16* store_mask) {
+  const QuantActs a = acts_from_token(all, t0);
   __m512 acc[kPanels][T];
   for (int p = 0; p < kPanels; ++p) {
     for (int t = 0; t < T; ++t) acc[p][t] = _mm512_setzero_ps();
@@ -387,7 +391,7 @@ static_assert(kGemmTokens == 4, "quant_gemm's tail switch handles 1..3 tokens");
 template <typename G, int T>
 void gemm_tokens(const PanelView* panels, int64_t blocks, const QuantActs& a, int64_t t0, float* y,
                  int64_t y_stride, const __mmask16* mask) {
-  gemm_micro<G, T>(panels, blocks, acts_from_token(a, t0), y + t0 * y_stride, y_stride, mask);
+  gemm_micro<G, T>(panels, blocks, a, t0, y + t0 * y_stride, y_stride, mask);
 }
 
 // QuantGemmFn: rows [row_begin, row_end) x n tokens, in kGemmRows-row groups.

@@ -300,16 +300,6 @@ void quant_matvec(const WeightMatrix& w, const QuantActs& a, float* y, int64_t r
   }
 }
 
-inline QuantActs acts_from(const QuantActs& a, int64_t t) {
-  QuantActs s = a;
-  s.q += t * a.q_stride;
-  s.d += t * a.d_stride;
-  s.dsum += t * a.d32_stride;
-  s.s32 += t * a.d32_stride;
-  s.s16 += t * a.s16_stride;
-  return s;
-}
-
 // Prefill: one row (its blocks stay in L1) x 4 tokens per tile.
 template <typename F, typename Kind>
 void quant_matmul(const WeightMatrix& w, const QuantActs& a, int64_t n, float* y, int64_t y_stride,
@@ -320,11 +310,11 @@ void quant_matmul(const WeightMatrix& w, const QuantActs& a, int64_t n, float* y
     const uint8_t* row = base + r * w.row_bytes;
     int64_t t = 0;
     for (; t + kTokens <= n; t += kTokens) {
-      tile<F, Kind, 1, kTokens>(row, w.row_bytes, w.cols, acts_from(a, t), y + t * y_stride + r,
-                                y_stride);
+      tile<F, Kind, 1, kTokens>(row, w.row_bytes, w.cols, acts_from_token(a, t),
+                                y + t * y_stride + r, y_stride);
     }
     for (; t < n; ++t) {
-      tile<F, Kind, 1, 1>(row, w.row_bytes, w.cols, acts_from(a, t), y + t * y_stride + r,
+      tile<F, Kind, 1, 1>(row, w.row_bytes, w.cols, acts_from_token(a, t), y + t * y_stride + r,
                           y_stride);
     }
   }

@@ -405,17 +405,6 @@ inline void q6_k_half(const BlockQ6_K* blk, int h, __m256i q[4]) {
       _mm256_srli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(static_cast<char>(0xC0))), 2));
 }
 
-// The activations of tokens t, t + 1, ... (the same arrays, moved t tokens on).
-inline QuantActs acts_from_token(const QuantActs& a, int64_t t) {
-  QuantActs at = a;
-  at.q += t * a.q_stride;
-  at.d += t * a.d_stride;
-  at.dsum += t * a.d32_stride;
-  at.s32 += t * a.d32_stride;
-  at.s16 += t * a.s16_stride;
-  return at;
-}
-
 // Q6_K: y += dx * d * sum_j sc_j * (dot_j - 32 * xsum_j), sub-blocks of 16.
 template <int R, int T>
 inline void tile_q6_k(const uint8_t* rows, size_t row_bytes, int64_t nb, const QuantActs& a,
