@@ -103,6 +103,20 @@ void expect_interleaving_keeps_logits(const std::string& source, const std::stri
   const int interleaved = interleave_matrices(*b);
   EXPECT_EQ(interleaved, expected);
   EXPECT_EQ(b->weights.layers[0].wq.type, interleaved_type);
+  {  // Shared out over threads, the same bytes.
+    auto c = load_model(out);
+    ThreadPool pool(3);
+    EXPECT_EQ(interleave_matrices(*c, &pool), expected);
+    for (size_t l = 0; l < b->weights.layers.size(); ++l) {
+      const LayerWeights& lb = b->weights.layers[l];
+      const LayerWeights& lc = c->weights.layers[l];
+      for (auto [mb, mc] :
+           {std::pair{&lb.wq, &lc.wq}, {&lb.wo, &lc.wo}, {&lb.w_down, &lc.w_down}}) {
+        ASSERT_EQ(mb->type, mc->type);
+        EXPECT_EQ(std::memcmp(mb->data, mc->data, mb->row_bytes * mb->rows), 0) << "layer " << l;
+      }
+    }
+  }
   // Norm weights no longer point into the mapped file (whose matrix pages were released).
   auto owned = [&](const float* p) {
     return std::any_of(b->converted.begin(), b->converted.end(),

@@ -64,9 +64,13 @@ std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   model->impl_ = std::make_unique<ModelImpl>();
   ModelImpl& m = *model->impl_;
   m.loaded = load_model(path);
-  const int interleaved = options.interleave_weights && interleaved_weights_preferred()
-                              ? interleave_matrices(*m.loaded)
-                              : 0;
+  m.threads =
+      options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
+  int interleaved = 0;
+  if (options.interleave_weights && interleaved_weights_preferred()) {
+    ThreadPool pool(m.threads);
+    interleaved = interleave_matrices(*m.loaded, &pool);
+  }
   if (interleaved_weights_preferred()) {
     // The Intel decode kernels' prefetch distance follows where the weights
     // will come from: the last-level cache if they fit in it, else DRAM.
@@ -78,8 +82,6 @@ std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   // The tokenizer takes the vocabulary rather than a copy (tokens and merges are
   // tens of MB for 150k-token vocabularies); m.loaded->vocab is empty from here on.
   m.tokenizer = std::make_unique<Tokenizer>(std::move(m.loaded->vocab));
-  m.threads =
-      options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
   m.chat_format = options.chat_template_override.empty()
                       ? detect_chat_format(m.loaded->chat_template_source)
                       : chat_format_from_name(options.chat_template_override);

@@ -8,6 +8,7 @@
 
 #include "formats/tensor.h"
 #include "kernels/matmul.h"
+#include "kernels/thread_pool.h"
 #include "model/config.h"
 #include "tokenizer/tokenizer.h"
 
@@ -61,7 +62,9 @@ struct LoadedModel {
 // owned by the model, for the interleaved decode kernels, and releases their
 // pages of the mapped file, so the resident size stays that of the file.
 // Returns how many were re-laid.
-int interleave_matrices(LoadedModel& model);
+// The copies go to one buffer of transparent huge pages where the system
+// offers them, and `pool` (optional) shares the matrices out.
+int interleave_matrices(LoadedModel& model, ThreadPool* pool = nullptr);
 
 // Detects the format from the path (directory, GGUF magic, llama2.c header).
 // Throws edgelm::Error naming the file and the problem.
