@@ -9,6 +9,8 @@
 //   llama_driver greedy MODEL PROMPT N LOGITS_OUT [FORCED]  BOS + prompt, then N argmax tokens
 //   llama_driver tensors FILE.gguf                       name, type, bytes, FNV-1a of the data
 //   llama_driver kv FILE.gguf                            metadata: key, type, value (or hash)
+//   llama_driver bench MODEL PROMPT_TOKENS DECODE_TOKENS THREADS REPS
+//                                                        prefill and decode speed (tools/bench_vs_llama.sh)
 //
 // greedy prints "prompt: ids", "tokens: ids" and writes the N logit rows (f32, vocab each)
 // that chose the tokens; the argmax takes the lowest id among equal maxima, as
@@ -17,6 +19,8 @@
 // INTEROP_KV_F32=1 uses an F32 KV cache, INTEROP_NO_FA=1 turns flash attention off.
 #include <dlfcn.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cinttypes>
 #include <cstdint>
 #include <cstdio>
@@ -266,6 +270,53 @@ int key_values(const char* path) {
   return 0;
 }
 
+// llama-bench's pp/tg measurement: per repetition an empty cache, PROMPT_TOKENS in one batch,
+// then DECODE_TOKENS one at a time (fixed token ids: no sampling is timed); prints the median
+// tokens/s of each, and the slowest and fastest repetition.
+int bench(const char* path, int n_prompt, int n_decode, int threads, int reps) {
+  if (n_prompt < 1 || n_decode < 1 || threads < 1 || reps < 1) die("bad bench arguments");
+  llama_model_params model_params = llama_model_default_params();
+  llama_model* model = llama_model_load_from_file(path, model_params);
+  if (!model) die(std::string("cannot load ") + path);
+  const int n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(model));
+  llama_context_params ctx_params = llama_context_default_params();
+  ctx_params.n_ctx = static_cast<uint32_t>(n_prompt + n_decode + 16);
+  ctx_params.n_batch = static_cast<uint32_t>(n_prompt);
+  ctx_params.n_ubatch = static_cast<uint32_t>(n_prompt);
+  ctx_params.n_threads = threads;
+  ctx_params.n_threads_batch = threads;
+  llama_context* ctx = llama_init_from_model(model, ctx_params);
+  if (!ctx) die("cannot create a context");
+  std::vector<llama_token> prompt(static_cast<size_t>(n_prompt));
+  for (int i = 0; i < n_prompt; ++i) prompt[i] = 1 + (i * 37) % (n_vocab - 1);
+  using clock = std::chrono::steady_clock;
+  std::vector<double> prefill, decode;
+  for (int rep = 0; rep <= reps; ++rep) {  // repetition 0 warms up
+    llama_memory_clear(llama_get_memory(ctx), true);
+    const auto t0 = clock::now();
+    if (llama_decode(ctx, llama_batch_get_one(prompt.data(), n_prompt)) != 0) die("prefill failed");
+    llama_synchronize(ctx);
+    const auto t1 = clock::now();
+    for (int i = 0; i < n_decode; ++i) {
+      llama_token token = 1 + (i * 91) % (n_vocab - 1);
+      if (llama_decode(ctx, llama_batch_get_one(&token, 1)) != 0) die("decode failed");
+    }
+    llama_synchronize(ctx);
+    const auto t2 = clock::now();
+    if (rep == 0) continue;
+    prefill.push_back(n_prompt / std::chrono::duration<double>(t1 - t0).count());
+    decode.push_back(n_decode / std::chrono::duration<double>(t2 - t1).count());
+  }
+  std::sort(prefill.begin(), prefill.end());
+  std::sort(decode.begin(), decode.end());
+  std::printf("prefill %.1f %.1f %.1f\ndecode %.1f %.1f %.1f\n", prefill[prefill.size() / 2],
+              prefill.front(), prefill.back(), decode[decode.size() / 2], decode.front(),
+              decode.back());
+  llama_free(ctx);
+  llama_model_free(model);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -278,12 +329,17 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (command == "quantize" && argc == 5) return quantize(argv[2], argv[3], std::atoi(argv[4]));
+  if (command == "bench" && argc == 7) {
+    return bench(argv[2], std::atoi(argv[3]), std::atoi(argv[4]), std::atoi(argv[5]),
+                 std::atoi(argv[6]));
+  }
   if (command == "greedy" && (argc == 6 || argc == 7)) {
     return greedy(argv[2], argv[3], std::atoi(argv[4]), argv[5],
                   argc == 7 ? parse_ids(argv[6]) : std::vector<llama_token>{});
   }
   std::fprintf(stderr,
                "usage: llama_driver info | quantize IN OUT FTYPE_ID | greedy MODEL PROMPT N "
-               "LOGITS_OUT [FORCED] | tensors FILE | kv FILE\n");
+               "LOGITS_OUT [FORCED] | tensors FILE | kv FILE | bench MODEL PROMPT_TOKENS "
+               "DECODE_TOKENS THREADS REPS\n");
   return 2;
 }
