@@ -10,7 +10,8 @@
 //   llama_driver tensors FILE.gguf                       name, type, bytes, FNV-1a of the data
 //   llama_driver kv FILE.gguf                            metadata: key, type, value (or hash)
 //   llama_driver bench MODEL PROMPT_TOKENS DECODE_TOKENS THREADS REPS
-//                                                        prefill and decode speed (tools/bench_vs_llama.sh)
+//                                                        prefill and decode speed
+//                                                        (tools/bench_vs_llama.sh)
 //
 // greedy prints "prompt: ids", "tokens: ids" and writes the N logit rows (f32, vocab each)
 // that chose the tokens; the argmax takes the lowest id among equal maxima, as
