@@ -478,12 +478,24 @@ void quant_gemm_avx2(const WeightMatrix& w, const QuantActs& a, int64_t n, float
       mask[p] = _mm256_cmpgt_epi32(_mm256_set1_epi32(valid), lane);
       repack_panel_avx2<G>(w, r0 + p * kPanelRows, valid, quads[p], block_words[p], group_words[p]);
     }
+    // The next group's weights come in while these panels work (see quant_gemm in
+    // matmul_quant_gemm_x86.h), a part per micro-kernel call.
+    const int64_t next = r0 + kGemmRows;
+    const uint8_t* next_rows = static_cast<const uint8_t*>(w.data) + next * w.row_bytes;
+    const size_t next_bytes =
+        next < row_end ? static_cast<size_t>(std::min(kGemmRows, row_end - next)) * w.row_bytes : 0;
+    const int64_t calls = (panels_used / P) * ((n + T - 1) / T);
+    int64_t call = 0;
     for (int p0 = 0; p0 < panels_used; p0 += P) {
       const Avx2Panel* pp = panels + p0;
       const __m256i* mp = mask + p0;
       float* yr = y + r0 + p0 * kPanelRows;
       int64_t t = 0;
-      for (; t + T <= n; t += T) gemm_tokens_avx2<G, P, T>(pp, w.cols, a, t, yr, y_stride, mp);
+      for (; t + T <= n; t += T) {
+        prefetch_part(next_rows, next_bytes, call++, calls);
+        gemm_tokens_avx2<G, P, T>(pp, w.cols, a, t, yr, y_stride, mp);
+      }
+      if (t < n) prefetch_part(next_rows, next_bytes, call++, calls);
       gemm_tail_avx2<G, P, T - 1>(pp, w.cols, a, t, n - t, yr, y_stride, mp);
     }
   }

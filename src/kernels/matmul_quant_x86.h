@@ -92,6 +92,15 @@ inline __m256i high_bits_32(const uint8_t* qh) {
   return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
 }
 
+// Part `part` of `parts` of the prefetches (into L2) of [p, p + bytes): the
+// prefill GEMMs bring in the next row group's weights a little per token tile.
+inline void prefetch_part(const uint8_t* p, size_t bytes, int64_t part, int64_t parts) {
+  const int64_t lines = static_cast<int64_t>((bytes + 63) / 64);
+  for (int64_t l = lines * part / parts; l < lines * (part + 1) / parts; ++l) {
+    _mm_prefetch(reinterpret_cast<const char*>(p + l * 64), _MM_HINT_T2);
+  }
+}
+
 // Decode prefetches the same column of the row group EDGELM_QUANT_AHEAD bytes
 // further on (whole groups): the hardware prefetcher alone keeps too few lines
 // in flight for these short rows.
