@@ -48,39 +48,49 @@ void KvCache::allocate(const ModelConfig& config, int new_capacity, DType new_ty
 }
 
 void KvCache::store(int layer, int position, const float* k, const float* v) {
+  if (type == DType::Q8_0) {
+    for (int g = 0; g < n_kv_heads; ++g) {
+      uint8_t* key_row = key_matrix(layer, g) + static_cast<size_t>(position) * key_row_bytes;
+      quantize_row_q8_0_reference(k + g * head_dim, key_row, head_dim);
+    }
+    store_q8_0_values(layer, position, v);
+    return;
+  }
+  store_keys(layer, position, k);
+  for (int g = 0; g < n_kv_heads; ++g) store_values(layer, g, position, v + g * head_dim);
+}
+
+void KvCache::store_keys(int layer, int position, const float* k) {
+  if (type == DType::Q8_0) fail("KvCache::store_keys: a q8_0 cache stores keys and values at once");
   for (int g = 0; g < n_kv_heads; ++g) {
     const float* kh = k + g * head_dim;
     uint8_t* key_row = key_matrix(layer, g) + static_cast<size_t>(position) * key_row_bytes;
     if (type == DType::F32) {
       std::copy(kh, kh + head_dim, reinterpret_cast<float*>(key_row));
-    } else if (type == DType::F16) {
-      convert_to_f16(kh, reinterpret_cast<uint16_t*>(key_row), head_dim);
     } else {
-      quantize_row_q8_0_reference(kh, key_row, head_dim);
+      convert_to_f16(kh, reinterpret_cast<uint16_t*>(key_row), head_dim);
     }
   }
-  if (type == DType::Q8_0) {
-    store_q8_0_values(layer, position, v);
+}
+
+void KvCache::store_values(int layer, int kv_head, int position, const float* vh) {
+  if (type == DType::Q8_0)
+    fail("KvCache::store_values: a q8_0 cache stores keys and values at once");
+  uint8_t* column =
+      value_matrix(layer, kv_head) + static_cast<size_t>(position) * (type == DType::F32 ? 4 : 2);
+  if (type == DType::F32) {
+    for (int d = 0; d < head_dim; ++d) {
+      std::memcpy(column + d * value_row_bytes, &vh[d], sizeof(float));
+    }
     return;
   }
-  for (int g = 0; g < n_kv_heads; ++g) {
-    const float* vh = v + g * head_dim;
-    uint8_t* column =
-        value_matrix(layer, g) + static_cast<size_t>(position) * (type == DType::F32 ? 4 : 2);
-    if (type == DType::F32) {
-      for (int d = 0; d < head_dim; ++d) {
-        std::memcpy(column + d * value_row_bytes, &vh[d], sizeof(float));
-      }
-      continue;
-    }
-    // Values are stored transposed: convert a run of them, then scatter.
-    uint16_t h[64];
-    for (int d0 = 0; d0 < head_dim; d0 += 64) {
-      const int count = std::min(64, head_dim - d0);
-      convert_to_f16(vh + d0, h, count);
-      for (int d = 0; d < count; ++d) {
-        std::memcpy(column + (d0 + d) * value_row_bytes, &h[d], sizeof(uint16_t));
-      }
+  // Convert a run of them, then scatter.
+  uint16_t h[64];
+  for (int d0 = 0; d0 < head_dim; d0 += 64) {
+    const int count = std::min(64, head_dim - d0);
+    convert_to_f16(vh + d0, h, count);
+    for (int d = 0; d < count; ++d) {
+      std::memcpy(column + (d0 + d) * value_row_bytes, &h[d], sizeof(uint16_t));
     }
   }
 }
@@ -204,24 +214,39 @@ void add_bias(float* rows, const float* bias, int n, int width) {
 // the cache. A work item is one token and the query heads that share a KV head,
 // whose keys and values are read once per kHeadsPerProduct heads (and, where
 // bursts of prefetches pay, prefetched once: the weights streamed since the
-// last layer have evicted them). Only
-// when there are fewer such items than threads (decode of a model with few KV
-// heads) are a KV head's query heads split into runs: each run reads the KV
-// head again, which for 3 KV heads on 2 threads made attention no faster than
-// on one.
+// last layer have evicted them). Only when there are fewer such items than
+// threads (decode of a model with few KV heads) are a KV head's query heads
+// split into runs: each run reads the KV head again, which for 3 KV heads on 2
+// threads made attention no faster than on one.
+//
+// `new_values` (decode with an F16/F32 cache: the token's values, not yet
+// stored) are stored by the item of their KV head, just before its value
+// product. Values are stored transposed, so a token's are one element in each
+// of head_dim rows, whose lines the weights streamed since have evicted: stored
+// on one thread before attention, a step's 192 of them (SmolLM2) filled the
+// store buffer and waited for every line (1.1 us per layer); spread over the
+// items, the stores overlap the key products.
 void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache,
-            ForwardBuffers& buf, ThreadPool& pool) {
+            ForwardBuffers& buf, ThreadPool& pool, const float* new_values) {
   const int group = c.n_heads / c.n_kv_heads;
   const int threads = pool.size();
   const int kv_items = n * c.n_kv_heads;
   const int wanted_runs = std::clamp((threads + kv_items - 1) / kv_items, 1, group);
   const int heads_per_item = (group + wanted_runs - 1) / wanted_runs;
   const int runs_per_kv_head = (group + heads_per_item - 1) / heads_per_item;
+  if (new_values != nullptr && (n != 1 || runs_per_kv_head != 1)) {
+    // Several items share a KV head: store first.
+    for (int g = 0; g < c.n_kv_heads; ++g) {
+      cache.store_values(layer, g, position, new_values + g * c.head_dim);
+    }
+    new_values = nullptr;
+  }
   struct Context {
     const ModelConfig* c;
     KvCache* cache;
     ForwardBuffers* buf;
     int layer, position, group, heads_per_item, runs_per_kv_head, threads;
+    const float* new_values;
     bool prefetch;
     float scale;
     int64_t items;
@@ -236,6 +261,7 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
         heads_per_item,
         runs_per_kv_head,
         threads,
+        new_values,
         burst_prefetch_helps(),
         1.0f / std::sqrt(static_cast<float>(c.head_dim)),
         static_cast<int64_t>(n) * c.n_kv_heads * runs_per_kv_head,
@@ -265,6 +291,9 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
       const int length = end - first;
       const int width = vend - vfirst;
       const int lead = first - vfirst;
+      if (x.new_values != nullptr) {
+        x.cache->store_values(x.layer, g, x.position, x.new_values + g * head_dim);
+      }
       const size_t offset = static_cast<size_t>(i) * q_dim + static_cast<size_t>(h0) * head_dim;
       WeightMatrix keys;
       keys.type = x.cache->type;
@@ -368,6 +397,8 @@ void run_layers(const LoadedModel& model, const int32_t* tokens, int n, int posi
                 buf.rope_sin.data() + static_cast<size_t>(i) * half);
   }
 
+  // Decode stores a token's values in the attention items (attend()).
+  const bool defer_values = n == 1 && cache.type != DType::Q8_0;
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = w.layers[l];
     // Attention block.
@@ -401,9 +432,13 @@ void run_layers(const LoadedModel& model, const int32_t* tokens, int n, int posi
       for (int h = 0; h < c.n_kv_heads; ++h) {
         rope(k + h * c.head_dim, c.head_dim, cos, sin, c.rope_interleaved);
       }
-      cache.store(l, position + i, k, buf.v.data() + static_cast<size_t>(i) * c.kv_dim());
+      if (defer_values) {
+        cache.store_keys(l, position, k);
+      } else {
+        cache.store(l, position + i, k, buf.v.data() + static_cast<size_t>(i) * c.kv_dim());
+      }
     }
-    attend(c, l, n, position, cache, buf, pool);
+    attend(c, l, n, position, cache, buf, pool, defer_values ? buf.v.data() : nullptr);
     project(L.wo, buf.attention.data(), n, buf.x_norm.data(), buf, pool, l,
             MatrixKind::kAttnOutput);
     add_inplace(buf.x.data(), buf.x_norm.data(), static_cast<int64_t>(n) * dim);

@@ -50,6 +50,12 @@ struct KvCache {
   }
   // Stores one token's keys and values (kv_dim floats each) at `position`.
   void store(int layer, int position, const float* k, const float* v);
+  // The two halves of store() for an F16 or F32 cache: all of a token's keys,
+  // and one KV head's values (head_dim floats). Values are stored transposed,
+  // one element in each of head_dim rows, so decode attention has each work
+  // item store its own head's (see attend() in transformer.cc).
+  void store_keys(int layer, int position, const float* k);
+  void store_values(int layer, int kv_head, int position, const float* v_head);
 
  private:
   size_t matrix_index(int layer, int kv_head) const {
