@@ -61,7 +61,9 @@ void KvCache::store(int layer, int position, const float* k, const float* v) {
 }
 
 void KvCache::store_keys(int layer, int position, const float* k) {
-  if (type == DType::Q8_0) fail("KvCache::store_keys: a q8_0 cache stores keys and values at once");
+  if (type == DType::Q8_0) {
+    fail("KvCache::store_keys: a q8_0 cache stores keys and values at once");
+  }
   for (int g = 0; g < n_kv_heads; ++g) {
     const float* kh = k + g * head_dim;
     uint8_t* key_row = key_matrix(layer, g) + static_cast<size_t>(position) * key_row_bytes;
@@ -74,8 +76,9 @@ void KvCache::store_keys(int layer, int position, const float* k) {
 }
 
 void KvCache::store_values(int layer, int kv_head, int position, const float* vh) {
-  if (type == DType::Q8_0)
+  if (type == DType::Q8_0) {
     fail("KvCache::store_values: a q8_0 cache stores keys and values at once");
+  }
   uint8_t* column =
       value_matrix(layer, kv_head) + static_cast<size_t>(position) * (type == DType::F32 ? 4 : 2);
   if (type == DType::F32) {
