@@ -387,6 +387,10 @@ TEST_P(QuantizeActsTest, AdversarialBlocksMatchScalar) {
       std::vector<float> three(static_cast<size_t>(3 * n), 0.25f);
       std::copy(row.begin(), row.end(), three.begin() + n);
       EXPECT_EQ(compare(reference, simd, three, n), "") << c.name << " block " << i << " of 3";
+      // And as block 5 of 16, inside the groups the SIMD quantizers do at once.
+      std::vector<float> sixteen(static_cast<size_t>(16 * n), -0.5f);
+      std::copy(row.begin(), row.end(), sixteen.begin() + 5 * n);
+      EXPECT_EQ(compare(reference, simd, sixteen, n), "") << c.name << " block " << i << " of 16";
     }
     ++tested;
   }
