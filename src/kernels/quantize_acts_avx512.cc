@@ -95,48 +95,35 @@ void quantize_q8_0_blocks(const float* x, int64_t b_begin, int64_t b_end, int8_t
   }
 }
 
-// Sixteen vectors of 16 int32 to one vector of their 16 sums, in order.
-inline __m512i sums_of_16(const __m512i* g) {
-  __m512i pairs[8];  // per 128-bit lane: partial sums of g[2k] and g[2k + 1]
+// Sixteen vectors of 16 int32 to one vector of their 16 reductions by `op`
+// (add, max), in order: lane i reduces g[i]'s lanes.
+template <typename Op>
+inline __m512i reduce_16(const __m512i* g, Op op) {
+  __m512i pairs[8];  // per 128-bit lane: partial results of g[2k] and g[2k + 1]
   for (int k = 0; k < 8; ++k) {
-    pairs[k] = _mm512_add_epi32(_mm512_unpacklo_epi32(g[2 * k], g[2 * k + 1]),
-                                _mm512_unpackhi_epi32(g[2 * k], g[2 * k + 1]));
+    pairs[k] = op(_mm512_unpacklo_epi32(g[2 * k], g[2 * k + 1]),
+                  _mm512_unpackhi_epi32(g[2 * k], g[2 * k + 1]));
   }
-  __m512i quads[4];  // per 128-bit lane: partial sums of g[4k .. 4k + 3]
+  __m512i quads[4];  // per 128-bit lane: partial results of g[4k .. 4k + 3]
   for (int k = 0; k < 4; ++k) {
-    quads[k] = _mm512_add_epi32(_mm512_unpacklo_epi64(pairs[2 * k], pairs[2 * k + 1]),
-                                _mm512_unpackhi_epi64(pairs[2 * k], pairs[2 * k + 1]));
+    quads[k] = op(_mm512_unpacklo_epi64(pairs[2 * k], pairs[2 * k + 1]),
+                  _mm512_unpackhi_epi64(pairs[2 * k], pairs[2 * k + 1]));
   }
   __m512i halves[2];  // lanes: [quads[2k] lanes 0+1, 2+3, quads[2k+1] lanes 0+1, 2+3]
   for (int k = 0; k < 2; ++k) {
-    halves[k] = _mm512_add_epi32(
-        _mm512_shuffle_i32x4(quads[2 * k], quads[2 * k + 1], _MM_SHUFFLE(2, 0, 2, 0)),
-        _mm512_shuffle_i32x4(quads[2 * k], quads[2 * k + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    halves[k] = op(_mm512_shuffle_i32x4(quads[2 * k], quads[2 * k + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                   _mm512_shuffle_i32x4(quads[2 * k], quads[2 * k + 1], _MM_SHUFFLE(3, 1, 3, 1)));
   }
-  return _mm512_add_epi32(_mm512_shuffle_i32x4(halves[0], halves[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                          _mm512_shuffle_i32x4(halves[0], halves[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  return op(_mm512_shuffle_i32x4(halves[0], halves[1], _MM_SHUFFLE(2, 0, 2, 0)),
+            _mm512_shuffle_i32x4(halves[0], halves[1], _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
-// Sixteen vectors of 16 int32 to one vector of their 16 maxima, in order (as sums_of_16).
+inline __m512i sums_of_16(const __m512i* g) {
+  return reduce_16(g, [](__m512i a, __m512i b) { return _mm512_add_epi32(a, b); });
+}
+
 inline __m512i maxima_of_16(const __m512i* g) {
-  __m512i pairs[8];
-  for (int k = 0; k < 8; ++k) {
-    pairs[k] = _mm512_max_epi32(_mm512_unpacklo_epi32(g[2 * k], g[2 * k + 1]),
-                                _mm512_unpackhi_epi32(g[2 * k], g[2 * k + 1]));
-  }
-  __m512i quads[4];
-  for (int k = 0; k < 4; ++k) {
-    quads[k] = _mm512_max_epi32(_mm512_unpacklo_epi64(pairs[2 * k], pairs[2 * k + 1]),
-                                _mm512_unpackhi_epi64(pairs[2 * k], pairs[2 * k + 1]));
-  }
-  __m512i halves[2];
-  for (int k = 0; k < 2; ++k) {
-    halves[k] = _mm512_max_epi32(
-        _mm512_shuffle_i32x4(quads[2 * k], quads[2 * k + 1], _MM_SHUFFLE(2, 0, 2, 0)),
-        _mm512_shuffle_i32x4(quads[2 * k], quads[2 * k + 1], _MM_SHUFFLE(3, 1, 3, 1)));
-  }
-  return _mm512_max_epi32(_mm512_shuffle_i32x4(halves[0], halves[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                          _mm512_shuffle_i32x4(halves[0], halves[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  return reduce_16(g, [](__m512i a, __m512i b) { return _mm512_max_epi32(a, b); });
 }
 
 // Eight blocks at once: the same operations as quantize_q8_0_blocks, but the
