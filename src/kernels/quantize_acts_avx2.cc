@@ -44,10 +44,11 @@ inline __m256i pack_32(__m256i a, __m256i b, __m256i c, __m256i d) {
   return _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
-void quantize_q8_0_avx2(const float* x, int64_t cols, int8_t* q, float* d, float* dsum,
-                        int16_t* s32, int16_t* s16) {
+// Blocks [b_begin, b_end), one at a time.
+void quantize_q8_0_blocks(const float* x, int64_t b_begin, int64_t b_end, int8_t* q, float* d,
+                          float* dsum, int16_t* s32, int16_t* s16) {
   const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff);
-  for (int64_t b = 0; b < cols / kActsQ8_0Block; ++b) {
+  for (int64_t b = b_begin; b < b_end; ++b) {
     const float* xb = x + b * kActsQ8_0Block;
     const __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8);
     const __m256 x2 = _mm256_loadu_ps(xb + 16), x3 = _mm256_loadu_ps(xb + 24);
@@ -88,14 +89,91 @@ void quantize_q8_0_avx2(const float* x, int64_t cols, int8_t* q, float* d, float
   }
 }
 
-// Eight vectors of 8 int32 to one vector of their 8 sums, in order.
+// Eight vectors of 8 int32 to one vector of their 8 reductions by `op` (add,
+// max), in order: lane i reduces g[i]'s lanes.
+template <typename Op>
+inline __m256i reduce_8(const __m256i* g, Op op) {
+  __m256i pairs[4];  // per 128-bit lane: partial results of g[2k] and g[2k + 1]
+  for (int k = 0; k < 4; ++k) {
+    pairs[k] = op(_mm256_unpacklo_epi32(g[2 * k], g[2 * k + 1]),
+                  _mm256_unpackhi_epi32(g[2 * k], g[2 * k + 1]));
+  }
+  __m256i quads[2];  // per 128-bit lane: partial results of g[4k .. 4k + 3]
+  for (int k = 0; k < 2; ++k) {
+    quads[k] = op(_mm256_unpacklo_epi64(pairs[2 * k], pairs[2 * k + 1]),
+                  _mm256_unpackhi_epi64(pairs[2 * k], pairs[2 * k + 1]));
+  }
+  return op(_mm256_permute2x128_si256(quads[0], quads[1], 0x20),
+            _mm256_permute2x128_si256(quads[0], quads[1], 0x31));
+}
+
 inline __m256i sums_of_8(const __m256i* g) {
-  const __m256i h0 =
-      _mm256_hadd_epi32(_mm256_hadd_epi32(g[0], g[1]), _mm256_hadd_epi32(g[2], g[3]));
-  const __m256i h1 =
-      _mm256_hadd_epi32(_mm256_hadd_epi32(g[4], g[5]), _mm256_hadd_epi32(g[6], g[7]));
-  return _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20),
-                          _mm256_permute2x128_si256(h0, h1, 0x31));
+  return reduce_8(g, [](__m256i a, __m256i b) { return _mm256_add_epi32(a, b); });
+}
+
+inline __m256i maxima_of_8(const __m256i* g) {
+  return reduce_8(g, [](__m256i a, __m256i b) { return _mm256_max_epi32(a, b); });
+}
+
+// Eight blocks at once: the same operations as quantize_q8_0_blocks, with the
+// maxima, scales and sums of the eight reduced and computed in vectors
+// (transposed reductions, one division), as in quantize_acts_avx512.cc.
+void quantize_q8_0_avx2(const float* x, int64_t cols, int8_t* q, float* d, float* dsum,
+                        int16_t* s32, int16_t* s16) {
+  constexpr int kGroup = 8;
+  const int64_t blocks = cols / kActsQ8_0Block;
+  const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff);
+  const __m256i in_order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);  // 64-bit pairs 0, 2, 1, 3
+  int64_t b0 = 0;
+  for (; b0 + kGroup <= blocks; b0 += kGroup) {
+    const float* xg = x + b0 * kActsQ8_0Block;
+    __m256i m[kGroup];  // block j's |x| maxima per lane
+    for (int j = 0; j < kGroup; ++j) {
+      __m256i a[4];
+      for (int v = 0; v < 4; ++v) {
+        a[v] = _mm256_and_si256(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg + 32 * j + 8 * v)), abs_mask);
+      }
+      m[j] = _mm256_max_epi32(_mm256_max_epi32(a[0], a[1]), _mm256_max_epi32(a[2], a[3]));
+    }
+    const __m256i maxima = maxima_of_8(m);  // lane j: block j's |x| max
+    // Unsigned compare: any lane above +inf's bits is a NaN.
+    const __m256i above =
+        _mm256_cmpgt_epi32(_mm256_xor_si256(maxima, _mm256_set1_epi32(INT32_MIN)),
+                           _mm256_set1_epi32(static_cast<int>(0x7f800000u ^ 0x80000000u)));
+    if (!_mm256_testz_si256(above, above)) {
+      // A NaN: the reference's running maximum depends on where it is.
+      quantize_q8_0_blocks(x, b0, b0 + kGroup, q, d, dsum, s32, s16);
+      continue;
+    }
+    const __m256 db = _mm256_div_ps(_mm256_castsi256_ps(maxima), _mm256_set1_ps(127.0f));
+    const __m256 id = _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0f), db),
+                                    _mm256_cmp_ps(db, _mm256_setzero_ps(), _CMP_NEQ_UQ));
+    const __m256 d_rounded = _mm256_cvtph_ps(_mm256_cvtps_ph(db, _MM_FROUND_TO_NEAREST_INT));
+    __m256i halves[2 * kGroup];  // block j's two halves' quants, summed per lane, at 2j, 2j + 1
+    for (int j = 0; j < kGroup; ++j) {
+      const __m256 idv = _mm256_permutevar8x32_ps(id, _mm256_set1_epi32(j));
+      __m256i r[4];
+      for (int v = 0; v < 4; ++v) r[v] = round_q8_0(_mm256_loadu_ps(xg + 32 * j + 8 * v), idv);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + (b0 + j) * kActsQ8_0Block),
+                          pack_32(r[0], r[1], r[2], r[3]));
+      halves[2 * j] = _mm256_add_epi32(r[0], r[1]);
+      halves[2 * j + 1] = _mm256_add_epi32(r[2], r[3]);
+    }
+    // Lanes 2j, 2j + 1: block j's sums per 16 (s16's layout), blocks 0-3 then 4-7.
+    const __m256i sums_a = sums_of_8(halves), sums_b = sums_of_8(halves + kGroup);
+    // |sums| <= 16 * 127: packing to int16 keeps them.
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(s16 + 2 * b0),
+                        _mm256_permute4x64_epi64(_mm256_packs_epi32(sums_a, sums_b), 0xD8));
+    const __m256i per_block =
+        _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(sums_a, sums_b), in_order);
+    const __m256i per_block16 =
+        _mm256_permute4x64_epi64(_mm256_packs_epi32(per_block, per_block), 0xD8);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(s32 + b0), _mm256_castsi256_si128(per_block16));
+    _mm256_storeu_ps(d + b0, d_rounded);
+    _mm256_storeu_ps(dsum + b0, _mm256_mul_ps(d_rounded, _mm256_cvtepi32_ps(per_block)));
+  }
+  quantize_q8_0_blocks(x, b0, blocks, q, d, dsum, s32, s16);
 }
 
 inline float hmax(__m256 v) {
