@@ -60,7 +60,7 @@ int32_t Sampler::sample(float* logits, const std::vector<int32_t>& history) {
   if (params_.top_k > 0 && params_.top_k < vocab_size_) {
     // The k best in a heap whose top is the worst of them: past the first k,
     // nearly every logit is below that and costs one comparison, where
-    // copying and partially sorting the whole vocabulary cost 4-5x more. A
+    // copying and partially sorting the whole vocabulary cost 3.5x more. A
     // later token with an equal logit never displaces an earlier one, as in
     // by_logit; NaN logits never enter past the first k.
     const size_t k = static_cast<size_t>(params_.top_k);

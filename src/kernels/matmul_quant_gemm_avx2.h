@@ -480,10 +480,7 @@ void quant_gemm_avx2(const WeightMatrix& w, const QuantActs& a, int64_t n, float
     }
     // The next group's weights come in while these panels work (see quant_gemm in
     // matmul_quant_gemm_x86.h), a part per micro-kernel call.
-    const int64_t next = r0 + kGemmRows;
-    const uint8_t* next_rows = static_cast<const uint8_t*>(w.data) + next * w.row_bytes;
-    const size_t next_bytes =
-        next < row_end ? static_cast<size_t>(std::min(kGemmRows, row_end - next)) * w.row_bytes : 0;
+    const NextRows next_rows = next_row_group(w, r0, row_end);
     const int64_t calls = (panels_used / P) * ((n + T - 1) / T);
     int64_t call = 0;
     for (int p0 = 0; p0 < panels_used; p0 += P) {
@@ -492,10 +489,10 @@ void quant_gemm_avx2(const WeightMatrix& w, const QuantActs& a, int64_t n, float
       float* yr = y + r0 + p0 * kPanelRows;
       int64_t t = 0;
       for (; t + T <= n; t += T) {
-        prefetch_part(next_rows, next_bytes, call++, calls);
+        prefetch_part(next_rows, call++, calls);
         gemm_tokens_avx2<G, P, T>(pp, w.cols, a, t, yr, y_stride, mp);
       }
-      if (t < n) prefetch_part(next_rows, next_bytes, call++, calls);
+      if (t < n) prefetch_part(next_rows, call++, calls);
       gemm_tail_avx2<G, P, T - 1>(pp, w.cols, a, t, n - t, yr, y_stride, mp);
     }
   }

@@ -419,18 +419,15 @@ void quant_gemm(const WeightMatrix& w, const QuantActs& a, int64_t n, float* y, 
       }
     }
     float* yr = y + r0;
-    const int64_t next = r0 + kGemmRows;
-    const uint8_t* next_rows = static_cast<const uint8_t*>(w.data) + next * w.row_bytes;
-    const size_t next_bytes =
-        next < row_end ? static_cast<size_t>(std::min(kGemmRows, row_end - next)) * w.row_bytes : 0;
+    const NextRows next_rows = next_row_group(w, r0, row_end);
     const int64_t tiles = (n + kGemmTokens - 1) / kGemmTokens;
 
     int64_t t = 0;
     for (; t + kGemmTokens <= n; t += kGemmTokens) {
-      prefetch_part(next_rows, next_bytes, t / kGemmTokens, tiles);
+      prefetch_part(next_rows, t / kGemmTokens, tiles);
       gemm_tokens<G, kGemmTokens>(panels, blocks, a, t, yr, y_stride, mask);
     }
-    if (t < n) prefetch_part(next_rows, next_bytes, tiles - 1, tiles);
+    if (t < n) prefetch_part(next_rows, tiles - 1, tiles);
     switch (n - t) {  // the last n % kGemmTokens tokens
       case 3:
         gemm_tokens<G, 3>(panels, blocks, a, t, yr, y_stride, mask);

@@ -92,12 +92,22 @@ inline __m256i high_bits_32(const uint8_t* qh) {
   return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
 }
 
-// Part `part` of `parts` of the prefetches (into L2) of [p, p + bytes): the
-// prefill GEMMs bring in the next row group's weights a little per token tile.
-inline void prefetch_part(const uint8_t* p, size_t bytes, int64_t part, int64_t parts) {
-  const int64_t lines = static_cast<int64_t>((bytes + 63) / 64);
+// The prefill GEMMs bring in the next row group's weights a little per token
+// tile: the rows [r0 + kGemmRows, r0 + 2 kGemmRows) of those up to row_end.
+struct NextRows {
+  const uint8_t* p;
+  size_t bytes;
+};
+inline NextRows next_row_group(const WeightMatrix& w, int64_t r0, int64_t row_end) {
+  const int64_t next = r0 + kGemmRows;
+  const size_t rows = next < row_end ? static_cast<size_t>(std::min(kGemmRows, row_end - next)) : 0;
+  return {static_cast<const uint8_t*>(w.data) + next * w.row_bytes, rows * w.row_bytes};
+}
+// Part `part` of `parts` of the prefetches (into L2) of those rows.
+inline void prefetch_part(const NextRows& rows, int64_t part, int64_t parts) {
+  const int64_t lines = static_cast<int64_t>((rows.bytes + 63) / 64);
   for (int64_t l = lines * part / parts; l < lines * (part + 1) / parts; ++l) {
-    _mm_prefetch(reinterpret_cast<const char*>(p + l * 64), _MM_HINT_T2);
+    _mm_prefetch(reinterpret_cast<const char*>(rows.p + l * 64), _MM_HINT_T2);
   }
 }
 
