@@ -173,6 +173,70 @@ TEST(Quantize, InterleavedMatricesGiveTheSameLogits) {
   expect_interleaving_keeps_logits(wide, "q4_k", DType::Q4_K_X16, 2 * 7 + 1);
 }
 
+// Decode projects the attention output per KV head inside the attention pass
+// (model/transformer.h, projects_output_per_kv_head) where wo is interleaved and
+// each KV head's columns are whole blocks: 2 KV heads of 4 x 64 columns here,
+// for Q4_0 and Q4_K (not for row-major matrices such as Q8_0). The heads' parts
+// are summed in head order, so 1, 2 and 3 threads (1, 2 and 3 row slabs per
+// head) give the same logits bit for bit; and they stay close to the
+// one-product projection (taken when an activation hook watches the inputs):
+// only float summation order differs (the slices quantize the same activation
+// blocks), which a Q8_0 rounding step in a later product could amplify (here
+// they differ by 0 and 3e-6 of 13; batch against token-by-token evaluation by
+// 2.7%; leaving out one head's part by 100%).
+TEST(Quantize, DecodeProjectsAttentionOutputPerKvHead) {
+  const std::string source = random_checkpoint(
+      "smollm2-135m", "--layers 2 --vocab 512 --hidden 512 --heads 8 --kv-heads 2 --ffn 512");
+  const std::vector<int32_t> tokens = some_tokens(512, 20);
+  auto decode = [&](const LoadedModel& m, int threads, bool hook) {
+    ThreadPool pool(threads);
+    KvCache cache;
+    cache.allocate(m.config, static_cast<int>(tokens.size()), DType::F16);
+    ForwardBuffers buffers;
+    buffers.allocate(m.config, 1, static_cast<int>(tokens.size()), pool.size());
+    if (hook) buffers.hook = [](void*, int, MatrixKind, const float*, int, int) {};
+    const size_t vocab = static_cast<size_t>(m.config.vocab_size);
+    std::vector<float> logits(tokens.size() * vocab);
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      forward(m, &tokens[i], 1, static_cast<int>(i), cache, buffers, pool,
+              logits.data() + i * vocab, false);
+    }
+    return logits;
+  };
+  for (const char* type : {"q8_0", "q4_0", "q4_k"}) {
+    SCOPED_TRACE(type);
+    TempDir dir;
+    const std::string out = dir.file(std::string(type) + ".gguf");
+    quantize(source, out, type, /*pure=*/true);
+    auto m = load_model(out);
+    EXPECT_FALSE(projects_output_per_kv_head(m->config, m->weights.layers[0].wo));  // row-major
+    if (interleave_matrices(*m) == 0) continue;  // Q8_0 has no interleaved layout
+    ASSERT_TRUE(projects_output_per_kv_head(m->config, m->weights.layers[0].wo));
+    const std::vector<float> one = decode(*m, 1, false);
+    EXPECT_EQ(decode(*m, 2, false), one);
+    EXPECT_EQ(decode(*m, 3, false), one);
+    const std::vector<float> whole = decode(*m, 2, true);
+    float scale = 0;
+    for (float v : whole) scale = std::max(scale, std::fabs(v));
+    // A missing head's part moves the logits by about the scale itself.
+    EXPECT_LE(max_abs_diff(one, whole), 0.05f * scale);
+    int same_top1 = 0;
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      const auto argmax = [&](const std::vector<float>& l) {
+        return std::max_element(l.begin() + i * 512, l.begin() + (i + 1) * 512) - l.begin();
+      };
+      same_top1 += argmax(one) == argmax(whole);
+    }
+    EXPECT_GE(same_top1, static_cast<int>(tokens.size()) - 2);
+  }
+  // stories260K's 2 x 8 columns per KV head are not whole blocks of any type.
+  TempDir dir;
+  quantize(kStories + "/stories260K.bin", dir.file("s.gguf"), "q4_0", /*pure=*/true);
+  auto stories = load_model(dir.file("s.gguf"));
+  ASSERT_GT(interleave_matrices(*stories), 0);
+  EXPECT_FALSE(projects_output_per_kv_head(stories->config, stories->weights.layers[0].wo));
+}
+
 TEST(Quantize, Stories260KToF32IsBitExact) {
   TempDir dir;
   const std::string out = dir.file("s.gguf");

@@ -10,6 +10,7 @@
 
 #include "kernels/cpu_features.h"
 #include "kernels/matmul_internal.h"
+#include "kernels/quant_formats.h"
 #include "kernels/thread_pool.h"
 #include "util/error.h"
 #include "util/half.h"
@@ -464,6 +465,49 @@ void matmul_many(const WeightMatrix* ws, float* const* ys, int count, const floa
       }
     }
   });
+}
+
+bool column_slice_supported(const WeightMatrix& w, int64_t col_begin, int64_t col_end) {
+  const TypeKernels* tk = find_type_kernels(isa_kernels(active_isa()), w.type);
+  if (tk == nullptr || tk->quant_matvec == nullptr) return false;
+  if (col_begin < 0 || col_end <= col_begin || col_end > w.cols) return false;
+  // The weights' blocks and the activations' (32 values, or 256 for K-quants).
+  const DTypeTraits* traits = dtype_traits(static_cast<uint32_t>(w.type));
+  const int64_t block = std::max<int64_t>(
+      traits->block_size, kernels_internal::uses_q8_K_activations(w.type) ? kQK_K : kQK);
+  return col_begin % block == 0 && col_end % block == 0;
+}
+
+int64_t matvec_row_unit(const WeightMatrix& w) {
+  return kernels_internal::row_unit(w.type);
+}
+
+void matvec_column_slice(const WeightMatrix& weights, int64_t col_begin, int64_t col_end,
+                         const float* x, float* y, int64_t row_begin, int64_t row_end) {
+  WeightMatrix w = weights;
+  w.row_bytes = checked_row_bytes(weights, 1);
+  if (!column_slice_supported(w, col_begin, col_end)) {
+    fail("matvec_column_slice: columns [", col_begin, ", ", col_end, ") of ", w.cols, " ",
+         type_label(w.type), " values are not a slice of whole blocks with an integer kernel");
+  }
+  const int64_t unit = kernels_internal::row_unit(w.type);
+  if (row_begin < 0 || row_end > w.rows || row_begin > row_end || row_begin % unit != 0 ||
+      (row_end % unit != 0 && row_end != w.rows)) {
+    fail("matvec_column_slice: rows [", row_begin, ", ", row_end, ") of ", w.rows,
+         " are not whole units of ", unit);
+  }
+  if (row_begin == row_end) return;
+  const IsaKernels& k = isa_kernels(active_isa());
+  const TypeKernels* tk = find_type_kernels(k, w.type);
+  // Rows keep their stride; the slice starts col_begin's blocks in, which in an
+  // interleaved layout are those of all 16 rows of a group.
+  const size_t offset =
+      dtype_row_bytes(w.type, col_begin) * static_cast<size_t>(unit == 16 ? 16 : 1);
+  w.data = static_cast<const uint8_t*>(w.data) + offset;
+  w.cols = col_end - col_begin;
+  const kernels_internal::QuantActs acts =
+      kernels_internal::quantize_activations(w.type, k, x, w.cols, 1, nullptr);
+  tk->quant_matvec(w, acts, y, row_begin, row_end);
 }
 
 void matmul_reference(const WeightMatrix& weights, const float* x, int64_t n, float* y) {

@@ -36,6 +36,19 @@ void matmul(const WeightMatrix& w, const float* x, int64_t n, float* y, ThreadPo
 void matmul_many(const WeightMatrix* ws, float* const* ys, int count, const float* x, int64_t n,
                  ThreadPool* pool);
 
+// A decode product over a slice of the columns, for an input that arrives in
+// slices from different threads (the attention output projection: one KV
+// head's query heads per slice, projected as soon as their attention is done):
+// y[r - row_begin] = sum over c in [col_begin, col_end) of W[r][c] * x[c - col_begin]
+// for rows [row_begin, row_end), the same sums as matmul() gives for a matrix
+// of just those columns. Integer-kernel (quantized) types only, with the slice
+// on whole blocks of the weights and of their activation quantization
+// (column_slice_supported); rows in whole units of matvec_row_unit(w).
+bool column_slice_supported(const WeightMatrix& w, int64_t col_begin, int64_t col_end);
+int64_t matvec_row_unit(const WeightMatrix& w);
+void matvec_column_slice(const WeightMatrix& w, int64_t col_begin, int64_t col_end, const float* x,
+                         float* y, int64_t row_begin, int64_t row_end);
+
 // Plain scalar reference that every SIMD path is tested against.
 void matmul_reference(const WeightMatrix& w, const float* x, int64_t n, float* y);
 

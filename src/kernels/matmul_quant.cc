@@ -460,8 +460,10 @@ template <typename Fn>
 void for_each_x16_group(const WeightMatrix& w, int64_t row_begin, int64_t row_end, const Fn& fn) {
   thread_local ActBuffer group;
   const DType type = x16_row_major(w.type);
-  uint8_t* rows = group.take(kX16Rows * w.row_bytes);
-  const WeightMatrix rows16{type, kX16Rows, w.cols, rows, w.row_bytes};
+  // De-interleaved rows are packed; w's stride may be longer (a column slice).
+  const size_t row_bytes = dtype_row_bytes(type, w.cols);
+  uint8_t* rows = group.take(kX16Rows * row_bytes);
+  const WeightMatrix rows16{type, kX16Rows, w.cols, rows, row_bytes};
   const TypeKernels& kernels = active_isa_kernels().types[slot(type)];
   for (int64_t r = row_begin; r < row_end; r += kX16Rows) {
     deinterleave_x16(w.type, static_cast<const uint8_t*>(w.data) + r * w.row_bytes, w.cols, rows);

@@ -608,6 +608,77 @@ TEST(MatmulQuantTest, InterleavedEqualsRowMajor) {
   }
 }
 
+// A product over a slice of whole blocks of the columns (the attention output
+// projection, one KV head's slice at a time) gives exactly the sums of a matrix
+// made of just those columns' bytes, for every integer type, the interleaved
+// layouts, every ISA and variant, and row ranges in whole kernel units.
+TEST(MatmulQuantTest, ColumnSliceEqualsMatrixOfThoseColumns) {
+  IsaGuard guard;
+  DecodeVariantGuard variant_guard;
+  std::mt19937 rng(29);
+  const int64_t rows = 48;
+  std::vector<DType> types(std::begin(kIntTypes), std::end(kIntTypes));
+  types.insert(types.end(), {DType::Q4_0_X16, DType::Q5_0_X16, DType::Q4_K_X16});
+  for (DType type : types) {
+    const DType base = x16_row_major(type);
+    const bool k_quant = is_k(base);
+    const int64_t cols = k_quant ? 1024 : 320;
+    const std::vector<std::pair<int64_t, int64_t>> slices =
+        k_quant ? std::vector<std::pair<int64_t, int64_t>>{{256, 768}, {0, 256}, {768, 1024}}
+                : std::vector<std::pair<int64_t, int64_t>>{{64, 224}, {0, 32}, {288, 320}};
+    QuantMatrix full = realistic_matrix(base, rows, cols, rng);
+    for (auto [c0, c1] : slices) {
+      // The slice as a matrix of its own: each row's bytes of those blocks.
+      QuantMatrix part;
+      const size_t skip = dtype_row_bytes(base, c0);
+      const size_t part_row = dtype_row_bytes(base, c1 - c0);
+      part.bytes.resize(part_row * rows);
+      for (int64_t r = 0; r < rows; ++r) {
+        std::memcpy(part.bytes.data() + r * part_row,
+                    full.bytes.data() + r * full.w.row_bytes + skip, part_row);
+      }
+      finish(&part, base, rows, c1 - c0);
+      QuantMatrix view = full;
+      if (type != base) {
+        interleave_x16(base, full.bytes.data(), rows, cols, view.bytes.data());
+        const std::vector<uint8_t> row_major = part.bytes;
+        interleave_x16(base, row_major.data(), rows, c1 - c0, part.bytes.data());
+        part.w.type = view.w.type = type;
+        view.w.data = view.bytes.data();
+      }
+      const std::vector<float> x = normal_activations(1, c1 - c0, rng);
+      for (const KernelVariant& variant : kernel_variants()) {
+        variant.activate();
+        ASSERT_TRUE(column_slice_supported(view.w, c0, c1)) << dtype_name(type);
+        EXPECT_EQ(matvec_row_unit(view.w), type == base ? 4 : 16);
+        const std::vector<float> want = run(part, x, 1, nullptr);
+        for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, rows}, {16, 32}, {32, 48}}) {
+          std::vector<float> got(static_cast<size_t>(r1 - r0), NAN);
+          matvec_column_slice(view.w, c0, c1, x.data(), got.data(), r0, r1);
+          for (int64_t r = r0; r < r1; ++r) {
+            ASSERT_EQ(got[r - r0], want[r])
+                << dtype_name(type) << " " << isa_name(variant.isa) << variant_name(variant.decode)
+                << " columns [" << c0 << ", " << c1 << ") row " << r;
+          }
+        }
+      }
+    }
+    // Slices that cut a block (of the weights or of the activations' Q8_K).
+    std::vector<float> x(cols), y(rows);
+    const int64_t cut = k_quant ? 128 : 16;
+    EXPECT_FALSE(column_slice_supported(full.w, cut, cols)) << dtype_name(type);
+    EXPECT_THROW(matvec_column_slice(full.w, cut, cols, x.data(), y.data(), 0, rows), Error);
+    EXPECT_FALSE(column_slice_supported(full.w, 0, cols + (k_quant ? 256 : 32)));
+    EXPECT_FALSE(column_slice_supported(full.w, 64, 64));
+    // Row ranges must be whole kernel units.
+    EXPECT_THROW(matvec_column_slice(full.w, 0, cols, x.data(), y.data(), 2, rows), Error);
+  }
+  // Float types have no integer kernel to slice.
+  std::vector<uint16_t> f16(64 * 16);
+  const WeightMatrix w{DType::F16, 16, 64, f16.data(), 128};
+  EXPECT_FALSE(column_slice_supported(w, 0, 32));
+}
+
 TEST(MatmulQuantTest, InterleavingRejectsPartialGroupsAndOtherTypes) {
   std::vector<uint8_t> src(dtype_row_bytes(DType::Q5_0, 256) * 20), dst(src.size());
   EXPECT_THROW(interleave_x16(DType::Q4_0, src.data(), 20, 64, dst.data()), Error);

@@ -1146,20 +1146,39 @@ inline constexpr size_t kX16Bytes = kQ5 ? kX16Q5BlockBytes : kX16BlockBytes;
 #endif
 inline constexpr size_t kNearAhead = EDGELM_QUANT_AHEAD, kFarAhead = EDGELM_QUANT_FAR;
 
-// Where to prefetch for the block at p: the same offset in the block kNearAhead
-// (into L1) and, with StreamPrefetch::kFar, kFarAhead (into L2) bytes ahead, or
-// p itself (a no-op) where that is past `end`. Decided once per block so that
-// the kernels' per-chunk prefetches need no branch.
+// How far ahead the interleaved kernels prefetch, in bytes: kNearAhead (into
+// L1) and, with StreamPrefetch::kFar, kFarAhead (into L2) further along the
+// blocks they read. Those are contiguous for whole rows; for a column slice
+// (matvec_column_slice) each 16-row group holds only some of a group's blocks,
+// so the same block some groups on is fetched instead of the other columns.
 template <size_t kBlockBytes>
+struct X16Distances {
+  size_t near, far;
+  X16Distances(const WeightMatrix& w, int64_t blocks) {
+    const size_t segment = static_cast<size_t>(blocks) * kBlockBytes;  // per group
+    const size_t stride = kX16Rows * w.row_bytes;
+    auto ahead = [&](size_t target) {
+      if (segment == 0) return size_t{0};
+      if (segment == stride) return (target + kBlockBytes - 1) / kBlockBytes * kBlockBytes;
+      return (target + segment - 1) / segment * stride;
+    };
+    near = ahead(kNearAhead);
+    far = stream_prefetch() == StreamPrefetch::kFar ? ahead(kFarAhead) : 0;
+  }
+};
+
+// Where to prefetch for the block at p: the distances ahead, or p itself (a
+// no-op) where that is past `end`. Decided once per block so that the kernels'
+// per-chunk prefetches need no branch.
 struct X16Ahead {
-  static constexpr size_t kNear = (kNearAhead + kBlockBytes - 1) / kBlockBytes * kBlockBytes;
-  static constexpr size_t kFar = (kFarAhead + kBlockBytes - 1) / kBlockBytes * kBlockBytes;
   const char* near;
   const char* far;
-  X16Ahead(const uint8_t* p, const uint8_t* end, bool far_ahead) {
+  template <size_t kBlockBytes>
+  X16Ahead(const uint8_t* p, const uint8_t* end, const X16Distances<kBlockBytes>& d) {
     const size_t left = static_cast<size_t>(end - p);
-    near = reinterpret_cast<const char*>(p) + (left >= kNear + kBlockBytes ? kNear : 0);
-    far = reinterpret_cast<const char*>(p) + (far_ahead && left >= kFar + kBlockBytes ? kFar : 0);
+    near = reinterpret_cast<const char*>(p) + (left >= d.near + kBlockBytes ? d.near : 0);
+    far =
+        reinterpret_cast<const char*>(p) + (d.far != 0 && left >= d.far + kBlockBytes ? d.far : 0);
   }
   void fetch(size_t off) const {
     _mm_prefetch(near + off, _MM_HINT_T0);
@@ -1191,12 +1210,12 @@ inline void matvec_x16(const WeightMatrix& w, const QuantActs& a, float* y, int6
   const int64_t nb = w.cols / kQK;
   const uint8_t* base = static_cast<const uint8_t*>(w.data);
   const uint8_t* end = base + row_end * w.row_bytes;
-  const bool far_ahead = stream_prefetch() == StreamPrefetch::kFar;
+  const X16Distances<kBlockBytes> distances(w, nb);
   for (int64_t r = row_begin; r < row_end; r += kX16Rows) {
     const uint8_t* p = base + r * w.row_bytes;  // the group's first block
     __m512 acc = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; ++b, p += kBlockBytes) {
-      const X16Ahead<kBlockBytes> ahead(p, end, far_ahead);
+      const X16Ahead ahead(p, end, distances);
       for (size_t off = 0; off < kBlockBytes; off += 64) ahead.fetch(off);
       const int8_t* xq = a.q + b * kQK;
       // The stored quants are q + kOffset: start from -kOffset * (sum of x).
@@ -1242,13 +1261,13 @@ inline void matvec_q4_k_x16(const WeightMatrix& w, const QuantActs& a, float* y,
   const int64_t nb = w.cols / kQK_K;
   const uint8_t* base = static_cast<const uint8_t*>(w.data);
   const uint8_t* end = base + row_end * w.row_bytes;
-  const bool far_ahead = stream_prefetch() == StreamPrefetch::kFar;
+  const X16Distances<kBlockBytes> distances(w, nb);
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   for (int64_t r = row_begin; r < row_end; r += kX16Rows) {
     const uint8_t* p = base + r * w.row_bytes;  // the group's first super-block
     __m512 acc = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; ++b, p += kBlockBytes) {
-      const X16Ahead<kBlockBytes> ahead(p, end, far_ahead);
+      const X16Ahead ahead(p, end, distances);
       for (size_t off = 0; off < kX16Q4KQuants; off += 64) ahead.fetch(off);
       const int8_t* xq = a.q + b * kQK_K;
       const int16_t* xsum = a.s32 + 8 * b;

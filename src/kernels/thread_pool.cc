@@ -239,4 +239,8 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
   });
 }
 
+void spin_pause() {
+  cpu_relax();
+}
+
 }  // namespace edgelm

@@ -35,4 +35,8 @@ class ThreadPool {
   std::unique_ptr<Impl> impl_;
 };
 
+// One pause of a spin-wait loop (x86 pause, ARM yield): for work that waits
+// on another pool thread's progress inside the same job.
+void spin_pause();
+
 }  // namespace edgelm

@@ -17,6 +17,8 @@ namespace edgelm {
 // the matmul kernels' short-row tiles read each key or value row once for up
 // to 4 tokens (kernels/matmul_internal.h, kShortRowTokens).
 constexpr int kHeadsPerProduct = 4;
+// Decode projects the attention output per KV head (attend()) for up to this many.
+constexpr int kMaxProjectedKvHeads = 64;
 
 void KvCache::allocate(const ModelConfig& config, int new_capacity, DType new_type) {
   if (new_type != DType::F16 && new_type != DType::F32 && new_type != DType::Q8_0) {
@@ -143,6 +145,7 @@ void ForwardBuffers::allocate(const ModelConfig& c, int batch, int capacity, int
   scores.assign(static_cast<size_t>(threads) * group * capacity, 0.0f);
   attention_weights.assign(static_cast<size_t>(threads) * group * padded, 0.0f);
   value_rows.assign(static_cast<size_t>(threads) * (padded + group), 0.0f);
+  projection_parts.assign(static_cast<size_t>(c.n_kv_heads) * c.dim, 0.0f);
 }
 
 std::string matrix_tensor_name(int layer, MatrixKind kind) {
@@ -213,6 +216,20 @@ void add_bias(float* rows, const float* bias, int n, int width) {
   for (int i = 0; i < n; ++i) add_inplace(rows + static_cast<size_t>(i) * width, bias, width);
 }
 
+}  // namespace
+
+bool projects_output_per_kv_head(const ModelConfig& c, const WeightMatrix& wo) {
+  const int64_t width = static_cast<int64_t>(c.n_heads / c.n_kv_heads) * c.head_dim;
+  // Row-major slices read part of each row, and the lines at the slices' edges
+  // twice: SmolLM2 Q8_0 decoded 2% slower so (2 threads), where the interleaved
+  // layouts' slices (whole 16-row groups' blocks) made Q4_0 5% faster.
+  return is_x16_layout(wo.type) && c.n_kv_heads <= kMaxProjectedKvHeads &&
+         wo.cols == width * c.n_kv_heads && wo.rows == c.dim &&
+         column_slice_supported(wo, 0, width);
+}
+
+namespace {
+
 // Causal attention of n new tokens (at positions [position, position+n)) over
 // the cache. A work item is one token and the query heads that share a KV head,
 // whose keys and values are read once per kHeadsPerProduct heads (and, where
@@ -229,8 +246,16 @@ void add_bias(float* rows, const float* bias, int n, int width) {
 // on one thread before attention, a step's 192 of them (SmolLM2) filled the
 // store buffer and waited for every line (1.1 us per layer); spread over the
 // items, the stores overlap the key products.
+//
+// `projection` (decode, where its type allows: output_projection_per_kv_head)
+// is the output projection, done in the same pass: its columns for a KV head's
+// query heads are projected (split into row slabs) as soon as that head's
+// attention is done, into buf.projection_parts[kv head], while other heads are
+// still attending. With SmolLM2's 3 KV heads on 2 threads one thread would
+// otherwise wait a whole item's time, and the projection a hand-off.
 void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache,
-            ForwardBuffers& buf, ThreadPool& pool, const float* new_values) {
+            ForwardBuffers& buf, ThreadPool& pool, const float* new_values,
+            const WeightMatrix* projection) {
   const int group = c.n_heads / c.n_kv_heads;
   const int threads = pool.size();
   const int kv_items = n * c.n_kv_heads;
@@ -244,6 +269,8 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
     }
     new_values = nullptr;
   }
+  // Projection items follow the attention items; each waits for its KV head.
+  const int slabs = projection == nullptr ? 0 : std::max(1, 2 * threads / c.n_kv_heads);
   struct Context {
     const ModelConfig* c;
     KvCache* cache;
@@ -254,7 +281,11 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
     float scale;
     int64_t items;
     size_t scores_per_thread, weights_per_thread, value_row_floats;
+    const WeightMatrix* projection;
+    int slabs;
+    int64_t attention_items;
     std::atomic<int64_t> next_item;
+    std::atomic<int> runs_done[kMaxProjectedKvHeads];  // per KV head
   } ctx{&c,
         &cache,
         &buf,
@@ -271,7 +302,16 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
         buf.scores.size() / threads,
         buf.attention_weights.size() / threads,
         buf.value_rows.size() / threads,
-        {0}};
+        projection,
+        slabs,
+        0,
+        {0},
+        {}};
+  ctx.attention_items = ctx.items;
+  if (projection != nullptr) {
+    for (int g = 0; g < c.n_kv_heads; ++g) ctx.runs_done[g].store(0, std::memory_order_relaxed);
+    ctx.items += static_cast<int64_t>(c.n_kv_heads) * slabs;
+  }
   // Items are handed out one by one, so a thread that starts late (or not at
   // all, on a busy machine) leaves its share to the others.
   pool.run_shared([p = &ctx](int thread) {
@@ -283,6 +323,22 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
     float* weights = x.buf->attention_weights.data() + thread * x.weights_per_thread;
     for (int64_t item = x.next_item.fetch_add(1, std::memory_order_relaxed); item < x.items;
          item = x.next_item.fetch_add(1, std::memory_order_relaxed)) {
+      if (item >= x.attention_items) {
+        // One row slab of the output projection's columns for one KV head.
+        const int64_t p = item - x.attention_items;
+        const int g = static_cast<int>(p / x.slabs);
+        const int slab = static_cast<int>(p % x.slabs);
+        while (x.runs_done[g].load(std::memory_order_acquire) < x.runs_per_kv_head) spin_pause();
+        const WeightMatrix& w = *x.projection;
+        const int64_t unit = matvec_row_unit(w);
+        const int64_t units = (w.rows + unit - 1) / unit;
+        const int64_t r0 = std::min(w.rows, units * slab / x.slabs * unit);
+        const int64_t r1 = std::min(w.rows, units * (slab + 1) / x.slabs * unit);
+        const int64_t width = static_cast<int64_t>(x.group) * c.head_dim;
+        matvec_column_slice(w, g * width, (g + 1) * width, x.buf->attention.data() + g * width,
+                            x.buf->projection_parts.data() + g * w.rows + r0, r0, r1);
+        continue;
+      }
       const int per_token = c.n_kv_heads * x.runs_per_kv_head;
       const int i = static_cast<int>(item / per_token);
       const int g = static_cast<int>(item % per_token) / x.runs_per_kv_head;  // KV head
@@ -352,24 +408,26 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
                  std::min(kHeadsPerProduct, heads - h), out + static_cast<size_t>(h) * head_dim,
                  nullptr);
         }
-        continue;
+      } else {
+        // The quantized matmul would also round the attention weights to 8 bits;
+        // dequantize each value row instead and keep the weights in F32.
+        float* value_row = x.buf->value_rows.data() + thread * x.value_row_floats;
+        float* dots = value_row + width;  // [heads]
+        WeightMatrix dense;
+        dense.type = DType::F32;
+        dense.rows = 1;
+        dense.cols = width;
+        dense.data = value_row;
+        dense.row_bytes = static_cast<size_t>(width) * sizeof(float);
+        for (int d = 0; d < head_dim; ++d) {
+          dequantize_row(DType::Q8_0,
+                         static_cast<const uint8_t*>(values.data) + d * values.row_bytes, value_row,
+                         width);
+          matmul(dense, weights, heads, dots, nullptr);
+          for (int h = 0; h < heads; ++h) out[static_cast<size_t>(h) * head_dim + d] = dots[h];
+        }
       }
-      // The quantized matmul would also round the attention weights to 8 bits;
-      // dequantize each value row instead and keep the weights in F32.
-      float* value_row = x.buf->value_rows.data() + thread * x.value_row_floats;
-      float* dots = value_row + width;  // [heads]
-      WeightMatrix dense;
-      dense.type = DType::F32;
-      dense.rows = 1;
-      dense.cols = width;
-      dense.data = value_row;
-      dense.row_bytes = static_cast<size_t>(width) * sizeof(float);
-      for (int d = 0; d < head_dim; ++d) {
-        dequantize_row(DType::Q8_0, static_cast<const uint8_t*>(values.data) + d * values.row_bytes,
-                       value_row, width);
-        matmul(dense, weights, heads, dots, nullptr);
-        for (int h = 0; h < heads; ++h) out[static_cast<size_t>(h) * head_dim + d] = dots[h];
-      }
+      if (x.projection != nullptr) x.runs_done[g].fetch_add(1, std::memory_order_release);
     }
   });
 }
@@ -441,10 +499,21 @@ void run_layers(const LoadedModel& model, const int32_t* tokens, int n, int posi
         cache.store(l, position + i, k, buf.v.data() + static_cast<size_t>(i) * c.kv_dim());
       }
     }
-    attend(c, l, n, position, cache, buf, pool, defer_values ? buf.v.data() : nullptr);
-    project(L.wo, buf.attention.data(), n, buf.x_norm.data(), buf, pool, l,
-            MatrixKind::kAttnOutput);
-    add_inplace(buf.x.data(), buf.x_norm.data(), static_cast<int64_t>(n) * dim);
+    // Decode projects the attention output per KV head inside attend(); an
+    // activation hook (imatrix) needs the whole input of the projection.
+    const bool per_kv_head = n == 1 && buf.hook == nullptr && projects_output_per_kv_head(c, L.wo);
+    attend(c, l, n, position, cache, buf, pool, defer_values ? buf.v.data() : nullptr,
+           per_kv_head ? &L.wo : nullptr);
+    if (per_kv_head) {
+      // The heads' parts summed in head order, whatever the thread count.
+      float* parts = buf.projection_parts.data();
+      for (int g = 1; g < c.n_kv_heads; ++g) add_inplace(parts, parts + g * dim, dim);
+      add_inplace(buf.x.data(), parts, dim);
+    } else {
+      project(L.wo, buf.attention.data(), n, buf.x_norm.data(), buf, pool, l,
+              MatrixKind::kAttnOutput);
+      add_inplace(buf.x.data(), buf.x_norm.data(), static_cast<int64_t>(n) * dim);
+    }
 
     // Feed-forward block (SwiGLU).
     for (int i = 0; i < n; ++i) {

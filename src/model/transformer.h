@@ -85,9 +85,19 @@ struct ForwardBuffers {
   std::vector<float> scores;             // [threads][heads][capacity]
   std::vector<float> attention_weights;  // [threads][heads][capacity, padded to 32]
   std::vector<float> value_rows;         // [threads][capacity + heads]: Q8_0 values in F32
+  // Decode: the output projection of each KV head's query heads, [n_kv_heads][dim].
+  std::vector<float> projection_parts;
 
   void allocate(const ModelConfig& config, int max_batch, int capacity, int threads);
 };
+
+// Whether decode projects the attention output per KV head, inside the
+// attention pass (attend() in transformer.cc): wo must be in an interleaved
+// layout (Q4_0_X16, Q5_0_X16, Q4_K_X16: loaded so where the CPU's kernels read
+// those faster) and each KV head's query heads span whole blocks of it (32
+// columns, 256 for Q4_K). Otherwise, and with an activation hook, the
+// projection follows attention as one product.
+bool projects_output_per_kv_head(const ModelConfig& config, const WeightMatrix& wo);
 
 // Runs tokens[0..n) at positions [position, position + n), appending their keys
 // and values to the cache. Writes logits (vocab_size floats per token) for every
