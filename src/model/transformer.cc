@@ -343,6 +343,14 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
       const int i = static_cast<int>(item / per_token);
       const int g = static_cast<int>(item % per_token) / x.runs_per_kv_head;  // KV head
       const int run = static_cast<int>(item % x.runs_per_kv_head);
+      // Counted when the run ends, also by an exception (which the pool passes
+      // on once every thread is done), so a projection item never waits forever.
+      struct RunDone {
+        std::atomic<int>* count;
+        ~RunDone() {
+          if (count != nullptr) count->fetch_add(1, std::memory_order_release);
+        }
+      } run_done{x.projection != nullptr ? &x.runs_done[g] : nullptr};
       const int h0 = g * x.group + run * x.heads_per_item;  // first query head of the run
       const int heads = std::min(x.heads_per_item, (g + 1) * x.group - h0);
       const AttendedRange range = attended_range(c, *x.cache, x.position + i);
@@ -427,7 +435,6 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
           for (int h = 0; h < heads; ++h) out[static_cast<size_t>(h) * head_dim + d] = dots[h];
         }
       }
-      if (x.projection != nullptr) x.runs_done[g].fetch_add(1, std::memory_order_release);
     }
   });
 }
