@@ -183,22 +183,22 @@ TEST(Quantize, InterleavedMatricesGiveTheSameLogits) {
 // Decode projects the attention output per KV head inside the attention pass
 // (model/transformer.h, projects_output_per_kv_head) where wo is interleaved and
 // each KV head's columns are whole blocks: 2 KV heads of 4 x 64 columns here,
-// for Q4_0 and Q4_K (not for row-major matrices such as Q8_0). The heads' parts
-// are summed in head order, so 1, 2 and 3 threads (1, 2 and 3 row slabs per
-// head) give the same logits bit for bit; and they stay close to the
-// one-product projection (taken when an activation hook watches the inputs):
-// only float summation order differs (the slices quantize the same activation
-// blocks), which a Q8_0 rounding step in a later product could amplify (here
-// they differ by 0 and 3e-6 of 13; batch against token-by-token evaluation by
-// 2.7%; leaving out one head's part by 100%).
+// for Q4_0 and Q4_K (not for row-major matrices such as Q8_0), with F16 and
+// Q8_0 KV caches. The heads' parts are summed in head order, so 1, 2 and 3
+// threads (1, 2 and 3 row slabs per head) give the same logits bit for bit; and
+// they stay close to the one-product projection (taken when an activation hook
+// watches the inputs): only float summation order differs (the slices quantize
+// the same activation blocks), which a Q8_0 rounding step in a later product
+// could amplify (here they differ by 0 and 3e-6 of 13; batch against
+// token-by-token evaluation by 2.7%; leaving out one head's part by 100%).
 TEST(Quantize, DecodeProjectsAttentionOutputPerKvHead) {
   const std::string source = random_checkpoint(
       "smollm2-135m", "--layers 2 --vocab 512 --hidden 512 --heads 8 --kv-heads 2 --ffn 512");
   const std::vector<int32_t> tokens = some_tokens(512, 20);
-  auto decode = [&](const LoadedModel& m, int threads, bool hook) {
+  auto decode = [&](const LoadedModel& m, int threads, bool hook, DType kv) {
     ThreadPool pool(threads);
     KvCache cache;
-    cache.allocate(m.config, static_cast<int>(tokens.size()), DType::F16);
+    cache.allocate(m.config, static_cast<int>(tokens.size()), kv);
     ForwardBuffers buffers;
     buffers.allocate(m.config, 1, static_cast<int>(tokens.size()), pool.size());
     if (hook) buffers.hook = [](void*, int, MatrixKind, const float*, int, int) {};
@@ -219,11 +219,14 @@ TEST(Quantize, DecodeProjectsAttentionOutputPerKvHead) {
     EXPECT_FALSE(projects_output_per_kv_head(m->config, m->weights.layers[0].wo));  // row-major
     if (interleave_matrices(*m) == 0) continue;  // Q8_0 has no interleaved layout
     ASSERT_TRUE(projects_output_per_kv_head(m->config, m->weights.layers[0].wo));
-    const std::vector<float> one = decode(*m, 1, false);
-    EXPECT_EQ(decode(*m, 2, false), one);
-    EXPECT_EQ(decode(*m, 3, false), one);
-    // A missing head's part moves the logits by about the largest one.
-    expect_close_logits(decode(*m, 2, true), one, 512, 2);
+    for (DType kv : {DType::F16, DType::Q8_0}) {  // values stored by the items, or before
+      SCOPED_TRACE(dtype_name(kv));
+      const std::vector<float> one = decode(*m, 1, false, kv);
+      EXPECT_EQ(decode(*m, 2, false, kv), one);
+      EXPECT_EQ(decode(*m, 3, false, kv), one);
+      // A missing head's part moves the logits by about the largest one.
+      expect_close_logits(decode(*m, 2, true, kv), one, 512, 2);
+    }
   }
   // stories260K's 2 x 8 columns per KV head are not whole blocks of any type.
   TempDir dir;
