@@ -247,7 +247,7 @@ namespace {
 // store buffer and waited for every line (1.1 us per layer); spread over the
 // items, the stores overlap the key products.
 //
-// `projection` (decode, where its type allows: output_projection_per_kv_head)
+// `projection` (decode, where its layout allows: projects_output_per_kv_head)
 // is the output projection, done in the same pass: its columns for a KV head's
 // query heads are projected (split into row slabs) as soon as that head's
 // attention is done, into buf.projection_parts[kv head], while other heads are
