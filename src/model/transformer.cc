@@ -416,24 +416,23 @@ void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache
                  std::min(kHeadsPerProduct, heads - h), out + static_cast<size_t>(h) * head_dim,
                  nullptr);
         }
-      } else {
-        // The quantized matmul would also round the attention weights to 8 bits;
-        // dequantize each value row instead and keep the weights in F32.
-        float* value_row = x.buf->value_rows.data() + thread * x.value_row_floats;
-        float* dots = value_row + width;  // [heads]
-        WeightMatrix dense;
-        dense.type = DType::F32;
-        dense.rows = 1;
-        dense.cols = width;
-        dense.data = value_row;
-        dense.row_bytes = static_cast<size_t>(width) * sizeof(float);
-        for (int d = 0; d < head_dim; ++d) {
-          dequantize_row(DType::Q8_0,
-                         static_cast<const uint8_t*>(values.data) + d * values.row_bytes, value_row,
-                         width);
-          matmul(dense, weights, heads, dots, nullptr);
-          for (int h = 0; h < heads; ++h) out[static_cast<size_t>(h) * head_dim + d] = dots[h];
-        }
+        continue;
+      }
+      // The quantized matmul would also round the attention weights to 8 bits;
+      // dequantize each value row instead and keep the weights in F32.
+      float* value_row = x.buf->value_rows.data() + thread * x.value_row_floats;
+      float* dots = value_row + width;  // [heads]
+      WeightMatrix dense;
+      dense.type = DType::F32;
+      dense.rows = 1;
+      dense.cols = width;
+      dense.data = value_row;
+      dense.row_bytes = static_cast<size_t>(width) * sizeof(float);
+      for (int d = 0; d < head_dim; ++d) {
+        dequantize_row(DType::Q8_0, static_cast<const uint8_t*>(values.data) + d * values.row_bytes,
+                       value_row, width);
+        matmul(dense, weights, heads, dots, nullptr);
+        for (int h = 0; h < heads; ++h) out[static_cast<size_t>(h) * head_dim + d] = dots[h];
       }
     }
   });
