@@ -236,6 +236,63 @@ TEST(Quantize, DecodeProjectsAttentionOutputPerKvHead) {
   EXPECT_FALSE(projects_output_per_kv_head(stories->config, stories->weights.layers[0].wo));
 }
 
+// Decode on several threads runs each step in one dispatch of the pool, its
+// products and attention as stages of work items (DecodeStepState); the items
+// and the serial steps between them are those of a dispatch per product, so the
+// logits must match bit for bit: row-major (a separate output-projection stage)
+// and interleaved matrices, mixed activation forms in one stage (q4_k's
+// q4_K + q5_0 + q8_0), float weights, both KV caches, one KV head split into
+// runs of query heads, 2 to 4 threads.
+TEST(Quantize, DecodeInOneDispatchEqualsDispatchPerProduct) {
+  const std::vector<int32_t> tokens = some_tokens(512, 12);
+  auto decode = [&](const LoadedModel& m, int threads, bool one_dispatch, DType kv) {
+    set_decode_in_one_dispatch(one_dispatch);
+    ThreadPool pool(threads);
+    KvCache cache;
+    cache.allocate(m.config, static_cast<int>(tokens.size()), kv);
+    ForwardBuffers buffers;
+    buffers.allocate(m.config, 4, static_cast<int>(tokens.size()), pool.size());
+    const size_t vocab = static_cast<size_t>(m.config.vocab_size);
+    std::vector<float> logits(tokens.size() * vocab);
+    // A prefill of 4 tokens, then decode steps.
+    forward(m, tokens.data(), 4, 0, cache, buffers, pool, logits.data(), false);
+    for (size_t i = 4; i < tokens.size(); ++i) {
+      forward(m, &tokens[i], 1, static_cast<int>(i), cache, buffers, pool,
+              logits.data() + i * vocab, false);
+    }
+    set_decode_in_one_dispatch(true);
+    return logits;
+  };
+  struct Case {
+    const char* shape;
+    const char* type;
+  };
+  const Case cases[] = {
+      {"--layers 2 --vocab 512 --hidden 512 --heads 8 --kv-heads 2 --ffn 512", "q8_0"},
+      {"--layers 2 --vocab 512 --hidden 512 --heads 8 --kv-heads 2 --ffn 512", "q4_0"},
+      {"--layers 2 --vocab 512 --hidden 512 --heads 8 --kv-heads 2 --ffn 512", "q4_k"},
+      {"--layers 2 --vocab 512 --hidden 256 --heads 4 --kv-heads 1 --ffn 512", "q4_0"},
+      {"--layers 2 --vocab 512 --hidden 64 --heads 4 --kv-heads 2 --ffn 128", "f32"},
+  };
+  for (const Case& k : cases) {
+    SCOPED_TRACE(std::string(k.type) + " " + k.shape);
+    TempDir dir;
+    const std::string out = dir.file("m.gguf");
+    quantize(random_checkpoint("smollm2-135m", k.shape), out, k.type);
+    auto m = load_model(out);
+    interleave_matrices(*m);
+    for (DType kv : {DType::F16, DType::Q8_0}) {
+      SCOPED_TRACE(dtype_name(kv));
+      if (kv == DType::Q8_0 && m->config.head_dim % 32 != 0) continue;
+      for (int threads : {2, 3, 4}) {
+        SCOPED_TRACE(threads);
+        const std::vector<float> per_product = decode(*m, threads, false, kv);
+        EXPECT_EQ(decode(*m, threads, true, kv), per_product);
+      }
+    }
+  }
+}
+
 TEST(Quantize, Stories260KToF32IsBitExact) {
   TempDir dir;
   const std::string out = dir.file("s.gguf");

@@ -510,6 +510,70 @@ void matvec_column_slice(const WeightMatrix& weights, int64_t col_begin, int64_t
   tk->quant_matvec(w, acts, y, row_begin, row_end);
 }
 
+struct MatvecInput::Impl {
+  const float* x = nullptr;
+  int64_t cols = 0;
+  bool have[2] = {false, false};  // Q8_0 and Q8_K forms
+  kernels_internal::QuantActs acts[2];
+  kernels_internal::ActBuffer buffers[2];
+};
+
+MatvecInput::MatvecInput() : impl_(std::make_unique<Impl>()) {}
+MatvecInput::~MatvecInput() = default;
+
+void MatvecInput::prepare(const WeightMatrix* ws, int count, const float* x) {
+  Impl& in = *impl_;
+  in.x = x;
+  in.cols = count > 0 ? ws[0].cols : 0;
+  in.have[0] = in.have[1] = false;
+  const IsaKernels& k = isa_kernels(active_isa());
+  for (int i = 0; i < count; ++i) {
+    const WeightMatrix& w = ws[i];
+    if (w.cols != in.cols) {
+      fail("MatvecInput: matrices of ", in.cols, " and ", w.cols, " columns share an input");
+    }
+    const TypeKernels* tk = find_type_kernels(k, w.type);
+    if (tk == nullptr || (tk->quant_matvec == nullptr && tk->matvec == nullptr)) {
+      fail("matmul: no kernel for weight type ", type_label(w.type));
+    }
+    if (tk->quant_matvec == nullptr || w.cols == 0) continue;
+    const int form = kernels_internal::uses_q8_K_activations(w.type) ? 1 : 0;
+    if (in.have[form]) continue;
+    in.acts[form] =
+        kernels_internal::quantize_activations(w.type, k, x, w.cols, 1, nullptr, &in.buffers[form]);
+    in.have[form] = true;
+  }
+}
+
+void matvec_rows(const WeightMatrix& weights, const MatvecInput& input, float* y, int64_t row_begin,
+                 int64_t row_end) {
+  const MatvecInput::Impl& in = *input.impl_;
+  WeightMatrix w = weights;
+  w.row_bytes = checked_row_bytes(weights, 1);
+  const int64_t unit = kernels_internal::row_unit(w.type);
+  if (w.cols != in.cols || row_begin < 0 || row_end > w.rows || row_begin > row_end ||
+      row_begin % unit != 0 || (row_end % unit != 0 && row_end != w.rows)) {
+    fail("matvec_rows: rows [", row_begin, ", ", row_end, ") of a ", w.rows, " x ", w.cols,
+         " matrix for an input of ", in.cols, " values (rows in whole units of ", unit, ")");
+  }
+  if (row_begin == row_end) return;
+  if (w.cols == 0) {
+    std::fill(y, y + (row_end - row_begin), 0.0f);
+    return;
+  }
+  const TypeKernels* tk = find_type_kernels(isa_kernels(active_isa()), w.type);
+  if (tk != nullptr && tk->quant_matvec != nullptr) {
+    const int form = kernels_internal::uses_q8_K_activations(w.type) ? 1 : 0;
+    if (!in.have[form]) fail("matvec_rows: the input was not prepared for ", type_label(w.type));
+    tk->quant_matvec(w, in.acts[form], y, row_begin, row_end);
+    return;
+  }
+  if (tk == nullptr || tk->matvec == nullptr) {
+    fail("matmul: no kernel for weight type ", type_label(w.type));
+  }
+  tk->matvec(w, in.x, y, row_begin, row_end);
+}
+
 void matmul_reference(const WeightMatrix& weights, const float* x, int64_t n, float* y) {
   WeightMatrix w = weights;
   w.row_bytes = checked_row_bytes(weights, n);

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,34 @@ bool column_slice_supported(const WeightMatrix& w, int64_t col_begin, int64_t co
 int64_t matvec_row_unit(const WeightMatrix& w);
 void matvec_column_slice(const WeightMatrix& w, int64_t col_begin, int64_t col_end, const float* x,
                          float* y, int64_t row_begin, int64_t row_end);
+
+// Decode products whose rows the caller shares out itself (threads that claim
+// work items from shared counters for a whole decode step): the input is
+// prepared once, quantized for the integer kernels where matmul() would do it
+// per call, and each item computes a range of rows, with the same results as
+// matmul() gives for those rows. Preparing allocates only the first time.
+class MatvecInput {
+ public:
+  MatvecInput();
+  ~MatvecInput();
+  MatvecInput(const MatvecInput&) = delete;
+  MatvecInput& operator=(const MatvecInput&) = delete;
+  // x (ws[0].cols values, as every matrix has) for products with ws[0..count):
+  // quantized once per activation form that their types use. x must stay
+  // unchanged while products use it.
+  void prepare(const WeightMatrix* ws, int count, const float* x);
+
+ private:
+  friend void matvec_rows(const WeightMatrix& w, const MatvecInput& input, float* y,
+                          int64_t row_begin, int64_t row_end);
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+// y[r - row_begin] = row r of W times the prepared input, for rows
+// [row_begin, row_end) in whole units of matvec_row_unit(w) (row_end may be
+// w.rows). w must be one of the matrices the input was prepared for.
+void matvec_rows(const WeightMatrix& w, const MatvecInput& input, float* y, int64_t row_begin,
+                 int64_t row_end);
 
 // Plain scalar reference that every SIMD path is tested against.
 void matmul_reference(const WeightMatrix& w, const float* x, int64_t n, float* y);

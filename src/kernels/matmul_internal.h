@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "kernels/matmul.h"
 
@@ -173,11 +174,21 @@ void register_ops_avx512(IsaKernels* table);
 #if defined(__aarch64__)
 void register_ops_neon(IsaKernels* table);
 #endif
+// Storage for quantized activations, grown once: decode allocates nothing per token.
+struct ActBuffer {
+  std::vector<uint8_t> bytes;
+  uint8_t* take(size_t size) {
+    if (bytes.size() < size + 64) bytes.resize(size + 64);
+    const uintptr_t p = reinterpret_cast<uintptr_t>(bytes.data());
+    return bytes.data() + ((64 - p % 64) % 64);
+  }
+};
 // Quantizes n tokens of x (cols values each) for the integer kernels of weight
-// `type` (Q8_0 or Q8_K form) into a per-thread buffer of that form, valid until
-// the calling thread quantizes again for the same form.
+// `type` (Q8_0 or Q8_K form) into `buffer`, or where that is null into a
+// per-thread buffer of that form, valid until the calling thread quantizes
+// again for the same form.
 QuantActs quantize_activations(DType type, const IsaKernels& isa, const float* x, int64_t cols,
-                               int64_t n, ThreadPool* pool);
+                               int64_t n, ThreadPool* pool, ActBuffer* buffer = nullptr);
 bool uses_q8_K_activations(DType type);  // K-quants; the other integer types use Q8_0
 // Quantizes x once with isa's quantize_q8_* and runs tk's integer kernels over the pool.
 void quant_matmul(const WeightMatrix& w, const IsaKernels& isa, const TypeKernels& tk,

@@ -132,16 +132,6 @@ bool is_k_quant(DType type) {
   }
 }
 
-// One buffer per calling thread, grown once: decode allocates nothing per token.
-struct ActBuffer {
-  std::vector<uint8_t> bytes;
-  uint8_t* take(size_t size) {
-    if (bytes.size() < size + 64) bytes.resize(size + 64);
-    const uintptr_t p = reinterpret_cast<uintptr_t>(bytes.data());
-    return bytes.data() + ((64 - p % 64) % 64);
-  }
-};
-
 // Runs fn(begin, end) over [0, units) on the pool, or inline without one.
 template <typename Fn>
 void split(ThreadPool* pool, int64_t units, int64_t grain, const Fn& fn) {
@@ -496,7 +486,7 @@ bool uses_q8_K_activations(DType type) {
 }
 
 QuantActs quantize_activations(DType type, const IsaKernels& isa, const float* x, int64_t cols,
-                               int64_t n, ThreadPool* pool) {
+                               int64_t n, ThreadPool* pool, ActBuffer* buffer) {
   const bool k_quant = is_k_quant(type);
   const int64_t block = k_quant ? kQK_K : kQK;
   if (cols % block != 0) {
@@ -516,8 +506,8 @@ QuantActs quantize_activations(DType type, const IsaKernels& isa, const float* x
   // One buffer per activation format, so a Q8_0 and a Q8_K copy of the same
   // input can be alive at once (matmul_many over mixed types).
   thread_local ActBuffer buffers[2];
-  uint8_t* base =
-      buffers[k_quant ? 1 : 0].take(q_bytes + d_bytes + dsum_bytes + s32_bytes + s16_bytes);
+  ActBuffer& storage = buffer != nullptr ? *buffer : buffers[k_quant ? 1 : 0];
+  uint8_t* base = storage.take(q_bytes + d_bytes + dsum_bytes + s32_bytes + s16_bytes);
   int8_t* q = reinterpret_cast<int8_t*>(base);
   float* d = reinterpret_cast<float*>(base + q_bytes);
   float* dsum = reinterpret_cast<float*>(base + q_bytes + d_bytes);

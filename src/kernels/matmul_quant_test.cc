@@ -505,7 +505,10 @@ TEST(MatmulQuantTest, MatmulManyEqualsSeparateMatmuls) {
   }
   f16.w = {DType::F16, 9, cols, f16.bytes.data(), static_cast<size_t>(cols) * 2};
   std::vector<WeightMatrix> ws;
-  for (const QuantMatrix& m : ms) ws.push_back(m.w);
+  for (QuantMatrix& m : ms) {
+    m.w.data = m.bytes.data();  // after the copies
+    ws.push_back(m.w);
+  }
   ws.push_back(f16.w);
   for (const KernelVariant& variant : kernel_variants()) {
     variant.activate();
@@ -677,6 +680,77 @@ TEST(MatmulQuantTest, ColumnSliceEqualsMatrixOfThoseColumns) {
   std::vector<uint16_t> f16(64 * 16);
   const WeightMatrix w{DType::F16, 16, 64, f16.data(), 128};
   EXPECT_FALSE(column_slice_supported(w, 0, 32));
+}
+
+// A prepared input's row ranges give matmul()'s rows, whatever the split, for
+// matrices of different activation forms sharing the input (Q4_K and Q5_0 in a
+// K-quant file's Q/K/V), interleaved layouts and float weights.
+TEST(MatmulQuantTest, MatvecRowsOfPreparedInputEqualMatmul) {
+  IsaGuard guard;
+  DecodeVariantGuard variant_guard;
+  std::mt19937 rng(31);
+  const int64_t rows = 48, cols = 512;
+  std::vector<QuantMatrix> ms;
+  for (DType type : kIntTypes) ms.push_back(realistic_matrix(type, rows, cols, rng));
+  for (DType type : {DType::Q4_0, DType::Q5_0, DType::Q4_K}) {
+    const QuantMatrix row_major = realistic_matrix(type, rows, cols, rng);
+    QuantMatrix m = row_major;
+    interleave_x16(type, row_major.bytes.data(), rows, cols, m.bytes.data());
+    m.w.type = x16_layout(type);
+    m.w.data = m.bytes.data();
+    ms.push_back(m);
+  }
+  std::vector<float> f32(static_cast<size_t>(rows * cols));
+  std::normal_distribution<float> normal;
+  for (float& v : f32) v = normal(rng);
+  const WeightMatrix dense{DType::F32, rows, cols, f32.data(), cols * sizeof(float)};
+  std::vector<WeightMatrix> ws;
+  for (QuantMatrix& m : ms) {
+    m.w.data = m.bytes.data();  // after the copies
+    ws.push_back(m.w);
+  }
+  ws.push_back(dense);
+  const std::vector<float> x = normal_activations(1, cols, rng);
+  for (const KernelVariant& variant : kernel_variants()) {
+    variant.activate();
+    MatvecInput input;
+    for (size_t i = 0; i < ws.size(); i += 3) {  // three matrices at a time share the input
+      const int count = static_cast<int>(std::min<size_t>(3, ws.size() - i));
+      input.prepare(&ws[i], count, x.data());
+      for (int j = 0; j < count; ++j) {
+        const WeightMatrix& w = ws[i + j];
+        std::vector<float> want(rows);
+        matmul(w, x.data(), 1, want.data(), nullptr);
+        const int64_t unit = matvec_row_unit(w);
+        for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, rows}, {16, 32}, {32, rows}}) {
+          std::vector<float> got(static_cast<size_t>(r1 - r0), NAN);
+          matvec_rows(w, input, got.data(), r0, r1);
+          for (int64_t r = r0; r < r1; ++r) {
+            ASSERT_EQ(got[r - r0], want[r]) << dtype_name(w.type) << " " << isa_name(variant.isa)
+                                            << variant_name(variant.decode) << " row " << r;
+          }
+        }
+        EXPECT_THROW(matvec_rows(w, input, want.data(), unit / 2, rows), Error);  // cuts a unit
+        EXPECT_THROW(matvec_rows(w, input, want.data(), 0, rows + unit), Error);
+      }
+      // A matrix the input was not prepared for: another width, or another form.
+      const WeightMatrix other{DType::F32, rows, cols / 2, f32.data(), cols / 2 * sizeof(float)};
+      std::vector<float> y(rows);
+      EXPECT_THROW(matvec_rows(other, input, y.data(), 0, rows), Error);
+    }
+    MatvecInput q8_only;
+    q8_only.prepare(&ms[0].w, 1, x.data());  // Q4_0: the Q8_0 form only
+    const WeightMatrix& q4_k = ms[7].w;
+    ASSERT_EQ(q4_k.type, DType::Q4_K);
+    std::vector<float> y(rows);
+    EXPECT_THROW(matvec_rows(q4_k, q8_only, y.data(), 0, rows), Error);
+  }
+  const WeightMatrix mixed[] = {ms[0].w, dense};
+  const WeightMatrix narrower{DType::F32, rows, cols / 2, f32.data(), cols / 2 * sizeof(float)};
+  const WeightMatrix widths[] = {dense, narrower};
+  MatvecInput input;
+  EXPECT_NO_THROW(input.prepare(mixed, 2, x.data()));
+  EXPECT_THROW(input.prepare(widths, 2, x.data()), Error);
 }
 
 TEST(MatmulQuantTest, InterleavingRejectsPartialGroupsAndOtherTypes) {

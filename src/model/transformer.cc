@@ -13,6 +13,14 @@
 
 namespace edgelm {
 
+namespace {
+bool g_decode_in_one_dispatch = true;
+}  // namespace
+
+void set_decode_in_one_dispatch(bool enabled) {
+  g_decode_in_one_dispatch = enabled;
+}
+
 // Attention products take the query heads of a KV head this many at a time:
 // the matmul kernels' short-row tiles read each key or value row once for up
 // to 4 tokens (kernels/matmul_internal.h, kShortRowTokens).
@@ -228,8 +236,6 @@ bool projects_output_per_kv_head(const ModelConfig& c, const WeightMatrix& wo) {
          column_slice_supported(wo, 0, width);
 }
 
-namespace {
-
 // Causal attention of n new tokens (at positions [position, position+n)) over
 // the cache. A work item is one token and the query heads that share a KV head,
 // whose keys and values are read once per kHeadsPerProduct heads (and, where
@@ -253,194 +259,203 @@ namespace {
 // attention is done, into buf.projection_parts[kv head], while other heads are
 // still attending. With SmolLM2's 3 KV heads on 2 threads one thread would
 // otherwise wait a whole item's time, and the projection a hand-off.
-void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache,
-            ForwardBuffers& buf, ThreadPool& pool, const float* new_values,
-            const WeightMatrix* projection) {
-  const int group = c.n_heads / c.n_kv_heads;
-  const int threads = pool.size();
-  const int kv_items = n * c.n_kv_heads;
+//
+// The items run in any order on any thread (run_item), each at most once; a
+// projection item waits for its KV head's attention items, which come first.
+struct AttentionPass {
+  const ModelConfig* c = nullptr;
+  KvCache* cache = nullptr;
+  ForwardBuffers* buf = nullptr;
+  int layer = 0, position = 0, group = 0, heads_per_item = 0, runs_per_kv_head = 0, threads = 0;
+  const float* new_values = nullptr;
+  bool prefetch = false;
+  float scale = 0;
+  int64_t items = 0, attention_items = 0;
+  size_t scores_per_thread = 0, weights_per_thread = 0, value_row_floats = 0;
+  const WeightMatrix* projection = nullptr;
+  int slabs = 0;
+  std::atomic<int> runs_done[kMaxProjectedKvHeads];  // per KV head
+
+  void setup(const ModelConfig& config, int layer, int n, int position, KvCache& cache,
+             ForwardBuffers& buf, int threads, const float* new_values,
+             const WeightMatrix* projection);
+  void run_item(int thread, int64_t item);
+};
+
+void AttentionPass::setup(const ModelConfig& config, int layer_index, int n, int first_position,
+                          KvCache& kv_cache, ForwardBuffers& buffers, int thread_count,
+                          const float* values_to_store, const WeightMatrix* output_projection) {
+  c = &config;
+  cache = &kv_cache;
+  buf = &buffers;
+  layer = layer_index;
+  position = first_position;
+  threads = thread_count;
+  group = config.n_heads / config.n_kv_heads;
+  const int kv_items = n * config.n_kv_heads;
   const int wanted_runs = std::clamp((threads + kv_items - 1) / kv_items, 1, group);
-  const int heads_per_item = (group + wanted_runs - 1) / wanted_runs;
-  const int runs_per_kv_head = (group + heads_per_item - 1) / heads_per_item;
+  heads_per_item = (group + wanted_runs - 1) / wanted_runs;
+  runs_per_kv_head = (group + heads_per_item - 1) / heads_per_item;
+  new_values = values_to_store;
   if (new_values != nullptr && (n != 1 || runs_per_kv_head != 1)) {
     // Several items share a KV head: store first.
-    for (int g = 0; g < c.n_kv_heads; ++g) {
-      cache.store_values(layer, g, position, new_values + g * c.head_dim);
+    for (int g = 0; g < config.n_kv_heads; ++g) {
+      cache->store_values(layer, g, position, new_values + g * config.head_dim);
     }
     new_values = nullptr;
   }
+  prefetch = burst_prefetch_helps();
+  scale = 1.0f / std::sqrt(static_cast<float>(config.head_dim));
+  attention_items = static_cast<int64_t>(n) * config.n_kv_heads * runs_per_kv_head;
+  items = attention_items;
+  scores_per_thread = buf->scores.size() / threads;
+  weights_per_thread = buf->attention_weights.size() / threads;
+  value_row_floats = buf->value_rows.size() / threads;
   // Projection items follow the attention items; each waits for its KV head.
-  const int slabs = projection == nullptr ? 0 : std::max(1, 2 * threads / c.n_kv_heads);
-  struct Context {
-    const ModelConfig* c;
-    KvCache* cache;
-    ForwardBuffers* buf;
-    int layer, position, group, heads_per_item, runs_per_kv_head, threads;
-    const float* new_values;
-    bool prefetch;
-    float scale;
-    int64_t items;
-    size_t scores_per_thread, weights_per_thread, value_row_floats;
-    const WeightMatrix* projection;
-    int slabs;
-    int64_t attention_items;
-    std::atomic<int64_t> next_item;
-    std::atomic<int> runs_done[kMaxProjectedKvHeads];  // per KV head
-  } ctx{&c,
-        &cache,
-        &buf,
-        layer,
-        position,
-        group,
-        heads_per_item,
-        runs_per_kv_head,
-        threads,
-        new_values,
-        burst_prefetch_helps(),
-        1.0f / std::sqrt(static_cast<float>(c.head_dim)),
-        static_cast<int64_t>(n) * c.n_kv_heads * runs_per_kv_head,
-        buf.scores.size() / threads,
-        buf.attention_weights.size() / threads,
-        buf.value_rows.size() / threads,
-        projection,
-        slabs,
-        0,
-        {0},
-        {}};
-  ctx.attention_items = ctx.items;
+  projection = output_projection;
+  slabs = projection == nullptr ? 0 : std::max(1, 2 * threads / config.n_kv_heads);
   if (projection != nullptr) {
-    for (int g = 0; g < c.n_kv_heads; ++g) ctx.runs_done[g].store(0, std::memory_order_relaxed);
-    ctx.items += static_cast<int64_t>(c.n_kv_heads) * slabs;
+    for (int g = 0; g < config.n_kv_heads; ++g) runs_done[g].store(0, std::memory_order_relaxed);
+    items += static_cast<int64_t>(config.n_kv_heads) * slabs;
   }
-  // Items are handed out one by one, so a thread that starts late (or not at
-  // all, on a busy machine) leaves its share to the others.
-  pool.run_shared([p = &ctx](int thread) {
-    Context& x = *p;
-    const ModelConfig& c = *x.c;
-    const int head_dim = c.head_dim;
-    const int q_dim = c.q_dim();
-    float* scores = x.buf->scores.data() + thread * x.scores_per_thread;
-    float* weights = x.buf->attention_weights.data() + thread * x.weights_per_thread;
-    for (int64_t item = x.next_item.fetch_add(1, std::memory_order_relaxed); item < x.items;
-         item = x.next_item.fetch_add(1, std::memory_order_relaxed)) {
-      if (item >= x.attention_items) {
-        // One row slab of the output projection's columns for one KV head.
-        const int64_t p = item - x.attention_items;
-        const int g = static_cast<int>(p / x.slabs);
-        const int slab = static_cast<int>(p % x.slabs);
-        while (x.runs_done[g].load(std::memory_order_acquire) < x.runs_per_kv_head) spin_pause();
-        const WeightMatrix& w = *x.projection;
-        const int64_t unit = matvec_row_unit(w);
-        const int64_t units = (w.rows + unit - 1) / unit;
-        const int64_t r0 = std::min(w.rows, units * slab / x.slabs * unit);
-        const int64_t r1 = std::min(w.rows, units * (slab + 1) / x.slabs * unit);
-        const int64_t width = static_cast<int64_t>(x.group) * c.head_dim;
-        matvec_column_slice(w, g * width, (g + 1) * width, x.buf->attention.data() + g * width,
-                            x.buf->projection_parts.data() + g * w.rows + r0, r0, r1);
-        continue;
-      }
-      const int per_token = c.n_kv_heads * x.runs_per_kv_head;
-      const int i = static_cast<int>(item / per_token);
-      const int g = static_cast<int>(item % per_token) / x.runs_per_kv_head;  // KV head
-      const int run = static_cast<int>(item % x.runs_per_kv_head);
-      // Counted when the run ends, also by an exception (which the pool passes
-      // on once every thread is done), so a projection item never waits forever.
-      struct RunDone {
-        std::atomic<int>* count;
-        ~RunDone() {
-          if (count != nullptr) count->fetch_add(1, std::memory_order_release);
-        }
-      } run_done{x.projection != nullptr ? &x.runs_done[g] : nullptr};
-      const int h0 = g * x.group + run * x.heads_per_item;  // first query head of the run
-      const int heads = std::min(x.heads_per_item, (g + 1) * x.group - h0);
-      const AttendedRange range = attended_range(c, *x.cache, x.position + i);
-      const int first = range.first, end = range.end, vfirst = range.vfirst, vend = range.vend;
-      const int length = end - first;
-      const int width = vend - vfirst;
-      const int lead = first - vfirst;
-      if (x.new_values != nullptr) {
-        x.cache->store_values(x.layer, g, x.position, x.new_values + g * head_dim);
-      }
-      const size_t offset = static_cast<size_t>(i) * q_dim + static_cast<size_t>(h0) * head_dim;
-      WeightMatrix keys;
-      keys.type = x.cache->type;
-      keys.rows = length;
-      keys.cols = head_dim;
-      keys.data =
-          x.cache->key_matrix(x.layer, g) + static_cast<size_t>(first) * x.cache->key_row_bytes;
-      keys.row_bytes = x.cache->key_row_bytes;
-      WeightMatrix values;
-      values.type = x.cache->type;
-      values.rows = head_dim;
-      values.cols = width;
-      values.data = x.cache->value_matrix(x.layer, g) + dtype_row_bytes(x.cache->type, vfirst);
-      values.row_bytes = x.cache->value_row_bytes;
-      // The keys and values are read from memory (the weights streamed since
-      // the last layer have evicted them): where bursts of prefetches pay, ask
-      // for all of them now, so the misses overlap instead of stalling the
-      // kernels one tile at a time.
-      if (x.prefetch) prefetch_kv_head(*x.cache, x.layer, g, first, end, vfirst, vend);
-      // scores: [heads][length]; weights: [heads][width], zero outside [lead, lead + length).
-      // Several heads per product: this made the key and value products 1.5x
-      // faster than one head at a time.
-      for (int h = 0; h < heads; h += kHeadsPerProduct) {
-        matmul(keys, x.buf->q.data() + offset + static_cast<size_t>(h) * head_dim,
-               std::min(kHeadsPerProduct, heads - h), scores + static_cast<size_t>(h) * length,
-               nullptr);
-      }
-      for (int h = 0; h < heads; ++h) {
-        float* row = weights + static_cast<size_t>(h) * width;
-        const float* s = scores + static_cast<size_t>(h) * length;
-        std::fill(row, row + lead, 0.0f);
-        std::fill(row + lead + length, row + width, 0.0f);
-        float* live = row + lead;
-        for (int t = 0; t < length; ++t) live[t] = s[t] * x.scale;
-        softmax(live, length);
-      }
-      // While this item's products work from cache, the memory system can
-      // already bring in the KV head of the item this thread is likely to take
-      // next (items are claimed in turn: `threads` further on).
-      const int64_t guess = item + x.threads;
-      if (x.prefetch && guess < x.items) {
-        const int gi = static_cast<int>(guess / per_token);
-        const int gg = static_cast<int>(guess % per_token) / x.runs_per_kv_head;
-        if (gi != i || gg != g) {
-          const AttendedRange r = attended_range(c, *x.cache, x.position + gi);
-          prefetch_kv_head(*x.cache, x.layer, gg, r.first, r.end, r.vfirst, r.vend);
-        }
-      }
-      float* out = x.buf->attention.data() + offset;  // [heads][head_dim]
-      if (x.cache->type != DType::Q8_0) {
-        for (int h = 0; h < heads; h += kHeadsPerProduct) {
-          matmul(values, weights + static_cast<size_t>(h) * width,
-                 std::min(kHeadsPerProduct, heads - h), out + static_cast<size_t>(h) * head_dim,
-                 nullptr);
-        }
-        continue;
-      }
-      // The quantized matmul would also round the attention weights to 8 bits;
-      // dequantize each value row instead and keep the weights in F32.
-      float* value_row = x.buf->value_rows.data() + thread * x.value_row_floats;
-      float* dots = value_row + width;  // [heads]
-      WeightMatrix dense;
-      dense.type = DType::F32;
-      dense.rows = 1;
-      dense.cols = width;
-      dense.data = value_row;
-      dense.row_bytes = static_cast<size_t>(width) * sizeof(float);
-      for (int d = 0; d < head_dim; ++d) {
-        dequantize_row(DType::Q8_0, static_cast<const uint8_t*>(values.data) + d * values.row_bytes,
-                       value_row, width);
-        matmul(dense, weights, heads, dots, nullptr);
-        for (int h = 0; h < heads; ++h) out[static_cast<size_t>(h) * head_dim + d] = dots[h];
-      }
+}
+
+void AttentionPass::run_item(int thread, int64_t item) {
+  const int head_dim = c->head_dim;
+  const int q_dim = c->q_dim();
+  float* scores = buf->scores.data() + thread * scores_per_thread;
+  float* weights = buf->attention_weights.data() + thread * weights_per_thread;
+  if (item >= attention_items) {
+    // One row slab of the output projection's columns for one KV head.
+    const int64_t p = item - attention_items;
+    const int g = static_cast<int>(p / slabs);
+    const int slab = static_cast<int>(p % slabs);
+    while (runs_done[g].load(std::memory_order_acquire) < runs_per_kv_head) spin_pause();
+    const WeightMatrix& w = *projection;
+    const int64_t unit = matvec_row_unit(w);
+    const int64_t units = (w.rows + unit - 1) / unit;
+    const int64_t r0 = std::min(w.rows, units * slab / slabs * unit);
+    const int64_t r1 = std::min(w.rows, units * (slab + 1) / slabs * unit);
+    const int64_t width = static_cast<int64_t>(group) * c->head_dim;
+    matvec_column_slice(w, g * width, (g + 1) * width, buf->attention.data() + g * width,
+                        buf->projection_parts.data() + g * w.rows + r0, r0, r1);
+    return;
+  }
+  const int per_token = c->n_kv_heads * runs_per_kv_head;
+  const int i = static_cast<int>(item / per_token);
+  const int g = static_cast<int>(item % per_token) / runs_per_kv_head;  // KV head
+  const int run = static_cast<int>(item % runs_per_kv_head);
+  // Counted when the run ends, also by an exception (which the pool passes
+  // on once every thread is done), so a projection item never waits forever.
+  struct RunDone {
+    std::atomic<int>* count;
+    ~RunDone() {
+      if (count != nullptr) count->fetch_add(1, std::memory_order_release);
+    }
+  } run_done{projection != nullptr ? &runs_done[g] : nullptr};
+  const int h0 = g * group + run * heads_per_item;  // first query head of the run
+  const int heads = std::min(heads_per_item, (g + 1) * group - h0);
+  const AttendedRange range = attended_range(*c, *cache, position + i);
+  const int first = range.first, end = range.end, vfirst = range.vfirst, vend = range.vend;
+  const int length = end - first;
+  const int width = vend - vfirst;
+  const int lead = first - vfirst;
+  if (new_values != nullptr) cache->store_values(layer, g, position, new_values + g * head_dim);
+  const size_t offset = static_cast<size_t>(i) * q_dim + static_cast<size_t>(h0) * head_dim;
+  WeightMatrix keys;
+  keys.type = cache->type;
+  keys.rows = length;
+  keys.cols = head_dim;
+  keys.data = cache->key_matrix(layer, g) + static_cast<size_t>(first) * cache->key_row_bytes;
+  keys.row_bytes = cache->key_row_bytes;
+  WeightMatrix values;
+  values.type = cache->type;
+  values.rows = head_dim;
+  values.cols = width;
+  values.data = cache->value_matrix(layer, g) + dtype_row_bytes(cache->type, vfirst);
+  values.row_bytes = cache->value_row_bytes;
+  // The keys and values are read from memory (the weights streamed since
+  // the last layer have evicted them): where bursts of prefetches pay, ask
+  // for all of them now, so the misses overlap instead of stalling the
+  // kernels one tile at a time.
+  if (prefetch) prefetch_kv_head(*cache, layer, g, first, end, vfirst, vend);
+  // scores: [heads][length]; weights: [heads][width], zero outside [lead, lead + length).
+  // Several heads per product: this made the key and value products 1.5x
+  // faster than one head at a time.
+  for (int h = 0; h < heads; h += kHeadsPerProduct) {
+    matmul(keys, buf->q.data() + offset + static_cast<size_t>(h) * head_dim,
+           std::min(kHeadsPerProduct, heads - h), scores + static_cast<size_t>(h) * length,
+           nullptr);
+  }
+  for (int h = 0; h < heads; ++h) {
+    float* row = weights + static_cast<size_t>(h) * width;
+    const float* s = scores + static_cast<size_t>(h) * length;
+    std::fill(row, row + lead, 0.0f);
+    std::fill(row + lead + length, row + width, 0.0f);
+    float* live = row + lead;
+    for (int t = 0; t < length; ++t) live[t] = s[t] * scale;
+    softmax(live, length);
+  }
+  // While this item's products work from cache, the memory system can
+  // already bring in the KV head of the item this thread is likely to take
+  // next (items are claimed in turn: `threads` further on).
+  const int64_t guess = item + threads;
+  if (prefetch && guess < items) {
+    const int gi = static_cast<int>(guess / per_token);
+    const int gg = static_cast<int>(guess % per_token) / runs_per_kv_head;
+    if (gi != i || gg != g) {
+      const AttendedRange r = attended_range(*c, *cache, position + gi);
+      prefetch_kv_head(*cache, layer, gg, r.first, r.end, r.vfirst, r.vend);
+    }
+  }
+  float* out = buf->attention.data() + offset;  // [heads][head_dim]
+  if (cache->type != DType::Q8_0) {
+    for (int h = 0; h < heads; h += kHeadsPerProduct) {
+      matmul(values, weights + static_cast<size_t>(h) * width,
+             std::min(kHeadsPerProduct, heads - h), out + static_cast<size_t>(h) * head_dim,
+             nullptr);
+    }
+    return;
+  }
+  // The quantized matmul would also round the attention weights to 8 bits;
+  // dequantize each value row instead and keep the weights in F32.
+  float* value_row = buf->value_rows.data() + thread * value_row_floats;
+  float* dots = value_row + width;  // [heads]
+  WeightMatrix dense;
+  dense.type = DType::F32;
+  dense.rows = 1;
+  dense.cols = width;
+  dense.data = value_row;
+  dense.row_bytes = static_cast<size_t>(width) * sizeof(float);
+  for (int d = 0; d < head_dim; ++d) {
+    dequantize_row(DType::Q8_0, static_cast<const uint8_t*>(values.data) + d * values.row_bytes,
+                   value_row, width);
+    matmul(dense, weights, heads, dots, nullptr);
+    for (int h = 0; h < heads; ++h) out[static_cast<size_t>(h) * head_dim + d] = dots[h];
+  }
+}
+
+namespace {
+
+// Items are handed out one by one, so a thread that starts late (or not at
+// all, on a busy machine) leaves its share to the others.
+void attend(const ModelConfig& c, int layer, int n, int position, KvCache& cache,
+            ForwardBuffers& buf, ThreadPool& pool, const float* new_values,
+            const WeightMatrix* projection) {
+  AttentionPass pass;
+  pass.setup(c, layer, n, position, cache, buf, pool.size(), new_values, projection);
+  std::atomic<int64_t> next_item{0};
+  pool.run_shared([&](int thread) {
+    for (int64_t item = next_item.fetch_add(1, std::memory_order_relaxed); item < pass.items;
+         item = next_item.fetch_add(1, std::memory_order_relaxed)) {
+      pass.run_item(thread, item);
     }
   });
 }
 
-// Everything up to and including the final norm; result in buf.x_norm.
-void run_layers(const LoadedModel& model, const int32_t* tokens, int n, int position,
-                KvCache& cache, ForwardBuffers& buf, ThreadPool& pool) {
+// Checks the batch and writes its embeddings to buf.x and its RoPE angles.
+void embed(const LoadedModel& model, const int32_t* tokens, int n, int position,
+           const KvCache& cache, ForwardBuffers& buf) {
   const ModelConfig& c = model.config;
   const ModelWeights& w = model.weights;
   if (n <= 0) fail("forward: empty batch");
@@ -448,9 +463,7 @@ void run_layers(const LoadedModel& model, const int32_t* tokens, int n, int posi
   if (position < 0 || position + n > cache.capacity) {
     fail("context full: ", position + n, " tokens do not fit a context of ", cache.capacity);
   }
-  const int dim = c.dim;
   const int half = c.head_dim / 2;
-
   for (int i = 0; i < n; ++i) {
     const int32_t token = tokens[i];
     if (token < 0 || token >= c.vocab_size) {
@@ -458,63 +471,92 @@ void run_layers(const LoadedModel& model, const int32_t* tokens, int n, int posi
     }
     const auto* row = static_cast<const uint8_t*>(w.token_embedding.data) +
                       static_cast<size_t>(token) * w.token_embedding.row_bytes;
-    dequantize_row(w.token_embedding.type, row, buf.x.data() + static_cast<size_t>(i) * dim, dim);
+    dequantize_row(w.token_embedding.type, row, buf.x.data() + static_cast<size_t>(i) * c.dim,
+                   c.dim);
     rope_angles(position + i, model.rope_inv_freq.data(), half,
                 buf.rope_cos.data() + static_cast<size_t>(i) * half,
                 buf.rope_sin.data() + static_cast<size_t>(i) * half);
   }
+}
 
+void rmsnorm_rows(const ModelConfig& c, const float* weight, int n, ForwardBuffers& buf) {
+  for (int i = 0; i < n; ++i) {
+    rmsnorm(buf.x_norm.data() + static_cast<size_t>(i) * c.dim,
+            buf.x.data() + static_cast<size_t>(i) * c.dim, weight, c.dim, c.rms_eps);
+  }
+}
+
+// Decode: the first KV head's cache comes in while Q/K/V stream (the other
+// heads are prefetched by attention itself, one item ahead).
+void prefetch_first_kv_head(const ModelConfig& c, KvCache& cache, int layer, int position) {
+  if (!burst_prefetch_helps()) return;
+  const AttendedRange r = attended_range(c, cache, position);
+  prefetch_kv_head(cache, layer, 0, r.first, r.end - 1, r.vfirst, r.vend);
+}
+
+// Biases, RoPE and the KV store after the Q/K/V products; with defer_values
+// (decode, F16/F32 cache) the values are left to attend().
+void position_and_store(const ModelConfig& c, const LayerWeights& L, int layer, int n, int position,
+                        bool defer_values, KvCache& cache, ForwardBuffers& buf) {
+  const int half = c.head_dim / 2;
+  add_bias(buf.q.data(), L.bq, n, c.q_dim());
+  add_bias(buf.k.data(), L.bk, n, c.kv_dim());
+  add_bias(buf.v.data(), L.bv, n, c.kv_dim());
+  for (int i = 0; i < n; ++i) {
+    const float* cos = buf.rope_cos.data() + static_cast<size_t>(i) * half;
+    const float* sin = buf.rope_sin.data() + static_cast<size_t>(i) * half;
+    float* q = buf.q.data() + static_cast<size_t>(i) * c.q_dim();
+    float* k = buf.k.data() + static_cast<size_t>(i) * c.kv_dim();
+    for (int h = 0; h < c.n_heads; ++h) {
+      rope(q + h * c.head_dim, c.head_dim, cos, sin, c.rope_interleaved);
+    }
+    for (int h = 0; h < c.n_kv_heads; ++h) {
+      rope(k + h * c.head_dim, c.head_dim, cos, sin, c.rope_interleaved);
+    }
+    if (defer_values) {
+      cache.store_keys(layer, position, k);
+    } else {
+      cache.store(layer, position + i, k, buf.v.data() + static_cast<size_t>(i) * c.kv_dim());
+    }
+  }
+}
+
+// x += the output projection of each KV head's query heads (decode, where
+// attend() projected them), summed in head order whatever the thread count.
+void add_projection_parts(const ModelConfig& c, ForwardBuffers& buf) {
+  float* parts = buf.projection_parts.data();
+  for (int g = 1; g < c.n_kv_heads; ++g) add_inplace(parts, parts + g * c.dim, c.dim);
+  add_inplace(buf.x.data(), parts, c.dim);
+}
+
+// Everything up to and including the final norm; result in buf.x_norm.
+void run_layers(const LoadedModel& model, const int32_t* tokens, int n, int position,
+                KvCache& cache, ForwardBuffers& buf, ThreadPool& pool) {
+  const ModelConfig& c = model.config;
+  const ModelWeights& w = model.weights;
+  embed(model, tokens, n, position, cache, buf);
+  const int dim = c.dim;
   // Decode stores a token's values in the attention items (attend()).
   const bool defer_values = n == 1 && cache.type != DType::Q8_0;
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = w.layers[l];
     // Attention block.
-    for (int i = 0; i < n; ++i) {
-      rmsnorm(buf.x_norm.data() + static_cast<size_t>(i) * dim,
-              buf.x.data() + static_cast<size_t>(i) * dim, L.attn_norm, dim, c.rms_eps);
-    }
-    if (n == 1 && burst_prefetch_helps()) {
-      // Decode: the first KV head's cache comes in while Q/K/V stream (the
-      // other heads are prefetched by attention itself, one item ahead).
-      const AttendedRange r = attended_range(c, cache, position);
-      prefetch_kv_head(cache, l, 0, r.first, r.end - 1, r.vfirst, r.vend);
-    }
+    rmsnorm_rows(c, L.attn_norm, n, buf);
+    if (n == 1) prefetch_first_kv_head(c, cache, l, position);
     {
       const WeightMatrix ws[] = {L.wq, L.wk, L.wv};
       float* const ys[] = {buf.q.data(), buf.k.data(), buf.v.data()};
       const MatrixKind kinds[] = {MatrixKind::kAttnQ, MatrixKind::kAttnK, MatrixKind::kAttnV};
       project_many(ws, ys, kinds, 3, buf.x_norm.data(), n, buf, pool, l);
     }
-    add_bias(buf.q.data(), L.bq, n, c.q_dim());
-    add_bias(buf.k.data(), L.bk, n, c.kv_dim());
-    add_bias(buf.v.data(), L.bv, n, c.kv_dim());
-    for (int i = 0; i < n; ++i) {
-      const float* cos = buf.rope_cos.data() + static_cast<size_t>(i) * half;
-      const float* sin = buf.rope_sin.data() + static_cast<size_t>(i) * half;
-      float* q = buf.q.data() + static_cast<size_t>(i) * c.q_dim();
-      float* k = buf.k.data() + static_cast<size_t>(i) * c.kv_dim();
-      for (int h = 0; h < c.n_heads; ++h) {
-        rope(q + h * c.head_dim, c.head_dim, cos, sin, c.rope_interleaved);
-      }
-      for (int h = 0; h < c.n_kv_heads; ++h) {
-        rope(k + h * c.head_dim, c.head_dim, cos, sin, c.rope_interleaved);
-      }
-      if (defer_values) {
-        cache.store_keys(l, position, k);
-      } else {
-        cache.store(l, position + i, k, buf.v.data() + static_cast<size_t>(i) * c.kv_dim());
-      }
-    }
+    position_and_store(c, L, l, n, position, defer_values, cache, buf);
     // Decode projects the attention output per KV head inside attend(); an
     // activation hook (imatrix) needs the whole input of the projection.
     const bool per_kv_head = n == 1 && buf.hook == nullptr && projects_output_per_kv_head(c, L.wo);
     attend(c, l, n, position, cache, buf, pool, defer_values ? buf.v.data() : nullptr,
            per_kv_head ? &L.wo : nullptr);
     if (per_kv_head) {
-      // The heads' parts summed in head order, whatever the thread count.
-      float* parts = buf.projection_parts.data();
-      for (int g = 1; g < c.n_kv_heads; ++g) add_inplace(parts, parts + g * dim, dim);
-      add_inplace(buf.x.data(), parts, dim);
+      add_projection_parts(c, buf);
     } else {
       project(L.wo, buf.attention.data(), n, buf.x_norm.data(), buf, pool, l,
               MatrixKind::kAttnOutput);
@@ -522,10 +564,7 @@ void run_layers(const LoadedModel& model, const int32_t* tokens, int n, int posi
     }
 
     // Feed-forward block (SwiGLU).
-    for (int i = 0; i < n; ++i) {
-      rmsnorm(buf.x_norm.data() + static_cast<size_t>(i) * dim,
-              buf.x.data() + static_cast<size_t>(i) * dim, L.ffn_norm, dim, c.rms_eps);
-    }
+    rmsnorm_rows(c, L.ffn_norm, n, buf);
     {
       const WeightMatrix ws[] = {L.w_gate, L.w_up};
       float* const ys[] = {buf.ffn_gate.data(), buf.ffn_up.data()};
@@ -538,16 +577,290 @@ void run_layers(const LoadedModel& model, const int32_t* tokens, int n, int posi
             MatrixKind::kFfnDown);
     add_inplace(buf.x.data(), buf.x_norm.data(), static_cast<int64_t>(n) * dim);
   }
-  for (int i = 0; i < n; ++i) {
-    rmsnorm(buf.x_norm.data() + static_cast<size_t>(i) * dim,
-            buf.x.data() + static_cast<size_t>(i) * dim, w.output_norm, dim, c.rms_eps);
+  rmsnorm_rows(c, w.output_norm, n, buf);
+}
+
+}  // namespace
+
+// ---- decode on several threads in one dispatch ----
+//
+// A decode step on several threads runs as one dispatch of the pool: the
+// products and the attention pass of every layer are stages of work items that
+// the threads claim from per-stage counters, and the small serial steps between
+// stages (norms, residual adds, RoPE and the key store, SiLU, quantizing the
+// next product's input) run on the thread that finishes a stage's last item,
+// while the others wait for the next stage to open. A dispatch per product
+// costs each stage a start (the worker sees the job 0.2-0.3 us after the
+// caller), an end (the caller sees the worker finish) and the caller's serial
+// step alone; here a stage ends with one counter and opens with one flag.
+// The items and the serial steps are those of run_layers(), so the logits are
+// the same bit for bit.
+
+enum class StageKind : uint8_t { kQkv, kAttention, kOutput, kGateUp, kDown, kHead };
+
+struct DecodeStage {
+  StageKind kind;
+  int layer;  // n_layers for the head
+  // Products: the matrices sharing the stage's input, split into `chunks`
+  // items of about equal bytes (a row unit goes to the item holding its first byte).
+  WeightMatrix ws[3];
+  int count = 0;
+  int chunks = 0;
+  int64_t first_byte[4] = {0, 0, 0, 0};  // matrix m: bytes [first_byte[m], first_byte[m + 1])
+};
+
+// Each stage's counters on a line of their own.
+struct alignas(64) StageCounters {
+  std::atomic<int> next{0};  // the next item to claim
+  std::atomic<int> done{0};  // items finished
+  int items = 0;             // set when the stage opens
+};
+
+struct DecodeStepState {
+  const LoadedModel* model = nullptr;
+  int threads = 0;
+  std::vector<DecodeStage> stages;
+  std::unique_ptr<StageCounters[]> counters;
+  alignas(64) std::atomic<int> open{0};  // stages before it are done; it can be worked on
+  alignas(64) std::atomic<bool> failed{false};
+  // The step being run.
+  int position = 0;
+  KvCache* cache = nullptr;
+  ForwardBuffers* buf = nullptr;
+  float* logits = nullptr;
+  MatvecInput input;  // the open product stage's
+  AttentionPass attention;
+
+  void build(const LoadedModel& m, int thread_count);
+  void run_item(int stage, int item, int thread);
+  void finish_stage(int stage);
+  void open_stage(int stage);
+  void work(int thread);
+};
+
+namespace {
+
+// Stages split into about this many bytes per item at least, at most
+// kChunksPerThread items per thread (as ThreadPool::parallel_for does).
+constexpr int64_t kMinChunkBytes = 32 * 1024;
+constexpr int kChunksPerThread = 2;
+
+DecodeStage product_stage(StageKind kind, int layer, std::initializer_list<WeightMatrix> ws,
+                          int threads) {
+  DecodeStage s{kind, layer, {}, 0, 0, {0, 0, 0, 0}};
+  for (const WeightMatrix& w : ws) {
+    s.ws[s.count] = w;
+    s.first_byte[s.count + 1] = s.first_byte[s.count] + static_cast<int64_t>(w.row_bytes) * w.rows;
+    ++s.count;
   }
+  const int64_t bytes = s.first_byte[s.count];
+  s.chunks = static_cast<int>(
+      std::clamp<int64_t>(bytes / kMinChunkBytes, 1, int64_t{kChunksPerThread} * threads));
+  return s;
+}
+
+}  // namespace
+
+void DecodeStepState::build(const LoadedModel& m, int thread_count) {
+  model = &m;
+  threads = thread_count;
+  const ModelConfig& c = m.config;
+  stages.clear();
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& L = m.weights.layers[l];
+    stages.push_back(product_stage(StageKind::kQkv, l, {L.wq, L.wk, L.wv}, threads));
+    stages.push_back(DecodeStage{StageKind::kAttention, l, {}, 0, 0, {0, 0, 0, 0}});
+    if (!projects_output_per_kv_head(c, L.wo)) {
+      stages.push_back(product_stage(StageKind::kOutput, l, {L.wo}, threads));
+    }
+    stages.push_back(product_stage(StageKind::kGateUp, l, {L.w_gate, L.w_up}, threads));
+    stages.push_back(product_stage(StageKind::kDown, l, {L.w_down}, threads));
+  }
+  stages.push_back(product_stage(StageKind::kHead, c.n_layers, {m.weights.output}, threads));
+  counters = std::make_unique<StageCounters[]>(stages.size());
+  // Grows the input's buffers to their largest now, so that no step allocates.
+  std::vector<float> zeros(static_cast<size_t>(std::max(c.dim, c.hidden_dim)), 0.0f);
+  for (const DecodeStage& s : stages) {
+    if (s.count > 0) input.prepare(s.ws, s.count, zeros.data());
+  }
+}
+
+void DecodeStepState::run_item(int stage, int item, int thread) {
+  const DecodeStage& s = stages[static_cast<size_t>(stage)];
+  if (s.kind == StageKind::kAttention) return attention.run_item(thread, item);
+  float* ys[3] = {};
+  switch (s.kind) {
+    case StageKind::kQkv:
+      ys[0] = buf->q.data(), ys[1] = buf->k.data(), ys[2] = buf->v.data();
+      break;
+    case StageKind::kGateUp:
+      ys[0] = buf->ffn_gate.data(), ys[1] = buf->ffn_up.data();
+      break;
+    case StageKind::kHead:
+      ys[0] = logits;
+      break;
+    default:  // kOutput, kDown
+      ys[0] = buf->x_norm.data();
+  }
+  const int64_t total = s.first_byte[s.count];
+  const int64_t b0 = total * item / s.chunks;
+  const int64_t b1 = total * (item + 1) / s.chunks;
+  for (int m = 0; m < s.count; ++m) {
+    const WeightMatrix& w = s.ws[m];
+    const int64_t lo = std::clamp(b0 - s.first_byte[m], int64_t{0}, s.first_byte[m + 1]);
+    const int64_t hi = std::clamp(b1 - s.first_byte[m], int64_t{0}, s.first_byte[m + 1]);
+    if (lo >= hi) continue;
+    const int64_t unit = matvec_row_unit(w);
+    const int64_t unit_bytes = static_cast<int64_t>(w.row_bytes) * unit;
+    const int64_t r0 = std::min(w.rows, (lo + unit_bytes - 1) / unit_bytes * unit);
+    const int64_t r1 = std::min(w.rows, (hi + unit_bytes - 1) / unit_bytes * unit);
+    if (r0 < r1) matvec_rows(w, input, ys[m] + r0, r0, r1);
+  }
+}
+
+// The serial step after `stage`, then opening the next one.
+void DecodeStepState::finish_stage(int stage) {
+  const DecodeStage& s = stages[static_cast<size_t>(stage)];
+  const ModelConfig& c = model->config;
+  const int dim = c.dim;
+  switch (s.kind) {
+    case StageKind::kQkv:
+      position_and_store(c, model->weights.layers[s.layer], s.layer, 1, position,
+                         cache->type != DType::Q8_0, *cache, *buf);
+      break;
+    case StageKind::kAttention:
+      if (attention.projection != nullptr) {
+        add_projection_parts(c, *buf);
+        rmsnorm_rows(c, model->weights.layers[s.layer].ffn_norm, 1, *buf);
+      }
+      break;
+    case StageKind::kOutput:
+      add_inplace(buf->x.data(), buf->x_norm.data(), dim);
+      rmsnorm_rows(c, model->weights.layers[s.layer].ffn_norm, 1, *buf);
+      break;
+    case StageKind::kGateUp:
+      silu_mul(buf->ffn_gate.data(), buf->ffn_gate.data(), buf->ffn_up.data(), c.hidden_dim);
+      break;
+    case StageKind::kDown:
+      add_inplace(buf->x.data(), buf->x_norm.data(), dim);
+      if (s.layer + 1 < c.n_layers) {
+        rmsnorm_rows(c, model->weights.layers[s.layer + 1].attn_norm, 1, *buf);
+        prefetch_first_kv_head(c, *cache, s.layer + 1, position);
+      } else {
+        rmsnorm_rows(c, model->weights.output_norm, 1, *buf);
+      }
+      break;
+    case StageKind::kHead:
+      break;
+  }
+  open_stage(stage + 1);
+}
+
+// Prepares the input of `stage` (or attention's items) and lets threads claim its items.
+void DecodeStepState::open_stage(int stage) {
+  if (stage < static_cast<int>(stages.size())) {
+    const DecodeStage& s = stages[static_cast<size_t>(stage)];
+    int items = s.chunks;
+    switch (s.kind) {
+      case StageKind::kQkv:
+      case StageKind::kGateUp:
+      case StageKind::kHead:
+        input.prepare(s.ws, s.count, buf->x_norm.data());
+        break;
+      case StageKind::kAttention: {
+        const LayerWeights& L = model->weights.layers[s.layer];
+        const bool per_kv_head = projects_output_per_kv_head(model->config, L.wo);
+        attention.setup(model->config, s.layer, 1, position, *cache, *buf, threads,
+                        cache->type != DType::Q8_0 ? buf->v.data() : nullptr,
+                        per_kv_head ? &L.wo : nullptr);
+        items = static_cast<int>(attention.items);
+        break;
+      }
+      case StageKind::kOutput:
+        input.prepare(s.ws, s.count, buf->attention.data());
+        break;
+      case StageKind::kDown:
+        input.prepare(s.ws, s.count, buf->ffn_gate.data());
+        break;
+    }
+    counters[stage].items = items;
+  }
+  open.store(stage, std::memory_order_release);
+}
+
+// A thread's part of the step: items of the open stage until none are left,
+// then the next stage once it opens; a thread that joins late starts at the
+// open stage.
+void DecodeStepState::work(int thread) {
+  const int n = static_cast<int>(stages.size());
+  try {
+    for (int s = 0;;) {
+      int opened = open.load(std::memory_order_acquire);
+      while (opened < s) {
+        if (failed.load(std::memory_order_relaxed)) return;
+        spin_pause();
+        opened = open.load(std::memory_order_acquire);
+      }
+      if (opened >= n) return;
+      s = opened;
+      StageCounters& sc = counters[s];
+      for (int i = sc.next.fetch_add(1, std::memory_order_relaxed); i < sc.items;
+           i = sc.next.fetch_add(1, std::memory_order_relaxed)) {
+        run_item(s, i, thread);
+        if (sc.done.fetch_add(1, std::memory_order_acq_rel) + 1 == sc.items) finish_stage(s);
+      }
+      ++s;
+    }
+  } catch (...) {
+    // The others stop waiting; the pool rethrows once every thread is done.
+    failed.store(true, std::memory_order_relaxed);
+    throw;
+  }
+}
+
+namespace {
+
+bool decodes_in_one_dispatch(const ForwardBuffers& buf, const ThreadPool& pool) {
+  return g_decode_in_one_dispatch && pool.size() > 1 && buf.hook == nullptr;
+}
+
+// The state for the model and thread count, built at the first call (a
+// prefill, usually, so that decode steps do not allocate).
+DecodeStepState& decode_state(const LoadedModel& model, ForwardBuffers& buf, ThreadPool& pool) {
+  if (!buf.decode_state) buf.decode_state = std::make_shared<DecodeStepState>();
+  DecodeStepState& state = *buf.decode_state;
+  if (state.model != &model || state.threads != pool.size()) state.build(model, pool.size());
+  return state;
+}
+
+// Decode of one token on several threads (see DecodeStepState); logits of it.
+void decode_in_one_dispatch(const LoadedModel& model, int32_t token, int position, KvCache& cache,
+                            ForwardBuffers& buf, ThreadPool& pool, float* logits) {
+  DecodeStepState& state = decode_state(model, buf, pool);
+  embed(model, &token, 1, position, cache, buf);
+  state.position = position;
+  state.cache = &cache;
+  state.buf = &buf;
+  state.logits = logits;
+  state.failed.store(false, std::memory_order_relaxed);
+  for (size_t s = 0; s < state.stages.size(); ++s) {
+    state.counters[s].next.store(0, std::memory_order_relaxed);
+    state.counters[s].done.store(0, std::memory_order_relaxed);
+  }
+  rmsnorm_rows(model.config, model.weights.layers[0].attn_norm, 1, buf);
+  prefetch_first_kv_head(model.config, cache, 0, position);
+  state.open_stage(0);
+  pool.run_shared([&state](int thread) { state.work(thread); });
 }
 
 }  // namespace
 
 void forward(const LoadedModel& model, const int32_t* tokens, int n, int position, KvCache& cache,
              ForwardBuffers& buf, ThreadPool& pool, float* logits, bool all_logits) {
+  if (decodes_in_one_dispatch(buf, pool)) {
+    if (n == 1) return decode_in_one_dispatch(model, tokens[0], position, cache, buf, pool, logits);
+    decode_state(model, buf, pool);
+  }
   run_layers(model, tokens, n, position, cache, buf, pool);
   const int dim = model.config.dim;
   const int last = model.config.n_layers;
