@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <numeric>
 
 #include "kernels/ops.h"
 #include "kernels/quant_formats.h"
@@ -607,6 +608,10 @@ struct DecodeStage {
   int count = 0;
   int chunks = 0;
   int64_t first_byte[4] = {0, 0, 0, 0};  // matrix m: bytes [first_byte[m], first_byte[m + 1])
+  // kGateUp: items are the same rows of both matrices, in multiples of this
+  // (their row units and the down product's activation block), so that each
+  // item applies SiLU to its rows and quantizes them as the down product's input.
+  int64_t row_align = 0;
 };
 
 // Each stage's counters on a line of their own.
@@ -628,7 +633,7 @@ struct DecodeStepState {
   KvCache* cache = nullptr;
   ForwardBuffers* buf = nullptr;
   float* logits = nullptr;
-  MatvecInput input;  // the open product stage's
+  MatvecInput inputs[2];  // stage s's in inputs[s % 2] (kGateUp fills kDown's)
   AttentionPass attention;
 
   void build(const LoadedModel& m, int thread_count);
@@ -678,16 +683,39 @@ void DecodeStepState::build(const LoadedModel& m, int thread_count) {
   }
   stages.push_back(product_stage(StageKind::kHead, c.n_layers, {m.weights.output}, threads));
   counters = std::make_unique<StageCounters[]>(stages.size());
-  // Grows the input's buffers to their largest now, so that no step allocates.
+  // Grows the inputs' buffers to their largest now, so that no step allocates.
   std::vector<float> zeros(static_cast<size_t>(std::max(c.dim, c.hidden_dim)), 0.0f);
-  for (const DecodeStage& s : stages) {
-    if (s.count > 0) input.prepare(s.ws, s.count, zeros.data());
+  for (size_t i = 0; i < stages.size(); ++i) {
+    DecodeStage& s = stages[i];
+    if (s.count > 0) inputs[i % 2].prepare(s.ws, s.count, zeros.data());
+    if (s.kind != StageKind::kGateUp) continue;
+    const DecodeStage& down = stages[i + 1];
+    MatvecInput& down_input = inputs[(i + 1) % 2];
+    down_input.start(down.ws, down.count, zeros.data());
+    s.row_align = std::lcm(std::lcm(matvec_row_unit(s.ws[0]), matvec_row_unit(s.ws[1])),
+                           down_input.block());
+    const int64_t units = (s.ws[0].rows + s.row_align - 1) / s.row_align;
+    s.chunks = static_cast<int>(std::min<int64_t>(s.chunks, units));
   }
 }
 
 void DecodeStepState::run_item(int stage, int item, int thread) {
   const DecodeStage& s = stages[static_cast<size_t>(stage)];
   if (s.kind == StageKind::kAttention) return attention.run_item(thread, item);
+  const MatvecInput& input = inputs[stage % 2];
+  if (s.kind == StageKind::kGateUp) {
+    const int64_t units = (s.ws[0].rows + s.row_align - 1) / s.row_align;
+    const int64_t r0 = std::min(s.ws[0].rows, units * item / s.chunks * s.row_align);
+    const int64_t r1 = std::min(s.ws[0].rows, units * (item + 1) / s.chunks * s.row_align);
+    if (r0 >= r1) return;
+    float* gate = buf->ffn_gate.data();
+    float* up = buf->ffn_up.data();
+    matvec_rows(s.ws[0], input, gate + r0, r0, r1);
+    matvec_rows(s.ws[1], input, up + r0, r0, r1);
+    silu_mul(gate + r0, gate + r0, up + r0, r1 - r0);
+    inputs[(stage + 1) % 2].quantize(r0, r1);
+    return;
+  }
   float* ys[3] = {};
   switch (s.kind) {
     case StageKind::kQkv:
@@ -738,8 +766,7 @@ void DecodeStepState::finish_stage(int stage) {
       add_inplace(buf->x.data(), buf->x_norm.data(), dim);
       rmsnorm_rows(c, model->weights.layers[s.layer].ffn_norm, 1, *buf);
       break;
-    case StageKind::kGateUp:
-      silu_mul(buf->ffn_gate.data(), buf->ffn_gate.data(), buf->ffn_up.data(), c.hidden_dim);
+    case StageKind::kGateUp:  // the items applied SiLU and quantized the down product's input
       break;
     case StageKind::kDown:
       add_inplace(buf->x.data(), buf->x_norm.data(), dim);
@@ -763,10 +790,15 @@ void DecodeStepState::open_stage(int stage) {
     int items = s.chunks;
     switch (s.kind) {
       case StageKind::kQkv:
-      case StageKind::kGateUp:
       case StageKind::kHead:
-        input.prepare(s.ws, s.count, buf->x_norm.data());
+        inputs[stage % 2].prepare(s.ws, s.count, buf->x_norm.data());
         break;
+      case StageKind::kGateUp: {
+        inputs[stage % 2].prepare(s.ws, s.count, buf->x_norm.data());
+        const DecodeStage& down = stages[static_cast<size_t>(stage) + 1];
+        inputs[(stage + 1) % 2].start(down.ws, down.count, buf->ffn_gate.data());
+        break;
+      }
       case StageKind::kAttention: {
         const LayerWeights& L = model->weights.layers[s.layer];
         const bool per_kv_head = projects_output_per_kv_head(model->config, L.wo);
@@ -777,10 +809,9 @@ void DecodeStepState::open_stage(int stage) {
         break;
       }
       case StageKind::kOutput:
-        input.prepare(s.ws, s.count, buf->attention.data());
+        inputs[stage % 2].prepare(s.ws, s.count, buf->attention.data());
         break;
-      case StageKind::kDown:
-        input.prepare(s.ws, s.count, buf->ffn_gate.data());
+      case StageKind::kDown:  // started by kGateUp, quantized by its items
         break;
     }
     counters[stage].items = items;
