@@ -513,7 +513,7 @@ void matvec_column_slice(const WeightMatrix& weights, int64_t col_begin, int64_t
 struct MatvecInput::Impl {
   const float* x = nullptr;
   int64_t cols = 0;
-  bool have[2] = {false, false};  // Q8_0 and Q8_K forms
+  bool have[2] = {false, false};                  // Q8_0 and Q8_K forms
   DType form_type[2] = {DType::F32, DType::F32};  // a weight type of each form
   kernels_internal::QuantActs acts[2];
   kernels_internal::ActBuffer buffers[2];

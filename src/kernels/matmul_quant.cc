@@ -549,8 +549,7 @@ void quantize_activation_columns(DType type, const IsaKernels& isa, const float*
   const bool k_quant = is_k_quant(type);
   const int64_t block = k_quant ? kQK_K : kQK;
   if (col_begin < 0 || col_end < col_begin || col_begin % block != 0 || col_end % block != 0) {
-    fail("matmul: columns [", col_begin, ", ", col_end, ") are not whole ", block,
-         "-value blocks");
+    fail("matmul: columns [", col_begin, ", ", col_end, ") are not whole ", block, "-value blocks");
   }
   // The arrays were made from a writable buffer (quantize_activations).
   int8_t* q = const_cast<int8_t*>(a.q) + col_begin;

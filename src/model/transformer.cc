@@ -75,14 +75,18 @@ void KvCache::store_keys(int layer, int position, const float* k) {
   if (type == DType::Q8_0) {
     fail("KvCache::store_keys: a q8_0 cache stores keys and values at once");
   }
-  for (int g = 0; g < n_kv_heads; ++g) {
-    const float* kh = k + g * head_dim;
-    uint8_t* key_row = key_matrix(layer, g) + static_cast<size_t>(position) * key_row_bytes;
-    if (type == DType::F32) {
-      std::copy(kh, kh + head_dim, reinterpret_cast<float*>(key_row));
-    } else {
-      convert_to_f16(kh, reinterpret_cast<uint16_t*>(key_row), head_dim);
-    }
+  for (int g = 0; g < n_kv_heads; ++g) store_key(layer, g, position, k + g * head_dim);
+}
+
+void KvCache::store_key(int layer, int kv_head, int position, const float* kh) {
+  if (type == DType::Q8_0) {
+    fail("KvCache::store_key: a q8_0 cache stores keys and values at once");
+  }
+  uint8_t* key_row = key_matrix(layer, kv_head) + static_cast<size_t>(position) * key_row_bytes;
+  if (type == DType::F32) {
+    std::copy(kh, kh + head_dim, reinterpret_cast<float*>(key_row));
+  } else {
+    convert_to_f16(kh, reinterpret_cast<uint16_t*>(key_row), head_dim);
   }
 }
 
@@ -276,12 +280,28 @@ struct AttentionPass {
   const WeightMatrix* projection = nullptr;
   int slabs = 0;
   std::atomic<int> runs_done[kMaxProjectedKvHeads];  // per KV head
+  // Decode in one dispatch: the KV heads' queries, keys and values come from
+  // items of the same stage (DecodeStepState), and a head's attention items
+  // wait until heads_ready[head]; `abort` (set when an item failed) ends waits.
+  bool wait_for_heads = false;
+  std::atomic<int> heads_ready[kMaxProjectedKvHeads];
+  const std::atomic<bool>* abort = nullptr;
 
+  // How many attention items share a KV head (runs of its query heads).
+  static int runs_per_head(const ModelConfig& config, int n, int threads);
   void setup(const ModelConfig& config, int layer, int n, int position, KvCache& cache,
              ForwardBuffers& buf, int threads, const float* new_values,
              const WeightMatrix* projection);
   void run_item(int thread, int64_t item);
 };
+
+int AttentionPass::runs_per_head(const ModelConfig& config, int n, int threads) {
+  const int group = config.n_heads / config.n_kv_heads;
+  const int kv_items = n * config.n_kv_heads;
+  const int wanted_runs = std::clamp((threads + kv_items - 1) / kv_items, 1, group);
+  const int heads_per_item = (group + wanted_runs - 1) / wanted_runs;
+  return (group + heads_per_item - 1) / heads_per_item;
+}
 
 void AttentionPass::setup(const ModelConfig& config, int layer_index, int n, int first_position,
                           KvCache& kv_cache, ForwardBuffers& buffers, int thread_count,
@@ -293,10 +313,8 @@ void AttentionPass::setup(const ModelConfig& config, int layer_index, int n, int
   position = first_position;
   threads = thread_count;
   group = config.n_heads / config.n_kv_heads;
-  const int kv_items = n * config.n_kv_heads;
-  const int wanted_runs = std::clamp((threads + kv_items - 1) / kv_items, 1, group);
-  heads_per_item = (group + wanted_runs - 1) / wanted_runs;
-  runs_per_kv_head = (group + heads_per_item - 1) / heads_per_item;
+  runs_per_kv_head = runs_per_head(config, n, threads);
+  heads_per_item = (group + runs_per_kv_head - 1) / runs_per_kv_head;
   new_values = values_to_store;
   if (new_values != nullptr && (n != 1 || runs_per_kv_head != 1)) {
     // Several items share a KV head: store first.
@@ -319,6 +337,8 @@ void AttentionPass::setup(const ModelConfig& config, int layer_index, int n, int
     for (int g = 0; g < config.n_kv_heads; ++g) runs_done[g].store(0, std::memory_order_relaxed);
     items += static_cast<int64_t>(config.n_kv_heads) * slabs;
   }
+  wait_for_heads = false;
+  abort = nullptr;
 }
 
 void AttentionPass::run_item(int thread, int64_t item) {
@@ -331,7 +351,10 @@ void AttentionPass::run_item(int thread, int64_t item) {
     const int64_t p = item - attention_items;
     const int g = static_cast<int>(p / slabs);
     const int slab = static_cast<int>(p % slabs);
-    while (runs_done[g].load(std::memory_order_acquire) < runs_per_kv_head) spin_pause();
+    while (runs_done[g].load(std::memory_order_acquire) < runs_per_kv_head) {
+      if (abort != nullptr && abort->load(std::memory_order_relaxed)) return;
+      spin_pause();
+    }
     const WeightMatrix& w = *projection;
     const int64_t unit = matvec_row_unit(w);
     const int64_t units = (w.rows + unit - 1) / unit;
@@ -354,6 +377,12 @@ void AttentionPass::run_item(int thread, int64_t item) {
       if (count != nullptr) count->fetch_add(1, std::memory_order_release);
     }
   } run_done{projection != nullptr ? &runs_done[g] : nullptr};
+  if (wait_for_heads) {
+    while (heads_ready[g].load(std::memory_order_acquire) == 0) {
+      if (abort != nullptr && abort->load(std::memory_order_relaxed)) return;
+      spin_pause();
+    }
+  }
   const int h0 = g * group + run * heads_per_item;  // first query head of the run
   const int heads = std::min(heads_per_item, (g + 1) * group - h0);
   const AttendedRange range = attended_range(*c, *cache, position + i);
@@ -522,6 +551,29 @@ void position_and_store(const ModelConfig& c, const LayerWeights& L, int layer, 
   }
 }
 
+// position_and_store() for one KV head and its query heads (decode, F16/F32
+// cache): the same operations on those rows, and the head's values stored too
+// unless its attention item does (see attend()).
+void position_and_store_head(const ModelConfig& c, const LayerWeights& L, int layer, int kv_head,
+                             int position, bool store_values, KvCache& cache, ForwardBuffers& buf) {
+  const int group = c.n_heads / c.n_kv_heads;
+  const int q0 = kv_head * group * c.head_dim, kv0 = kv_head * c.head_dim;
+  float* q = buf.q.data() + q0;
+  float* k = buf.k.data() + kv0;
+  float* v = buf.v.data() + kv0;
+  if (L.bq != nullptr) add_inplace(q, L.bq + q0, group * c.head_dim);
+  if (L.bk != nullptr) add_inplace(k, L.bk + kv0, c.head_dim);
+  if (L.bv != nullptr) add_inplace(v, L.bv + kv0, c.head_dim);
+  const float* cos = buf.rope_cos.data();
+  const float* sin = buf.rope_sin.data();
+  for (int h = 0; h < group; ++h) {
+    rope(q + h * c.head_dim, c.head_dim, cos, sin, c.rope_interleaved);
+  }
+  rope(k, c.head_dim, cos, sin, c.rope_interleaved);
+  cache.store_key(layer, kv_head, position, k);
+  if (store_values) cache.store_values(layer, kv_head, position, v);
+}
+
 // x += the output projection of each KV head's query heads (decode, where
 // attend() projected them), summed in head order whatever the thread count.
 void add_projection_parts(const ModelConfig& c, ForwardBuffers& buf) {
@@ -608,22 +660,31 @@ struct DecodeStage {
   int count = 0;
   int chunks = 0;
   int64_t first_byte[4] = {0, 0, 0, 0};  // matrix m: bytes [first_byte[m], first_byte[m + 1])
+  // kAttention with an F16/F32 cache: ws are Q, K, V, whose rows of each KV
+  // head come first as qkv_parts items per head (then bias, RoPE and the KV
+  // store of that head, by the item finishing it), then attention's items.
+  int qkv_parts = 0;
   // kGateUp: items are the same rows of both matrices, in multiples of this
   // (their row units and the down product's activation block), so that each
   // item applies SiLU to its rows and quantizes them as the down product's input.
   int64_t row_align = 0;
 };
 
-// Each stage's counters on a line of their own.
+// Each stage's counters on a line of their own: the items claimed (low 32
+// bits) and finished (high 32 bits) in one word, so that a thread reports an
+// item done and claims its next in one atomic step. Every such step moves the
+// line between cores (0.3-0.4 us on the 2-core Xeon here), and with separate
+// counters an item cost two.
+constexpr uint64_t kItemDone = uint64_t{1} << 32;
 struct alignas(64) StageCounters {
-  std::atomic<int> next{0};  // the next item to claim
-  std::atomic<int> done{0};  // items finished
-  int items = 0;             // set when the stage opens
+  std::atomic<uint64_t> claimed_done{0};
+  int items = 0;  // set when the stage opens
 };
 
 struct DecodeStepState {
   const LoadedModel* model = nullptr;
   int threads = 0;
+  DType kv_type = DType::F16;
   std::vector<DecodeStage> stages;
   std::unique_ptr<StageCounters[]> counters;
   alignas(64) std::atomic<int> open{0};  // stages before it are done; it can be worked on
@@ -635,8 +696,10 @@ struct DecodeStepState {
   float* logits = nullptr;
   MatvecInput inputs[2];  // stage s's in inputs[s % 2] (kGateUp fills kDown's)
   AttentionPass attention;
+  std::atomic<int> qkv_parts_done[kMaxProjectedKvHeads];  // per KV head
 
-  void build(const LoadedModel& m, int thread_count);
+  void build(const LoadedModel& m, int thread_count, DType cache_type);
+  void run_qkv_item(const DecodeStage& s, int stage, int item);
   void run_item(int stage, int item, int thread);
   void finish_stage(int stage);
   void open_stage(int stage);
@@ -666,15 +729,28 @@ DecodeStage product_stage(StageKind kind, int layer, std::initializer_list<Weigh
 
 }  // namespace
 
-void DecodeStepState::build(const LoadedModel& m, int thread_count) {
+void DecodeStepState::build(const LoadedModel& m, int thread_count, DType cache_type) {
   model = &m;
   threads = thread_count;
+  kv_type = cache_type;
   const ModelConfig& c = m.config;
   stages.clear();
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = m.weights.layers[l];
-    stages.push_back(product_stage(StageKind::kQkv, l, {L.wq, L.wk, L.wv}, threads));
-    stages.push_back(DecodeStage{StageKind::kAttention, l, {}, 0, 0, {0, 0, 0, 0}});
+    // Q/K/V in the attention stage where each KV head's rows are whole row
+    // units and a head's values can be stored alone (not in a Q8_0 cache).
+    bool by_head = cache_type != DType::Q8_0 && c.n_kv_heads <= kMaxProjectedKvHeads;
+    for (const WeightMatrix* w : {&L.wq, &L.wk, &L.wv}) {
+      by_head = by_head && (w->rows / c.n_kv_heads) % matvec_row_unit(*w) == 0;
+    }
+    if (by_head) {
+      DecodeStage s = product_stage(StageKind::kAttention, l, {L.wq, L.wk, L.wv}, threads);
+      s.qkv_parts = std::max(1, (threads + c.n_kv_heads - 1) / c.n_kv_heads);
+      stages.push_back(s);
+    } else {
+      stages.push_back(product_stage(StageKind::kQkv, l, {L.wq, L.wk, L.wv}, threads));
+      stages.push_back(DecodeStage{StageKind::kAttention, l, {}, 0, 0, {0, 0, 0, 0}});
+    }
     if (!projects_output_per_kv_head(c, L.wo)) {
       stages.push_back(product_stage(StageKind::kOutput, l, {L.wo}, threads));
     }
@@ -692,8 +768,8 @@ void DecodeStepState::build(const LoadedModel& m, int thread_count) {
     const DecodeStage& down = stages[i + 1];
     MatvecInput& down_input = inputs[(i + 1) % 2];
     down_input.start(down.ws, down.count, zeros.data());
-    s.row_align = std::lcm(std::lcm(matvec_row_unit(s.ws[0]), matvec_row_unit(s.ws[1])),
-                           down_input.block());
+    s.row_align =
+        std::lcm(std::lcm(matvec_row_unit(s.ws[0]), matvec_row_unit(s.ws[1])), down_input.block());
     const int64_t units = (s.ws[0].rows + s.row_align - 1) / s.row_align;
     s.chunks = static_cast<int>(std::min<int64_t>(s.chunks, units));
   }
@@ -701,7 +777,11 @@ void DecodeStepState::build(const LoadedModel& m, int thread_count) {
 
 void DecodeStepState::run_item(int stage, int item, int thread) {
   const DecodeStage& s = stages[static_cast<size_t>(stage)];
-  if (s.kind == StageKind::kAttention) return attention.run_item(thread, item);
+  if (s.kind == StageKind::kAttention) {
+    const int qkv_items = s.qkv_parts * model->config.n_kv_heads;
+    if (item < qkv_items) return run_qkv_item(s, stage, item);
+    return attention.run_item(thread, item - qkv_items);
+  }
   const MatvecInput& input = inputs[stage % 2];
   if (s.kind == StageKind::kGateUp) {
     const int64_t units = (s.ws[0].rows + s.row_align - 1) / s.row_align;
@@ -744,6 +824,29 @@ void DecodeStepState::run_item(int stage, int item, int thread) {
     const int64_t r1 = std::min(w.rows, (hi + unit_bytes - 1) / unit_bytes * unit);
     if (r0 < r1) matvec_rows(w, input, ys[m] + r0, r0, r1);
   }
+}
+
+// Part of one KV head's rows of Q, K and V; the last part of a head adds the
+// biases, applies RoPE, stores its key and values and lets its attention start.
+void DecodeStepState::run_qkv_item(const DecodeStage& s, int stage, int item) {
+  const ModelConfig& c = model->config;
+  const int g = item / s.qkv_parts;
+  const int part = item % s.qkv_parts;
+  float* ys[3] = {buf->q.data(), buf->k.data(), buf->v.data()};
+  for (int m = 0; m < 3; ++m) {
+    const WeightMatrix& w = s.ws[m];
+    const int64_t per_head = w.rows / c.n_kv_heads;
+    const int64_t unit = matvec_row_unit(w);
+    const int64_t units = per_head / unit;
+    const int64_t r0 = g * per_head + units * part / s.qkv_parts * unit;
+    const int64_t r1 = g * per_head + units * (part + 1) / s.qkv_parts * unit;
+    if (r0 < r1) matvec_rows(w, inputs[stage % 2], ys[m] + r0, r0, r1);
+  }
+  if (qkv_parts_done[g].fetch_add(1, std::memory_order_acq_rel) + 1 < s.qkv_parts) return;
+  // The attention items store the values where one item has each KV head.
+  position_and_store_head(c, model->weights.layers[s.layer], s.layer, g, position,
+                          attention.runs_per_kv_head != 1, *cache, *buf);
+  attention.heads_ready[g].store(1, std::memory_order_release);
 }
 
 // The serial step after `stage`, then opening the next one.
@@ -800,12 +903,28 @@ void DecodeStepState::open_stage(int stage) {
         break;
       }
       case StageKind::kAttention: {
+        const ModelConfig& c = model->config;
         const LayerWeights& L = model->weights.layers[s.layer];
-        const bool per_kv_head = projects_output_per_kv_head(model->config, L.wo);
-        attention.setup(model->config, s.layer, 1, position, *cache, *buf, threads,
-                        cache->type != DType::Q8_0 ? buf->v.data() : nullptr,
-                        per_kv_head ? &L.wo : nullptr);
+        const bool per_kv_head = projects_output_per_kv_head(c, L.wo);
+        // Values are stored by the attention items (by the Q/K/V items of this
+        // stage where a KV head has several attention items: setup() would
+        // store them before they are computed).
+        const bool by_attention =
+            cache->type != DType::Q8_0 &&
+            (s.qkv_parts == 0 || AttentionPass::runs_per_head(c, 1, threads) == 1);
+        attention.setup(c, s.layer, 1, position, *cache, *buf, threads,
+                        by_attention ? buf->v.data() : nullptr, per_kv_head ? &L.wo : nullptr);
+        attention.abort = &failed;
         items = static_cast<int>(attention.items);
+        if (s.qkv_parts > 0) {
+          inputs[stage % 2].prepare(s.ws, s.count, buf->x_norm.data());
+          attention.wait_for_heads = true;
+          for (int g = 0; g < c.n_kv_heads; ++g) {
+            attention.heads_ready[g].store(0, std::memory_order_relaxed);
+            qkv_parts_done[g].store(0, std::memory_order_relaxed);
+          }
+          items += s.qkv_parts * c.n_kv_heads;
+        }
         break;
       }
       case StageKind::kOutput:
@@ -835,10 +954,14 @@ void DecodeStepState::work(int thread) {
       if (opened >= n) return;
       s = opened;
       StageCounters& sc = counters[s];
-      for (int i = sc.next.fetch_add(1, std::memory_order_relaxed); i < sc.items;
-           i = sc.next.fetch_add(1, std::memory_order_relaxed)) {
-        run_item(s, i, thread);
-        if (sc.done.fetch_add(1, std::memory_order_acq_rel) + 1 == sc.items) finish_stage(s);
+      const auto items = static_cast<uint64_t>(sc.items);
+      uint64_t claimed_done = sc.claimed_done.fetch_add(1, std::memory_order_relaxed);
+      while ((claimed_done & 0xffffffffu) < items) {
+        run_item(s, static_cast<int>(claimed_done & 0xffffffffu), thread);
+        // This item done and the next claimed; the thread finishing the last
+        // item runs the serial step.
+        claimed_done = sc.claimed_done.fetch_add(kItemDone + 1, std::memory_order_acq_rel);
+        if ((claimed_done >> 32) + 1 == items) finish_stage(s);
       }
       ++s;
     }
@@ -857,17 +980,20 @@ bool decodes_in_one_dispatch(const ForwardBuffers& buf, const ThreadPool& pool) 
 
 // The state for the model and thread count, built at the first call (a
 // prefill, usually, so that decode steps do not allocate).
-DecodeStepState& decode_state(const LoadedModel& model, ForwardBuffers& buf, ThreadPool& pool) {
+DecodeStepState& decode_state(const LoadedModel& model, const KvCache& cache, ForwardBuffers& buf,
+                              ThreadPool& pool) {
   if (!buf.decode_state) buf.decode_state = std::make_shared<DecodeStepState>();
   DecodeStepState& state = *buf.decode_state;
-  if (state.model != &model || state.threads != pool.size()) state.build(model, pool.size());
+  if (state.model != &model || state.threads != pool.size() || state.kv_type != cache.type) {
+    state.build(model, pool.size(), cache.type);
+  }
   return state;
 }
 
 // Decode of one token on several threads (see DecodeStepState); logits of it.
 void decode_in_one_dispatch(const LoadedModel& model, int32_t token, int position, KvCache& cache,
                             ForwardBuffers& buf, ThreadPool& pool, float* logits) {
-  DecodeStepState& state = decode_state(model, buf, pool);
+  DecodeStepState& state = decode_state(model, cache, buf, pool);
   embed(model, &token, 1, position, cache, buf);
   state.position = position;
   state.cache = &cache;
@@ -875,8 +1001,7 @@ void decode_in_one_dispatch(const LoadedModel& model, int32_t token, int positio
   state.logits = logits;
   state.failed.store(false, std::memory_order_relaxed);
   for (size_t s = 0; s < state.stages.size(); ++s) {
-    state.counters[s].next.store(0, std::memory_order_relaxed);
-    state.counters[s].done.store(0, std::memory_order_relaxed);
+    state.counters[s].claimed_done.store(0, std::memory_order_relaxed);
   }
   rmsnorm_rows(model.config, model.weights.layers[0].attn_norm, 1, buf);
   prefetch_first_kv_head(model.config, cache, 0, position);
@@ -890,7 +1015,7 @@ void forward(const LoadedModel& model, const int32_t* tokens, int n, int positio
              ForwardBuffers& buf, ThreadPool& pool, float* logits, bool all_logits) {
   if (decodes_in_one_dispatch(buf, pool)) {
     if (n == 1) return decode_in_one_dispatch(model, tokens[0], position, cache, buf, pool, logits);
-    decode_state(model, buf, pool);
+    decode_state(model, cache, buf, pool);
   }
   run_layers(model, tokens, n, position, cache, buf, pool);
   const int dim = model.config.dim;
