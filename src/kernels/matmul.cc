@@ -513,8 +513,7 @@ void matvec_column_slice(const WeightMatrix& weights, int64_t col_begin, int64_t
 struct MatvecInput::Impl {
   const float* x = nullptr;
   int64_t cols = 0;
-  bool have[2] = {false, false};                  // Q8_0 and Q8_K forms
-  DType form_type[2] = {DType::F32, DType::F32};  // a weight type of each form
+  bool have[2] = {false, false};  // Q8_0 and Q8_K forms
   kernels_internal::QuantActs acts[2];
   kernels_internal::ActBuffer buffers[2];
 };
@@ -523,11 +522,6 @@ MatvecInput::MatvecInput() : impl_(std::make_unique<Impl>()) {}
 MatvecInput::~MatvecInput() = default;
 
 void MatvecInput::prepare(const WeightMatrix* ws, int count, const float* x) {
-  start(ws, count, x);
-  quantize(0, impl_->cols);
-}
-
-void MatvecInput::start(const WeightMatrix* ws, int count, const float* x) {
   Impl& in = *impl_;
   in.x = x;
   in.cols = count > 0 ? ws[0].cols : 0;
@@ -545,28 +539,10 @@ void MatvecInput::start(const WeightMatrix* ws, int count, const float* x) {
     if (tk->quant_matvec == nullptr || w.cols == 0) continue;
     const int form = kernels_internal::uses_q8_K_activations(w.type) ? 1 : 0;
     if (in.have[form]) continue;
-    in.form_type[form] = w.type;
-    in.acts[form] = kernels_internal::quantize_activations(w.type, k, nullptr, w.cols, 1, nullptr,
-                                                           &in.buffers[form]);
+    in.acts[form] =
+        kernels_internal::quantize_activations(w.type, k, x, w.cols, 1, nullptr, &in.buffers[form]);
     in.have[form] = true;
   }
-}
-
-void MatvecInput::quantize(int64_t col_begin, int64_t col_end) {
-  Impl& in = *impl_;
-  if (col_begin < 0 || col_end > in.cols || col_begin > col_end) {
-    fail("MatvecInput::quantize: columns [", col_begin, ", ", col_end, ") of ", in.cols);
-  }
-  const IsaKernels& k = isa_kernels(active_isa());
-  for (int form = 0; form < 2; ++form) {
-    if (!in.have[form]) continue;
-    kernels_internal::quantize_activation_columns(in.form_type[form], k, in.x, in.acts[form],
-                                                  col_begin, col_end);
-  }
-}
-
-int64_t MatvecInput::block() const {
-  return impl_->have[1] ? kQK_K : impl_->have[0] ? kQK : 1;
 }
 
 void matvec_rows(const WeightMatrix& weights, const MatvecInput& input, float* y, int64_t row_begin,

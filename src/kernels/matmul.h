@@ -65,15 +65,6 @@ class MatvecInput {
   // quantized once per activation form that their types use. x must stay
   // unchanged while products use it.
   void prepare(const WeightMatrix* ws, int count, const float* x);
-  // The same in parts, for an input that threads write piece by piece (decode's
-  // SiLU of the gate/up products): start() takes x without reading it, then
-  // quantize(c0, c1) converts columns [c0, c1) of it once they are written, in
-  // whole multiples of block(); every column before any product runs.
-  void start(const WeightMatrix* ws, int count, const float* x);
-  void quantize(int64_t col_begin, int64_t col_end);
-  // The activation block of the forms started: 256 with a K-quant, else 32 (1
-  // for float weights only).
-  int64_t block() const;
 
  private:
   friend void matvec_rows(const WeightMatrix& w, const MatvecInput& input, float* y,

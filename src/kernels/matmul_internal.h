@@ -186,15 +186,9 @@ struct ActBuffer {
 // Quantizes n tokens of x (cols values each) for the integer kernels of weight
 // `type` (Q8_0 or Q8_K form) into `buffer`, or where that is null into a
 // per-thread buffer of that form, valid until the calling thread quantizes
-// again for the same form. With x null, only lays out the arrays (their
-// padding zeroed) for quantize_activation_columns() to fill.
+// again for the same form.
 QuantActs quantize_activations(DType type, const IsaKernels& isa, const float* x, int64_t cols,
                                int64_t n, ThreadPool* pool, ActBuffer* buffer = nullptr);
-// Quantizes columns [col_begin, col_end) of one token x (whole blocks of the
-// form: 32 values, 256 for Q8_K) into `a`, laid out by quantize_activations();
-// the same values as quantizing the whole token.
-void quantize_activation_columns(DType type, const IsaKernels& isa, const float* x,
-                                 const QuantActs& a, int64_t col_begin, int64_t col_end);
 bool uses_q8_K_activations(DType type);  // K-quants; the other integer types use Q8_0
 // Quantizes x once with isa's quantize_q8_* and runs tk's integer kernels over the pool.
 void quant_matmul(const WeightMatrix& w, const IsaKernels& isa, const TypeKernels& tk,

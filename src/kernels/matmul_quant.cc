@@ -532,7 +532,6 @@ QuantActs quantize_activations(DType type, const IsaKernels& isa, const float* x
       std::fill(dsumt + cols / kQK, dsumt + a.d32_stride, 0.0f);
       std::fill(s32t + cols / kQK, s32t + a.d32_stride, int16_t{0});
       std::fill(s16t + cols / 16, s16t + a.s16_stride, int16_t{0});
-      if (x == nullptr) continue;  // values later, by quantize_activation_columns()
       if (k_quant) {
         isa.quantize_q8_K(x + t * cols, cols, qt, dt, dsumt, s32t, s16t);
       } else {
@@ -542,27 +541,6 @@ QuantActs quantize_activations(DType type, const IsaKernels& isa, const float* x
   };
   split(n >= 8 ? pool : nullptr, n, 4, quantize_tokens);
   return a;
-}
-
-void quantize_activation_columns(DType type, const IsaKernels& isa, const float* x,
-                                 const QuantActs& a, int64_t col_begin, int64_t col_end) {
-  const bool k_quant = is_k_quant(type);
-  const int64_t block = k_quant ? kQK_K : kQK;
-  if (col_begin < 0 || col_end < col_begin || col_begin % block != 0 || col_end % block != 0) {
-    fail("matmul: columns [", col_begin, ", ", col_end, ") are not whole ", block, "-value blocks");
-  }
-  // The arrays were made from a writable buffer (quantize_activations).
-  int8_t* q = const_cast<int8_t*>(a.q) + col_begin;
-  float* d = const_cast<float*>(a.d) + col_begin / block;
-  float* dsum = const_cast<float*>(a.dsum) + col_begin / kQK;
-  int16_t* s32 = const_cast<int16_t*>(a.s32) + col_begin / kQK;
-  int16_t* s16 = const_cast<int16_t*>(a.s16) + col_begin / 16;
-  const int64_t cols = col_end - col_begin;
-  if (k_quant) {
-    isa.quantize_q8_K(x + col_begin, cols, q, d, dsum, s32, s16);
-  } else {
-    isa.quantize_q8_0(x + col_begin, cols, q, d, dsum, s32, s16);
-  }
 }
 
 void quant_matmul(const WeightMatrix& w, const IsaKernels& isa, const TypeKernels& tk,

@@ -4,7 +4,6 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
-#include <numeric>
 
 #include "kernels/ops.h"
 #include "kernels/quant_formats.h"
@@ -75,18 +74,14 @@ void KvCache::store_keys(int layer, int position, const float* k) {
   if (type == DType::Q8_0) {
     fail("KvCache::store_keys: a q8_0 cache stores keys and values at once");
   }
-  for (int g = 0; g < n_kv_heads; ++g) store_key(layer, g, position, k + g * head_dim);
-}
-
-void KvCache::store_key(int layer, int kv_head, int position, const float* kh) {
-  if (type == DType::Q8_0) {
-    fail("KvCache::store_key: a q8_0 cache stores keys and values at once");
-  }
-  uint8_t* key_row = key_matrix(layer, kv_head) + static_cast<size_t>(position) * key_row_bytes;
-  if (type == DType::F32) {
-    std::copy(kh, kh + head_dim, reinterpret_cast<float*>(key_row));
-  } else {
-    convert_to_f16(kh, reinterpret_cast<uint16_t*>(key_row), head_dim);
+  for (int g = 0; g < n_kv_heads; ++g) {
+    const float* kh = k + g * head_dim;
+    uint8_t* key_row = key_matrix(layer, g) + static_cast<size_t>(position) * key_row_bytes;
+    if (type == DType::F32) {
+      std::copy(kh, kh + head_dim, reinterpret_cast<float*>(key_row));
+    } else {
+      convert_to_f16(kh, reinterpret_cast<uint16_t*>(key_row), head_dim);
+    }
   }
 }
 
@@ -280,28 +275,12 @@ struct AttentionPass {
   const WeightMatrix* projection = nullptr;
   int slabs = 0;
   std::atomic<int> runs_done[kMaxProjectedKvHeads];  // per KV head
-  // Decode in one dispatch: the KV heads' queries, keys and values come from
-  // items of the same stage (DecodeStepState), and a head's attention items
-  // wait until heads_ready[head]; `abort` (set when an item failed) ends waits.
-  bool wait_for_heads = false;
-  std::atomic<int> heads_ready[kMaxProjectedKvHeads];
-  const std::atomic<bool>* abort = nullptr;
 
-  // How many attention items share a KV head (runs of its query heads).
-  static int runs_per_head(const ModelConfig& config, int n, int threads);
   void setup(const ModelConfig& config, int layer, int n, int position, KvCache& cache,
              ForwardBuffers& buf, int threads, const float* new_values,
              const WeightMatrix* projection);
   void run_item(int thread, int64_t item);
 };
-
-int AttentionPass::runs_per_head(const ModelConfig& config, int n, int threads) {
-  const int group = config.n_heads / config.n_kv_heads;
-  const int kv_items = n * config.n_kv_heads;
-  const int wanted_runs = std::clamp((threads + kv_items - 1) / kv_items, 1, group);
-  const int heads_per_item = (group + wanted_runs - 1) / wanted_runs;
-  return (group + heads_per_item - 1) / heads_per_item;
-}
 
 void AttentionPass::setup(const ModelConfig& config, int layer_index, int n, int first_position,
                           KvCache& kv_cache, ForwardBuffers& buffers, int thread_count,
@@ -313,8 +292,10 @@ void AttentionPass::setup(const ModelConfig& config, int layer_index, int n, int
   position = first_position;
   threads = thread_count;
   group = config.n_heads / config.n_kv_heads;
-  runs_per_kv_head = runs_per_head(config, n, threads);
-  heads_per_item = (group + runs_per_kv_head - 1) / runs_per_kv_head;
+  const int kv_items = n * config.n_kv_heads;
+  const int wanted_runs = std::clamp((threads + kv_items - 1) / kv_items, 1, group);
+  heads_per_item = (group + wanted_runs - 1) / wanted_runs;
+  runs_per_kv_head = (group + heads_per_item - 1) / heads_per_item;
   new_values = values_to_store;
   if (new_values != nullptr && (n != 1 || runs_per_kv_head != 1)) {
     // Several items share a KV head: store first.
@@ -337,8 +318,6 @@ void AttentionPass::setup(const ModelConfig& config, int layer_index, int n, int
     for (int g = 0; g < config.n_kv_heads; ++g) runs_done[g].store(0, std::memory_order_relaxed);
     items += static_cast<int64_t>(config.n_kv_heads) * slabs;
   }
-  wait_for_heads = false;
-  abort = nullptr;
 }
 
 void AttentionPass::run_item(int thread, int64_t item) {
@@ -351,10 +330,7 @@ void AttentionPass::run_item(int thread, int64_t item) {
     const int64_t p = item - attention_items;
     const int g = static_cast<int>(p / slabs);
     const int slab = static_cast<int>(p % slabs);
-    while (runs_done[g].load(std::memory_order_acquire) < runs_per_kv_head) {
-      if (abort != nullptr && abort->load(std::memory_order_relaxed)) return;
-      spin_pause();
-    }
+    while (runs_done[g].load(std::memory_order_acquire) < runs_per_kv_head) spin_pause();
     const WeightMatrix& w = *projection;
     const int64_t unit = matvec_row_unit(w);
     const int64_t units = (w.rows + unit - 1) / unit;
@@ -377,12 +353,6 @@ void AttentionPass::run_item(int thread, int64_t item) {
       if (count != nullptr) count->fetch_add(1, std::memory_order_release);
     }
   } run_done{projection != nullptr ? &runs_done[g] : nullptr};
-  if (wait_for_heads) {
-    while (heads_ready[g].load(std::memory_order_acquire) == 0) {
-      if (abort != nullptr && abort->load(std::memory_order_relaxed)) return;
-      spin_pause();
-    }
-  }
   const int h0 = g * group + run * heads_per_item;  // first query head of the run
   const int heads = std::min(heads_per_item, (g + 1) * group - h0);
   const AttendedRange range = attended_range(*c, *cache, position + i);
@@ -551,29 +521,6 @@ void position_and_store(const ModelConfig& c, const LayerWeights& L, int layer, 
   }
 }
 
-// position_and_store() for one KV head and its query heads (decode, F16/F32
-// cache): the same operations on those rows, and the head's values stored too
-// unless its attention item does (see attend()).
-void position_and_store_head(const ModelConfig& c, const LayerWeights& L, int layer, int kv_head,
-                             int position, bool store_values, KvCache& cache, ForwardBuffers& buf) {
-  const int group = c.n_heads / c.n_kv_heads;
-  const int q0 = kv_head * group * c.head_dim, kv0 = kv_head * c.head_dim;
-  float* q = buf.q.data() + q0;
-  float* k = buf.k.data() + kv0;
-  float* v = buf.v.data() + kv0;
-  if (L.bq != nullptr) add_inplace(q, L.bq + q0, group * c.head_dim);
-  if (L.bk != nullptr) add_inplace(k, L.bk + kv0, c.head_dim);
-  if (L.bv != nullptr) add_inplace(v, L.bv + kv0, c.head_dim);
-  const float* cos = buf.rope_cos.data();
-  const float* sin = buf.rope_sin.data();
-  for (int h = 0; h < group; ++h) {
-    rope(q + h * c.head_dim, c.head_dim, cos, sin, c.rope_interleaved);
-  }
-  rope(k, c.head_dim, cos, sin, c.rope_interleaved);
-  cache.store_key(layer, kv_head, position, k);
-  if (store_values) cache.store_values(layer, kv_head, position, v);
-}
-
 // x += the output projection of each KV head's query heads (decode, where
 // attend() projected them), summed in head order whatever the thread count.
 void add_projection_parts(const ModelConfig& c, ForwardBuffers& buf) {
@@ -660,14 +607,6 @@ struct DecodeStage {
   int count = 0;
   int chunks = 0;
   int64_t first_byte[4] = {0, 0, 0, 0};  // matrix m: bytes [first_byte[m], first_byte[m + 1])
-  // kAttention with an F16/F32 cache: ws are Q, K, V, whose rows of each KV
-  // head come first as qkv_parts items per head (then bias, RoPE and the KV
-  // store of that head, by the item finishing it), then attention's items.
-  int qkv_parts = 0;
-  // kGateUp: items are the same rows of both matrices, in multiples of this
-  // (their row units and the down product's activation block), so that each
-  // item applies SiLU to its rows and quantizes them as the down product's input.
-  int64_t row_align = 0;
 };
 
 // Each stage's counters on a line of their own: the items claimed (low 32
@@ -684,7 +623,6 @@ struct alignas(64) StageCounters {
 struct DecodeStepState {
   const LoadedModel* model = nullptr;
   int threads = 0;
-  DType kv_type = DType::F16;
   std::vector<DecodeStage> stages;
   std::unique_ptr<StageCounters[]> counters;
   alignas(64) std::atomic<int> open{0};  // stages before it are done; it can be worked on
@@ -694,12 +632,10 @@ struct DecodeStepState {
   KvCache* cache = nullptr;
   ForwardBuffers* buf = nullptr;
   float* logits = nullptr;
-  MatvecInput inputs[2];  // stage s's in inputs[s % 2] (kGateUp fills kDown's)
+  MatvecInput input;  // the open product stage's
   AttentionPass attention;
-  std::atomic<int> qkv_parts_done[kMaxProjectedKvHeads];  // per KV head
 
-  void build(const LoadedModel& m, int thread_count, DType cache_type);
-  void run_qkv_item(const DecodeStage& s, int stage, int item);
+  void build(const LoadedModel& m, int thread_count);
   void run_item(int stage, int item, int thread);
   void finish_stage(int stage);
   void open_stage(int stage);
@@ -709,9 +645,13 @@ struct DecodeStepState {
 namespace {
 
 // Stages split into about this many bytes per item at least, at most
-// kChunksPerThread items per thread (as ThreadPool::parallel_for does).
+// kChunksPerThread items per thread. Every item starts a weight stream and
+// costs an atomic step whose line moves between cores; one item per thread
+// decoded SmolLM2 1-1.5% faster than two (q4_0, q4_k, q8_0 at 2 threads, the
+// two alternating in one process), although the threads then finish a stage
+// further apart.
 constexpr int64_t kMinChunkBytes = 32 * 1024;
-constexpr int kChunksPerThread = 2;
+constexpr int kChunksPerThread = 1;
 
 DecodeStage product_stage(StageKind kind, int layer, std::initializer_list<WeightMatrix> ws,
                           int threads) {
@@ -729,28 +669,15 @@ DecodeStage product_stage(StageKind kind, int layer, std::initializer_list<Weigh
 
 }  // namespace
 
-void DecodeStepState::build(const LoadedModel& m, int thread_count, DType cache_type) {
+void DecodeStepState::build(const LoadedModel& m, int thread_count) {
   model = &m;
   threads = thread_count;
-  kv_type = cache_type;
   const ModelConfig& c = m.config;
   stages.clear();
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = m.weights.layers[l];
-    // Q/K/V in the attention stage where each KV head's rows are whole row
-    // units and a head's values can be stored alone (not in a Q8_0 cache).
-    bool by_head = cache_type != DType::Q8_0 && c.n_kv_heads <= kMaxProjectedKvHeads;
-    for (const WeightMatrix* w : {&L.wq, &L.wk, &L.wv}) {
-      by_head = by_head && (w->rows / c.n_kv_heads) % matvec_row_unit(*w) == 0;
-    }
-    if (by_head) {
-      DecodeStage s = product_stage(StageKind::kAttention, l, {L.wq, L.wk, L.wv}, threads);
-      s.qkv_parts = std::max(1, (threads + c.n_kv_heads - 1) / c.n_kv_heads);
-      stages.push_back(s);
-    } else {
-      stages.push_back(product_stage(StageKind::kQkv, l, {L.wq, L.wk, L.wv}, threads));
-      stages.push_back(DecodeStage{StageKind::kAttention, l, {}, 0, 0, {0, 0, 0, 0}});
-    }
+    stages.push_back(product_stage(StageKind::kQkv, l, {L.wq, L.wk, L.wv}, threads));
+    stages.push_back(DecodeStage{StageKind::kAttention, l, {}, 0, 0, {0, 0, 0, 0}});
     if (!projects_output_per_kv_head(c, L.wo)) {
       stages.push_back(product_stage(StageKind::kOutput, l, {L.wo}, threads));
     }
@@ -759,43 +686,16 @@ void DecodeStepState::build(const LoadedModel& m, int thread_count, DType cache_
   }
   stages.push_back(product_stage(StageKind::kHead, c.n_layers, {m.weights.output}, threads));
   counters = std::make_unique<StageCounters[]>(stages.size());
-  // Grows the inputs' buffers to their largest now, so that no step allocates.
+  // Grows the input's buffers to their largest now, so that no step allocates.
   std::vector<float> zeros(static_cast<size_t>(std::max(c.dim, c.hidden_dim)), 0.0f);
-  for (size_t i = 0; i < stages.size(); ++i) {
-    DecodeStage& s = stages[i];
-    if (s.count > 0) inputs[i % 2].prepare(s.ws, s.count, zeros.data());
-    if (s.kind != StageKind::kGateUp) continue;
-    const DecodeStage& down = stages[i + 1];
-    MatvecInput& down_input = inputs[(i + 1) % 2];
-    down_input.start(down.ws, down.count, zeros.data());
-    s.row_align =
-        std::lcm(std::lcm(matvec_row_unit(s.ws[0]), matvec_row_unit(s.ws[1])), down_input.block());
-    const int64_t units = (s.ws[0].rows + s.row_align - 1) / s.row_align;
-    s.chunks = static_cast<int>(std::min<int64_t>(s.chunks, units));
+  for (const DecodeStage& s : stages) {
+    if (s.count > 0) input.prepare(s.ws, s.count, zeros.data());
   }
 }
 
 void DecodeStepState::run_item(int stage, int item, int thread) {
   const DecodeStage& s = stages[static_cast<size_t>(stage)];
-  if (s.kind == StageKind::kAttention) {
-    const int qkv_items = s.qkv_parts * model->config.n_kv_heads;
-    if (item < qkv_items) return run_qkv_item(s, stage, item);
-    return attention.run_item(thread, item - qkv_items);
-  }
-  const MatvecInput& input = inputs[stage % 2];
-  if (s.kind == StageKind::kGateUp) {
-    const int64_t units = (s.ws[0].rows + s.row_align - 1) / s.row_align;
-    const int64_t r0 = std::min(s.ws[0].rows, units * item / s.chunks * s.row_align);
-    const int64_t r1 = std::min(s.ws[0].rows, units * (item + 1) / s.chunks * s.row_align);
-    if (r0 >= r1) return;
-    float* gate = buf->ffn_gate.data();
-    float* up = buf->ffn_up.data();
-    matvec_rows(s.ws[0], input, gate + r0, r0, r1);
-    matvec_rows(s.ws[1], input, up + r0, r0, r1);
-    silu_mul(gate + r0, gate + r0, up + r0, r1 - r0);
-    inputs[(stage + 1) % 2].quantize(r0, r1);
-    return;
-  }
+  if (s.kind == StageKind::kAttention) return attention.run_item(thread, item);
   float* ys[3] = {};
   switch (s.kind) {
     case StageKind::kQkv:
@@ -826,29 +726,6 @@ void DecodeStepState::run_item(int stage, int item, int thread) {
   }
 }
 
-// Part of one KV head's rows of Q, K and V; the last part of a head adds the
-// biases, applies RoPE, stores its key and values and lets its attention start.
-void DecodeStepState::run_qkv_item(const DecodeStage& s, int stage, int item) {
-  const ModelConfig& c = model->config;
-  const int g = item / s.qkv_parts;
-  const int part = item % s.qkv_parts;
-  float* ys[3] = {buf->q.data(), buf->k.data(), buf->v.data()};
-  for (int m = 0; m < 3; ++m) {
-    const WeightMatrix& w = s.ws[m];
-    const int64_t per_head = w.rows / c.n_kv_heads;
-    const int64_t unit = matvec_row_unit(w);
-    const int64_t units = per_head / unit;
-    const int64_t r0 = g * per_head + units * part / s.qkv_parts * unit;
-    const int64_t r1 = g * per_head + units * (part + 1) / s.qkv_parts * unit;
-    if (r0 < r1) matvec_rows(w, inputs[stage % 2], ys[m] + r0, r0, r1);
-  }
-  if (qkv_parts_done[g].fetch_add(1, std::memory_order_acq_rel) + 1 < s.qkv_parts) return;
-  // The attention items store the values where one item has each KV head.
-  position_and_store_head(c, model->weights.layers[s.layer], s.layer, g, position,
-                          attention.runs_per_kv_head != 1, *cache, *buf);
-  attention.heads_ready[g].store(1, std::memory_order_release);
-}
-
 // The serial step after `stage`, then opening the next one.
 void DecodeStepState::finish_stage(int stage) {
   const DecodeStage& s = stages[static_cast<size_t>(stage)];
@@ -869,7 +746,8 @@ void DecodeStepState::finish_stage(int stage) {
       add_inplace(buf->x.data(), buf->x_norm.data(), dim);
       rmsnorm_rows(c, model->weights.layers[s.layer].ffn_norm, 1, *buf);
       break;
-    case StageKind::kGateUp:  // the items applied SiLU and quantized the down product's input
+    case StageKind::kGateUp:
+      silu_mul(buf->ffn_gate.data(), buf->ffn_gate.data(), buf->ffn_up.data(), c.hidden_dim);
       break;
     case StageKind::kDown:
       add_inplace(buf->x.data(), buf->x_norm.data(), dim);
@@ -893,44 +771,24 @@ void DecodeStepState::open_stage(int stage) {
     int items = s.chunks;
     switch (s.kind) {
       case StageKind::kQkv:
+      case StageKind::kGateUp:
       case StageKind::kHead:
-        inputs[stage % 2].prepare(s.ws, s.count, buf->x_norm.data());
+        input.prepare(s.ws, s.count, buf->x_norm.data());
         break;
-      case StageKind::kGateUp: {
-        inputs[stage % 2].prepare(s.ws, s.count, buf->x_norm.data());
-        const DecodeStage& down = stages[static_cast<size_t>(stage) + 1];
-        inputs[(stage + 1) % 2].start(down.ws, down.count, buf->ffn_gate.data());
-        break;
-      }
       case StageKind::kAttention: {
-        const ModelConfig& c = model->config;
         const LayerWeights& L = model->weights.layers[s.layer];
-        const bool per_kv_head = projects_output_per_kv_head(c, L.wo);
-        // Values are stored by the attention items (by the Q/K/V items of this
-        // stage where a KV head has several attention items: setup() would
-        // store them before they are computed).
-        const bool by_attention =
-            cache->type != DType::Q8_0 &&
-            (s.qkv_parts == 0 || AttentionPass::runs_per_head(c, 1, threads) == 1);
-        attention.setup(c, s.layer, 1, position, *cache, *buf, threads,
-                        by_attention ? buf->v.data() : nullptr, per_kv_head ? &L.wo : nullptr);
-        attention.abort = &failed;
+        const bool per_kv_head = projects_output_per_kv_head(model->config, L.wo);
+        attention.setup(model->config, s.layer, 1, position, *cache, *buf, threads,
+                        cache->type != DType::Q8_0 ? buf->v.data() : nullptr,
+                        per_kv_head ? &L.wo : nullptr);
         items = static_cast<int>(attention.items);
-        if (s.qkv_parts > 0) {
-          inputs[stage % 2].prepare(s.ws, s.count, buf->x_norm.data());
-          attention.wait_for_heads = true;
-          for (int g = 0; g < c.n_kv_heads; ++g) {
-            attention.heads_ready[g].store(0, std::memory_order_relaxed);
-            qkv_parts_done[g].store(0, std::memory_order_relaxed);
-          }
-          items += s.qkv_parts * c.n_kv_heads;
-        }
         break;
       }
       case StageKind::kOutput:
-        inputs[stage % 2].prepare(s.ws, s.count, buf->attention.data());
+        input.prepare(s.ws, s.count, buf->attention.data());
         break;
-      case StageKind::kDown:  // started by kGateUp, quantized by its items
+      case StageKind::kDown:
+        input.prepare(s.ws, s.count, buf->ffn_gate.data());
         break;
     }
     counters[stage].items = items;
@@ -980,20 +838,17 @@ bool decodes_in_one_dispatch(const ForwardBuffers& buf, const ThreadPool& pool) 
 
 // The state for the model and thread count, built at the first call (a
 // prefill, usually, so that decode steps do not allocate).
-DecodeStepState& decode_state(const LoadedModel& model, const KvCache& cache, ForwardBuffers& buf,
-                              ThreadPool& pool) {
+DecodeStepState& decode_state(const LoadedModel& model, ForwardBuffers& buf, ThreadPool& pool) {
   if (!buf.decode_state) buf.decode_state = std::make_shared<DecodeStepState>();
   DecodeStepState& state = *buf.decode_state;
-  if (state.model != &model || state.threads != pool.size() || state.kv_type != cache.type) {
-    state.build(model, pool.size(), cache.type);
-  }
+  if (state.model != &model || state.threads != pool.size()) state.build(model, pool.size());
   return state;
 }
 
 // Decode of one token on several threads (see DecodeStepState); logits of it.
 void decode_in_one_dispatch(const LoadedModel& model, int32_t token, int position, KvCache& cache,
                             ForwardBuffers& buf, ThreadPool& pool, float* logits) {
-  DecodeStepState& state = decode_state(model, cache, buf, pool);
+  DecodeStepState& state = decode_state(model, buf, pool);
   embed(model, &token, 1, position, cache, buf);
   state.position = position;
   state.cache = &cache;
@@ -1015,7 +870,7 @@ void forward(const LoadedModel& model, const int32_t* tokens, int n, int positio
              ForwardBuffers& buf, ThreadPool& pool, float* logits, bool all_logits) {
   if (decodes_in_one_dispatch(buf, pool)) {
     if (n == 1) return decode_in_one_dispatch(model, tokens[0], position, cache, buf, pool, logits);
-    decode_state(model, cache, buf, pool);
+    decode_state(model, buf, pool);
   }
   run_layers(model, tokens, n, position, cache, buf, pool);
   const int dim = model.config.dim;

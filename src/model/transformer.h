@@ -55,7 +55,6 @@ struct KvCache {
   // one element in each of head_dim rows, so decode attention has each work
   // item store its own head's (see attend() in transformer.cc).
   void store_keys(int layer, int position, const float* k);
-  void store_key(int layer, int kv_head, int position, const float* k_head);
   void store_values(int layer, int kv_head, int position, const float* v_head);
 
  private:
