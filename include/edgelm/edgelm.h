@@ -159,6 +159,10 @@ struct SessionOptions {
   int context_length = 0;       // 0: the model's maximum
   std::string kv_type = "f16";  // KV cache element type: "f16", "f32" or "q8_0"
   int threads = 0;              // 0: the model's LoadOptions::threads
+  // Decode on several threads runs each step in one dispatch of the thread
+  // pool (same logits, faster); false: one dispatch per matrix product, the
+  // earlier way, for comparison (edgelm bench --alternate-decode-paths).
+  bool decode_in_one_dispatch = true;
 };
 
 class Session {

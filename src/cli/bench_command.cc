@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -36,6 +37,7 @@ struct BenchFlags {
   std::string base_model;
   int quality_context = 256;
   int quality_chunks = 8;
+  bool alternate_decode_paths = false;
 };
 
 struct Row {
@@ -45,6 +47,7 @@ struct Row {
   double decode_min = 0, decode_max = 0;             // over the repetitions
   double bandwidth_before = 0, bandwidth_after = 0;  // `bandwidth` is the higher one
   double kv_bytes_per_token = 0;  // KV cache read by a decode step, averaged over the run
+  double decode_per_product = 0;  // --alternate-decode-paths: median decode of the other path
   double bits_per_weight = 0;
   bool has_quality = false;
   double ppl = 0, ppl_uncertainty = 0, kld = 0, top1 = 0;
@@ -103,17 +106,35 @@ void measure_speed(const std::shared_ptr<Model>& model, const BenchFlags& f, Row
   options.ignore_eos = true;
   options.sampling = SamplingParams::greedy();
   std::vector<double> prefill_tps, decode_tps;
-  ProgressBar progress(info.name + " t" + std::to_string(row.threads), f.repetitions + 1);
-  for (int rep = 0; rep <= f.repetitions; ++rep) {  // rep 0 warms caches and pages
-    session.reset();
-    const GenerateResult r = session.generate(prompt, options);
-    if (rep > 0) {
+  // --alternate-decode-paths: odd repetitions with one dispatch per decode
+  // step (the default), even ones with a second session that dispatches per
+  // product, so that a slow phase of a shared machine hits both alike.
+  SessionOptions per_product_options = session_options;
+  per_product_options.decode_in_one_dispatch = false;
+  std::optional<Session> per_product;
+  if (f.alternate_decode_paths) {
+    per_product.emplace(model, per_product_options);
+    per_product->generate(prompt, options);  // warms its cache and buffers, as rep 0 does
+  }
+  std::vector<double> per_product_tps;
+
+  const int runs = f.alternate_decode_paths ? 2 * f.repetitions : f.repetitions;
+  ProgressBar progress(info.name + " t" + std::to_string(row.threads), runs + 1);
+  for (int rep = 0; rep <= runs; ++rep) {  // rep 0 warms caches and pages
+    Session& s = per_product && rep % 2 == 0 && rep > 0 ? *per_product : session;
+    s.reset();
+    const GenerateResult r = s.generate(prompt, options);
+    // The first token comes from the prefill logits: decode steps = tokens - 1.
+    const double decode = (r.completion_tokens - 1) / r.decode_seconds;
+    if (rep > 0 && &s != &session) {
+      per_product_tps.push_back(decode);
+    } else if (rep > 0) {
       prefill_tps.push_back(r.prompt_tokens / r.prompt_seconds);
-      // The first token comes from the prefill logits: decode steps = tokens - 1.
-      decode_tps.push_back((r.completion_tokens - 1) / r.decode_seconds);
+      decode_tps.push_back(decode);
     }
     progress.update(rep + 1);
   }
+  if (!per_product_tps.empty()) row.decode_per_product = median(per_product_tps);
   progress.finish();
   row.prefill = median(prefill_tps);
   row.decode = median(decode_tps);
@@ -196,6 +217,7 @@ nlohmann::json row_json(const Row& r) {
                       {"memory_bandwidth_after_gbs", r.bandwidth_after},
                       {"roofline_fraction", r.roofline},
                       {"peak_rss_mib", r.rss}};
+  if (r.decode_per_product > 0) j["decode_per_product_tokens_per_second"] = r.decode_per_product;
   if (r.has_quality) {
     j["perplexity"] = r.ppl;
     j["perplexity_uncertainty"] = r.ppl_uncertainty;
@@ -283,6 +305,12 @@ int bench_command(const BenchFlags& f) {
                 f.prompt_tokens, f.repetitions);
     std::printf("decode:             %.1f tok/s (%d tokens, median of %d: %.1f-%.1f)\n", r.decode,
                 f.decode_tokens, f.repetitions, r.decode_min, r.decode_max);
+    if (r.decode_per_product > 0) {
+      std::printf(
+          "decode per product: %.1f tok/s (a dispatch per matrix product, alternating with the "
+          "above: one dispatch per step is %.3fx)\n",
+          r.decode_per_product, r.decode / r.decode_per_product);
+    }
     std::printf("bytes per token:    %.1f MiB weights + %.2f MiB KV cache (mean context)\n",
                 r.info.weight_bytes_per_token / 1048576.0, r.kv_bytes_per_token / 1048576.0);
     std::printf(
@@ -345,6 +373,9 @@ void register_bench_command(CLI::App& app, std::vector<Command>& out) {
       ->capture_default_str();
   cmd->add_option("--quality-chunks", flags->quality_chunks, "chunks of the quality text")
       ->capture_default_str();
+  cmd->add_flag("--alternate-decode-paths", flags->alternate_decode_paths,
+                "also decode with a thread-pool dispatch per matrix product (the earlier way), "
+                "alternating repetitions with the default one dispatch per step");
   out.push_back({cmd, [flags] { return bench_command(*flags); }});
 }
 

@@ -246,12 +246,12 @@ TEST(Quantize, DecodeProjectsAttentionOutputPerKvHead) {
 TEST(Quantize, DecodeInOneDispatchEqualsDispatchPerProduct) {
   const std::vector<int32_t> tokens = some_tokens(512, 12);
   auto decode = [&](const LoadedModel& m, int threads, bool one_dispatch, DType kv) {
-    set_decode_in_one_dispatch(one_dispatch);
     ThreadPool pool(threads);
     KvCache cache;
     cache.allocate(m.config, static_cast<int>(tokens.size()), kv);
     ForwardBuffers buffers;
     buffers.allocate(m.config, 4, static_cast<int>(tokens.size()), pool.size());
+    buffers.decode_in_one_dispatch = one_dispatch;
     const size_t vocab = static_cast<size_t>(m.config.vocab_size);
     std::vector<float> logits(tokens.size() * vocab);
     // A prefill of 4 tokens, then decode steps.
@@ -260,7 +260,6 @@ TEST(Quantize, DecodeInOneDispatchEqualsDispatchPerProduct) {
       forward(m, &tokens[i], 1, static_cast<int>(i), cache, buffers, pool,
               logits.data() + i * vocab, false);
     }
-    set_decode_in_one_dispatch(true);
     return logits;
   };
   struct Case {

@@ -170,6 +170,7 @@ SessionImpl::SessionImpl(std::shared_ptr<const Model> m, const SessionOptions& o
   capacity = context == 0 ? c.context_length : std::min(context, c.context_length);
   cache.allocate(c, capacity, dtype_from_name(options.kv_type));
   buffers.allocate(c, std::min(kMaxBatch, capacity), capacity, pool.size());
+  buffers.decode_in_one_dispatch = options.decode_in_one_dispatch;
   logits.assign(c.vocab_size, 0.0f);
   sample_logits.assign(c.vocab_size, 0.0f);
   tokens.reserve(capacity);  // no reallocation while generating

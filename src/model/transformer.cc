@@ -13,14 +13,6 @@
 
 namespace edgelm {
 
-namespace {
-bool g_decode_in_one_dispatch = true;
-}  // namespace
-
-void set_decode_in_one_dispatch(bool enabled) {
-  g_decode_in_one_dispatch = enabled;
-}
-
 // Attention products take the query heads of a KV head this many at a time:
 // the matmul kernels' short-row tiles read each key or value row once for up
 // to 4 tokens (kernels/matmul_internal.h, kShortRowTokens).
@@ -833,7 +825,7 @@ void DecodeStepState::work(int thread) {
 namespace {
 
 bool decodes_in_one_dispatch(const ForwardBuffers& buf, const ThreadPool& pool) {
-  return g_decode_in_one_dispatch && pool.size() > 1 && buf.hook == nullptr;
+  return buf.decode_in_one_dispatch && pool.size() > 1 && buf.hook == nullptr;
 }
 
 // The state for the model and thread count, built at the first call (a

@@ -89,8 +89,13 @@ struct ForwardBuffers {
   std::vector<float> value_rows;         // [threads][capacity + heads]: Q8_0 values in F32
   // Decode: the output projection of each KV head's query heads, [n_kv_heads][dim].
   std::vector<float> projection_parts;
-  // Decode on several threads: the stages of a step and their counters (built
-  // at the first step for the model and thread count).
+  // Decode (one token, no activation hook) on several threads runs each step
+  // in one dispatch of the pool, its products and attention as stages of work
+  // items (DecodeStepState in transformer.cc), with the same logits as one
+  // dispatch per product (false: that way, for comparison).
+  bool decode_in_one_dispatch = true;
+  // The stages of such a step and their counters (built at the first call for
+  // the model and thread count).
   std::shared_ptr<DecodeStepState> decode_state;
 
   void allocate(const ModelConfig& config, int max_batch, int capacity, int threads);
@@ -103,13 +108,6 @@ struct ForwardBuffers {
 // columns, 256 for Q4_K). Otherwise, and with an activation hook, the
 // projection follows attention as one product.
 bool projects_output_per_kv_head(const ModelConfig& config, const WeightMatrix& wo);
-
-// Decode (one token, no activation hook) on several threads runs each step
-// in one dispatch of the pool, its products and attention as stages of work
-// items (DecodeStepState in transformer.cc), with the same logits as a
-// dispatch per product. Process-wide, on at start; tests and benchmarks turn
-// it off to compare.
-void set_decode_in_one_dispatch(bool enabled);
 
 // Runs tokens[0..n) at positions [position, position + n), appending their keys
 // and values to the cache. Writes logits (vocab_size floats per token) for every
