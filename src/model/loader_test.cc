@@ -162,18 +162,21 @@ TEST(Loader, Llama2cAndGgufAgreeOnConfig) {
 // runs only when there are fewer KV heads than threads: stories260K (8 heads,
 // 4 KV heads) decodes to the same logits, bit for bit, on 1 thread (whole KV
 // heads), 3 (whole KV heads, shared unevenly) and 8 (one query head per run),
-// with F16 and F32 caches (its head_dim of 8 rules out Q8_0).
+// with F16 and F32 caches (its head_dim of 8 rules out Q8_0); and so do both
+// ways of running a decode step on several threads (one dispatch per step, or
+// per product).
 TEST(Attention, ThreadCountsGiveTheSameLogits) {
   auto model = load_model(std::string(EDGELM_SOURCE_DIR) + "/models/stories260K/stories260K.bin");
   ASSERT_EQ(model->config.n_heads / model->config.n_kv_heads, 2);
   const std::vector<int32_t> tokens = {1, 403, 407, 261, 378, 500, 77, 8, 300, 42, 9, 17};
   for (DType kv : {DType::F16, DType::F32}) {
-    auto decode = [&](int threads) {
+    auto decode = [&](int threads, bool one_dispatch = true) {
       ThreadPool pool(threads);
       KvCache cache;
       cache.allocate(model->config, 64, kv);
       ForwardBuffers buffers;
       buffers.allocate(model->config, 4, 64, threads);
+      buffers.decode_in_one_dispatch = one_dispatch;
       const int vocab = model->config.vocab_size;
       std::vector<float> logits(tokens.size() * vocab);
       // A 4-token prefill, then one token at a time.
@@ -185,8 +188,11 @@ TEST(Attention, ThreadCountsGiveTheSameLogits) {
       return logits;
     };
     const std::vector<float> one = decode(1);
-    EXPECT_EQ(decode(3), one) << dtype_name(kv);
-    EXPECT_EQ(decode(8), one) << dtype_name(kv);
+    for (bool one_dispatch : {true, false}) {
+      EXPECT_EQ(decode(2, one_dispatch), one) << dtype_name(kv) << one_dispatch;
+      EXPECT_EQ(decode(3, one_dispatch), one) << dtype_name(kv) << one_dispatch;
+      EXPECT_EQ(decode(8, one_dispatch), one) << dtype_name(kv) << one_dispatch;
+    }
   }
 }
 
