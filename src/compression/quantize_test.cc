@@ -180,6 +180,38 @@ TEST(Quantize, InterleavedMatricesGiveTheSameLogits) {
   expect_interleaving_keeps_logits(wide, "q4_k", DType::Q4_K_X16, 2 * 7 + 1);
 }
 
+// Logits of `tokens` on `threads` threads: a prefill of the first `prefill`,
+// then decode steps of one token (with an activation hook, or a dispatch per
+// product instead of one per step, where asked).
+struct DecodeRun {
+  int threads = 1;
+  DType kv = DType::F16;
+  int prefill = 0;
+  bool hook = false;
+  bool one_dispatch = true;
+};
+std::vector<float> decode_logits(const LoadedModel& m, const std::vector<int32_t>& tokens,
+                                 const DecodeRun& run) {
+  ThreadPool pool(run.threads);
+  KvCache cache;
+  cache.allocate(m.config, static_cast<int>(tokens.size()), run.kv);
+  ForwardBuffers buffers;
+  buffers.allocate(m.config, std::max(1, run.prefill), static_cast<int>(tokens.size()),
+                   pool.size());
+  if (run.hook) buffers.hook = [](void*, int, MatrixKind, const float*, int, int) {};
+  buffers.decode_in_one_dispatch = run.one_dispatch;
+  const size_t vocab = static_cast<size_t>(m.config.vocab_size);
+  std::vector<float> logits(tokens.size() * vocab);
+  if (run.prefill > 0) {
+    forward(m, tokens.data(), run.prefill, 0, cache, buffers, pool, logits.data(), false);
+  }
+  for (size_t i = static_cast<size_t>(run.prefill); i < tokens.size(); ++i) {
+    forward(m, &tokens[i], 1, static_cast<int>(i), cache, buffers, pool, logits.data() + i * vocab,
+            false);
+  }
+  return logits;
+}
+
 // Decode projects the attention output per KV head inside the attention pass
 // (model/transformer.h, projects_output_per_kv_head) where wo is interleaved and
 // each KV head's columns are whole blocks: 2 KV heads of 4 x 64 columns here,
@@ -196,19 +228,7 @@ TEST(Quantize, DecodeProjectsAttentionOutputPerKvHead) {
       "smollm2-135m", "--layers 2 --vocab 512 --hidden 512 --heads 8 --kv-heads 2 --ffn 512");
   const std::vector<int32_t> tokens = some_tokens(512, 20);
   auto decode = [&](const LoadedModel& m, int threads, bool hook, DType kv) {
-    ThreadPool pool(threads);
-    KvCache cache;
-    cache.allocate(m.config, static_cast<int>(tokens.size()), kv);
-    ForwardBuffers buffers;
-    buffers.allocate(m.config, 1, static_cast<int>(tokens.size()), pool.size());
-    if (hook) buffers.hook = [](void*, int, MatrixKind, const float*, int, int) {};
-    const size_t vocab = static_cast<size_t>(m.config.vocab_size);
-    std::vector<float> logits(tokens.size() * vocab);
-    for (size_t i = 0; i < tokens.size(); ++i) {
-      forward(m, &tokens[i], 1, static_cast<int>(i), cache, buffers, pool,
-              logits.data() + i * vocab, false);
-    }
-    return logits;
+    return decode_logits(m, tokens, {.threads = threads, .kv = kv, .hook = hook});
   };
   for (const char* type : {"q8_0", "q4_0", "q4_k"}) {
     SCOPED_TRACE(type);
@@ -246,21 +266,8 @@ TEST(Quantize, DecodeProjectsAttentionOutputPerKvHead) {
 TEST(Quantize, DecodeInOneDispatchEqualsDispatchPerProduct) {
   const std::vector<int32_t> tokens = some_tokens(512, 12);
   auto decode = [&](const LoadedModel& m, int threads, bool one_dispatch, DType kv) {
-    ThreadPool pool(threads);
-    KvCache cache;
-    cache.allocate(m.config, static_cast<int>(tokens.size()), kv);
-    ForwardBuffers buffers;
-    buffers.allocate(m.config, 4, static_cast<int>(tokens.size()), pool.size());
-    buffers.decode_in_one_dispatch = one_dispatch;
-    const size_t vocab = static_cast<size_t>(m.config.vocab_size);
-    std::vector<float> logits(tokens.size() * vocab);
-    // A prefill of 4 tokens, then decode steps.
-    forward(m, tokens.data(), 4, 0, cache, buffers, pool, logits.data(), false);
-    for (size_t i = 4; i < tokens.size(); ++i) {
-      forward(m, &tokens[i], 1, static_cast<int>(i), cache, buffers, pool,
-              logits.data() + i * vocab, false);
-    }
-    return logits;
+    return decode_logits(
+        m, tokens, {.threads = threads, .kv = kv, .prefill = 4, .one_dispatch = one_dispatch});
   };
   struct Case {
     const char* shape;
