@@ -20,6 +20,9 @@ namespace {
 // times per layer with short gaps, so a brief spin avoids futex wake-ups there,
 // while a longer pause (waiting for user input) costs no CPU.
 constexpr auto kSpinTime = std::chrono::microseconds(100);
+// How long SpinWait spins before it also yields the core at each check: far
+// longer than a decode stage's waits when every thread has a core (a few us).
+constexpr auto kSpinYieldAfter = std::chrono::microseconds(50);
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(_M_X64)
@@ -239,8 +242,19 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
   });
 }
 
-void spin_pause() {
+void SpinWait::pause() {
   cpu_relax();
+  // The clock is read every 64 checks, as in spin_until().
+  if ((++checks_ & 63) != 0) return;
+  const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::steady_clock::now().time_since_epoch())
+                          .count();
+  if (deadline_ns_ == 0) {
+    deadline_ns_ =
+        now + std::chrono::duration_cast<std::chrono::nanoseconds>(kSpinYieldAfter).count();
+  } else if (now >= deadline_ns_) {
+    std::this_thread::yield();
+  }
 }
 
 }  // namespace edgelm

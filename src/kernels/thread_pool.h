@@ -35,8 +35,18 @@ class ThreadPool {
   std::unique_ptr<Impl> impl_;
 };
 
-// One pause of a spin-wait loop (x86 pause, ARM yield): for work that waits
-// on another pool thread's progress inside the same job.
-void spin_pause();
+// For work that waits on another pool thread's progress inside the same job:
+// call pause() once per check. It spins (x86 pause, ARM yield) for the first
+// kSpinYieldAfter, then also yields the core at every check, so that a thread
+// the OS preempted (more runnable threads than cores: two decoding processes
+// on a 2-core device) runs instead of its waiter spinning through a time slice.
+class SpinWait {
+ public:
+  void pause();
+
+ private:
+  uint32_t checks_ = 0;
+  int64_t deadline_ns_ = 0;  // steady-clock time from which to yield; 0: not set yet
+};
 
 }  // namespace edgelm

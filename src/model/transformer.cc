@@ -322,7 +322,8 @@ void AttentionPass::run_item(int thread, int64_t item) {
     const int64_t p = item - attention_items;
     const int g = static_cast<int>(p / slabs);
     const int slab = static_cast<int>(p % slabs);
-    while (runs_done[g].load(std::memory_order_acquire) < runs_per_kv_head) spin_pause();
+    SpinWait wait;
+    while (runs_done[g].load(std::memory_order_acquire) < runs_per_kv_head) wait.pause();
     const WeightMatrix& w = *projection;
     const int64_t unit = matvec_row_unit(w);
     const int64_t units = (w.rows + unit - 1) / unit;
@@ -796,9 +797,10 @@ void DecodeStepState::work(int thread) {
   try {
     for (int s = 0;;) {
       int opened = open.load(std::memory_order_acquire);
+      SpinWait wait;
       while (opened < s) {
         if (failed.load(std::memory_order_relaxed)) return;
-        spin_pause();
+        wait.pause();
         opened = open.load(std::memory_order_acquire);
       }
       if (opened >= n) return;
