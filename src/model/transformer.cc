@@ -824,6 +824,10 @@ void DecodeStepState::work(int thread) {
   }
 }
 
+void DecodeStepStateDeleter::operator()(DecodeStepState* state) const {
+  delete state;
+}
+
 namespace {
 
 bool decodes_in_one_dispatch(const ForwardBuffers& buf, const ThreadPool& pool) {
@@ -833,7 +837,7 @@ bool decodes_in_one_dispatch(const ForwardBuffers& buf, const ThreadPool& pool) 
 // The state for the model and thread count, built at the first call (a
 // prefill, usually, so that decode steps do not allocate).
 DecodeStepState& decode_state(const LoadedModel& model, ForwardBuffers& buf, ThreadPool& pool) {
-  if (!buf.decode_state) buf.decode_state = std::make_shared<DecodeStepState>();
+  if (!buf.decode_state) buf.decode_state.reset(new DecodeStepState);
   DecodeStepState& state = *buf.decode_state;
   if (state.model != &model || state.threads != pool.size()) state.build(model, pool.size());
   return state;

@@ -75,6 +75,9 @@ using ActivationHook = void (*)(void* context, int layer, MatrixKind kind, const
                                 int cols);
 
 struct DecodeStepState;  // transformer.cc
+struct DecodeStepStateDeleter {
+  void operator()(DecodeStepState* state) const;
+};
 
 // Activation buffers for batches of up to max_batch tokens, allocated once.
 struct ForwardBuffers {
@@ -94,9 +97,9 @@ struct ForwardBuffers {
   // items (DecodeStepState in transformer.cc), with the same logits as one
   // dispatch per product (false: that way, for comparison).
   bool decode_in_one_dispatch = true;
-  // The stages of such a step and their counters (built at the first call for
-  // the model and thread count).
-  std::shared_ptr<DecodeStepState> decode_state;
+  // The stages of such a step and their counters, built at the first call for
+  // the model and thread count (one owner: the buffers are move-only).
+  std::unique_ptr<DecodeStepState, DecodeStepStateDeleter> decode_state;
 
   void allocate(const ModelConfig& config, int max_batch, int capacity, int threads);
 };
