@@ -299,6 +299,39 @@ TEST(Quantize, DecodeInOneDispatchEqualsDispatchPerProduct) {
   }
 }
 
+// The decode step's stages copy the weight matrices when first built, and
+// whether wo has a stage of its own depends on its layout; buffers used before
+// the weights are re-laid (interleave_matrices: wo then projects per KV head)
+// rebuild them, and decode as fresh buffers do.
+TEST(Quantize, DecodeStateFollowsReLaidWeights) {
+  TempDir dir;
+  quantize(
+      random_checkpoint("smollm2-135m",
+                        "--layers 2 --vocab 512 --hidden 512 --heads 8 --kv-heads 2 --ffn 512"),
+      dir.file("m.gguf"), "q4_0", /*pure=*/true);
+  auto m = load_model(dir.file("m.gguf"));
+  const std::vector<int32_t> tokens = some_tokens(512, 6);
+  ThreadPool pool(2);
+  ForwardBuffers buffers;
+  buffers.allocate(m->config, 1, 16, pool.size());
+  auto decode = [&](ForwardBuffers& b) {
+    KvCache cache;
+    cache.allocate(m->config, 16, DType::F16);
+    std::vector<float> logits(static_cast<size_t>(m->config.vocab_size));
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      forward(*m, &tokens[i], 1, static_cast<int>(i), cache, b, pool, logits.data(), false);
+    }
+    return logits;
+  };
+  decode(buffers);
+  ASSERT_GT(interleave_matrices(*m), 0);
+  ASSERT_TRUE(projects_output_per_kv_head(m->config, m->weights.layers[0].wo));
+  const std::vector<float> reused = decode(buffers);
+  ForwardBuffers fresh;
+  fresh.allocate(m->config, 1, 16, pool.size());
+  EXPECT_EQ(reused, decode(fresh));
+}
+
 TEST(Quantize, Stories260KToF32IsBitExact) {
   TempDir dir;
   const std::string out = dir.file("s.gguf");
