@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it:
 #   1. release build + every CTest test (unit, end-to-end vs the numpy reference, goldens)
-#   2. the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer
+#   2. the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer, and the
+#      multi-threaded ones (thread pool, decode on several threads) under ThreadSanitizer
 #   3. libFuzzer targets for the untrusted-file parsers, a bounded time each
 #   4. ARM64: cross-compiled kernel and model tests under qemu-user
 #   5. the HTTP server's integration and browser tests
 #   6. llama.cpp interoperability of quantized GGUF files (llama.cpp's prebuilt CPU libraries via npm)
-# Skip parts with EDGELM_SKIP="asan fuzz arm64 server interop" (CI skips nothing).
+# Skip parts with EDGELM_SKIP="asan tsan fuzz arm64 server interop" (CI skips nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 skip=" ${EDGELM_SKIP:-} "
@@ -28,6 +29,19 @@ if [[ $skip != *" asan "* ]]; then
     -DEDGELM_BUILD_BENCH=OFF >/dev/null
   cmake --build build-asan --target unit_tests -j"$jobs"
   ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j"$jobs" -L unit
+fi
+
+if [[ $skip != *" tsan "* ]]; then
+  echo "== multi-threaded tests under ThreadSanitizer"
+  cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEDGELM_TSAN=ON \
+    -DEDGELM_BUILD_BENCH=OFF >/dev/null
+  cmake --build build-tsan --target kernels_tests model_tests compression_tests -j"$jobs"
+  export TSAN_OPTIONS=halt_on_error=1
+  build-tsan/src/kernels/kernels_tests --gtest_filter='ThreadPool*:*MatvecRows*'
+  build-tsan/src/model/model_tests --gtest_filter='Attention.*'
+  build-tsan/src/compression/compression_tests \
+    --gtest_filter='*OneDispatch*:*PerKvHead*:*ReLaid*'
+  unset TSAN_OPTIONS
 fi
 
 if [[ $skip != *" fuzz "* ]]; then
