@@ -407,62 +407,35 @@ void matmul_many(const WeightMatrix* ws, float* const* ys, int count, const floa
     for (int i = 0; i < count; ++i) matmul(ws[i], x, n, ys[i], pool);
     return;
   }
-  const IsaKernels& k = isa_kernels(active_isa());
-  struct Part {
-    WeightMatrix w;
-    const TypeKernels* tk;
-    bool quantized;
-    kernels_internal::QuantActs acts;
-    int64_t first_unit;  // in the joint range of 4-row units
-  } parts[kMaxMany];
-  bool have_acts[2] = {false, false};
-  kernels_internal::QuantActs acts[2];
+  // x quantized once per activation form (MatvecInput: a per-thread one, grown
+  // once), then the matrices' rows in one pass as a joint range of 4-row units.
+  // (A thread_local is not captured: the workers get this thread's by reference.)
+  thread_local MatvecInput this_threads_input;
+  const MatvecInput& input = this_threads_input;
+  this_threads_input.prepare(ws, count, x);
+  int64_t first_unit[kMaxMany];
   int64_t units = 0;
   size_t max_row_bytes = 1;
   for (int i = 0; i < count; ++i) {
-    Part& p = parts[i];
-    p.w = ws[i];
-    p.w.row_bytes = checked_row_bytes(ws[i], n);
-    if (ws[i].cols != ws[0].cols) {
-      fail("matmul_many: matrices of ", ws[0].cols, " and ", ws[i].cols, " columns share an input");
-    }
-    p.tk = find_type_kernels(k, p.w.type);
-    p.quantized = p.tk != nullptr && p.tk->quant_matvec != nullptr;
-    if (p.tk == nullptr || (!p.quantized && p.tk->matvec == nullptr)) {
-      fail("matmul: no kernel for weight type ", type_label(p.w.type));
-    }
-    if (p.quantized && p.w.rows > 0 && p.w.cols > 0) {
-      const int form = kernels_internal::uses_q8_K_activations(p.w.type) ? 1 : 0;
-      if (!have_acts[form]) {
-        acts[form] = kernels_internal::quantize_activations(p.w.type, k, x, p.w.cols, 1, nullptr);
-        have_acts[form] = true;
-      }
-      p.acts = acts[form];
-    }
-    if (p.w.cols == 0) std::fill(ys[i], ys[i] + p.w.rows, 0.0f);
-    p.first_unit = units;
-    if (p.w.cols > 0) units += (p.w.rows + 3) / 4;
-    max_row_bytes = std::max(max_row_bytes, p.w.row_bytes);
+    max_row_bytes = std::max(max_row_bytes, checked_row_bytes(ws[i], n));
+    if (ws[i].cols == 0) std::fill(ys[i], ys[i] + ws[i].rows, 0.0f);
+    first_unit[i] = units;
+    if (ws[i].cols > 0) units += (ws[i].rows + 3) / 4;
   }
   // As in matmul(): contiguous slabs of at least ~32 KiB per chunk.
   const int64_t grain = std::max<int64_t>(1, (32 * 1024) / static_cast<int64_t>(max_row_bytes) / 4);
   split(pool, units, grain, [&](int64_t begin, int64_t end) {
     for (int i = 0; i < count; ++i) {
-      const Part& p = parts[i];
-      if (p.w.cols == 0) continue;
-      const int64_t u0 = std::max(begin, p.first_unit) - p.first_unit;
-      const int64_t u1 = std::min(end, p.first_unit + (p.w.rows + 3) / 4) - p.first_unit;
+      const WeightMatrix& w = ws[i];
+      if (w.cols == 0) continue;
+      const int64_t u0 = std::max(begin, first_unit[i]) - first_unit[i];
+      const int64_t u1 = std::min(end, first_unit[i] + (w.rows + 3) / 4) - first_unit[i];
       if (u0 >= u1) continue;
       // A unit of more than 4 rows (Q4_0_X16) goes to the chunk holding its first 4 rows.
-      const int64_t unit = kernels_internal::row_unit(p.w.type);
-      const int64_t r0 = std::min((u0 * 4 + unit - 1) / unit * unit, p.w.rows);
-      const int64_t r1 = std::min((u1 * 4 + unit - 1) / unit * unit, p.w.rows);
-      if (r0 >= r1) continue;
-      if (p.quantized) {
-        p.tk->quant_matvec(p.w, p.acts, ys[i] + r0, r0, r1);
-      } else {
-        p.tk->matvec(p.w, x, ys[i] + r0, r0, r1);
-      }
+      const int64_t unit = kernels_internal::row_unit(w.type);
+      const int64_t r0 = std::min((u0 * 4 + unit - 1) / unit * unit, w.rows);
+      const int64_t r1 = std::min((u1 * 4 + unit - 1) / unit * unit, w.rows);
+      if (r0 < r1) matvec_rows(w, input, ys[i] + r0, r0, r1);
     }
   });
 }

@@ -547,6 +547,7 @@ int interleave_matrices(LoadedModel& model, ThreadPool* pool) {
     relayout(0, count);
   }
   model.keep_alive.push_back(std::move(buffer));
+  ++model.weights_version;
   return static_cast<int>(chosen.size());
 }
 

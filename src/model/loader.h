@@ -50,6 +50,9 @@ struct LoadedModel {
   GenerationDefaults generation_defaults;
   std::vector<float> rope_inv_freq;
   ModelWeights weights;
+  // Counts re-layouts of the weights (interleave_matrices), so that state built
+  // from them (the decode step's stages) knows to rebuild.
+  int weights_version = 0;
 
   // Owners of the memory the views point into.
   std::vector<std::shared_ptr<const void>> keep_alive;

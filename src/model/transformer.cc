@@ -616,7 +616,7 @@ struct alignas(64) StageCounters {
 struct DecodeStepState {
   const LoadedModel* model = nullptr;
   int threads = 0;
-  uint64_t layout = 0;  // weights_layout() at build: weights re-laid since rebuild the stages
+  int weights_version = 0;  // the model's at build: weights re-laid since rebuild the stages
   std::vector<DecodeStage> stages;
   std::unique_ptr<StageCounters[]> counters;
   alignas(64) std::atomic<int> open{0};  // stages before it are done; it can be worked on
@@ -637,21 +637,6 @@ struct DecodeStepState {
 };
 
 namespace {
-
-// Where the matrices are and in which layout (interleave_matrices() changes
-// both), mixed into one number: the stages copy the matrices.
-uint64_t weights_layout(const LoadedModel& m) {
-  uint64_t h = 0;
-  auto mix = [&h](const WeightMatrix& w) {
-    h = (h ^ reinterpret_cast<uintptr_t>(w.data) ^ static_cast<uint64_t>(w.type)) * 0x100000001b3u;
-  };
-  for (const LayerWeights& L : m.weights.layers) {
-    for (const WeightMatrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
-      mix(*w);
-  }
-  mix(m.weights.output);
-  return h;
-}
 
 // Stages split into about this many bytes per item at least, at most
 // kChunksPerThread items per thread. Every item starts a weight stream and
@@ -681,7 +666,7 @@ DecodeStage product_stage(StageKind kind, int layer, std::initializer_list<Weigh
 void DecodeStepState::build(const LoadedModel& m, int thread_count) {
   model = &m;
   threads = thread_count;
-  layout = weights_layout(m);
+  weights_version = m.weights_version;
   const ModelConfig& c = m.config;
   stages.clear();
   for (int l = 0; l < c.n_layers; ++l) {
@@ -857,7 +842,7 @@ DecodeStepState& decode_state(const LoadedModel& model, ForwardBuffers& buf, Thr
   if (!buf.decode_state) buf.decode_state.reset(new DecodeStepState);
   DecodeStepState& state = *buf.decode_state;
   if (state.model != &model || state.threads != pool.size() ||
-      state.layout != weights_layout(model)) {
+      state.weights_version != model.weights_version) {
     state.build(model, pool.size());
   }
   return state;
