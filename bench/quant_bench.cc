@@ -37,12 +37,12 @@ constexpr Shape kShapes[] = {{"smollm2-135m", 576, 576},    {"smollm2-135m", 153
                              {"smollm2-135m", 576, 1536},   {"qwen2.5-0.5b", 4864, 896},
                              {"qwen2.5-0.5b", 896, 4864},   {"tinyllama-1.1b", 5632, 2048},
                              {"tinyllama-1.1b", 2048, 5632}};
-// The interleaved layouts (q4_0x16, q5_0x16, q4_Kx16) are what Model::load
+// The interleaved layouts (q4_0x16, q5_0x16, q4_Kx16, q8_0x16) are what Model::load
 // makes of Q4_0 / Q5_0 / Q4_K where interleaved_weights_preferred().
-constexpr DType kTypes[] = {DType::Q8_0,     DType::Q4_0,     DType::Q4_0_X16, DType::Q4_K,
-                            DType::Q4_K_X16, DType::Q5_K,     DType::Q6_K,     DType::Q4_1,
-                            DType::Q5_0,     DType::Q5_0_X16, DType::Q5_1,     DType::Q2_K,
-                            DType::Q3_K,     DType::FP8_E4M3, DType::F16};
+constexpr DType kTypes[] = {DType::Q8_0, DType::Q8_0_X16, DType::Q4_0,     DType::Q4_0_X16,
+                            DType::Q4_K, DType::Q4_K_X16, DType::Q5_K,     DType::Q6_K,
+                            DType::Q4_1, DType::Q5_0,     DType::Q5_0_X16, DType::Q5_1,
+                            DType::Q2_K, DType::Q3_K,     DType::FP8_E4M3, DType::F16};
 constexpr int64_t kPrefillTokens = 128;  // the prompt length
 // Decode weights are cycled through this many bytes so that they come from
 // memory (--weights_mib=N; 0: one copy, i.e. from cache, the kernels' compute

@@ -101,7 +101,7 @@ void expect_same_metadata_as_converter(const std::string& reference, const std::
   }
 }
 
-// Q4_0 / Q5_0 / Q4_K matrices re-laid in their interleaved layouts at load
+// Q4_0 / Q5_0 / Q4_K / Q8_0 matrices re-laid in their interleaved layouts at load
 // give the same model: prefill logits bit for bit (same GEMM panels); decode logits bit for
 // bit on the scalar ISA (the row-major kernels on de-interleaved groups); and
 // on the best ISA (the interleaved decode kernels, another summation order)
@@ -121,6 +121,11 @@ void expect_interleaving_keeps_logits(const std::string& source, const std::stri
   const int interleaved = interleave_matrices(*b);
   EXPECT_EQ(interleaved, expected);
   EXPECT_EQ(b->weights.layers[0].wq.type, interleaved_type);
+  EXPECT_EQ(b->weights.output.type, interleaved_type);
+  if (a->weights.output.data == a->weights.token_embedding.data) {  // tied: one matrix still
+    EXPECT_EQ(b->weights.token_embedding.data, b->weights.output.data);
+    EXPECT_EQ(b->weights.token_embedding.type, interleaved_type);
+  }
   {  // Shared out over threads, the same bytes.
     auto c = load_model(out);
     ThreadPool pool(3);
@@ -170,10 +175,12 @@ void expect_interleaving_keeps_logits(const std::string& source, const std::stri
 }
 
 TEST(Quantize, InterleavedMatricesGiveTheSameLogits) {
-  // stories260K: q, k, v, o of each layer; its ffn has 172 rows or columns.
+  // stories260K: q, k, v, o of each layer and the output head, tied to the
+  // embedding table (read through the re-laid matrix); its ffn has 172 rows or columns.
   const std::string stories = kStories + "/stories260K.bin";
-  expect_interleaving_keeps_logits(stories, "q4_0", DType::Q4_0_X16, 4 * 5);
-  expect_interleaving_keeps_logits(stories, "q5_0", DType::Q5_0_X16, 4 * 5);
+  expect_interleaving_keeps_logits(stories, "q4_0", DType::Q4_0_X16, 4 * 5 + 1);
+  expect_interleaving_keeps_logits(stories, "q5_0", DType::Q5_0_X16, 4 * 5 + 1);
+  expect_interleaving_keeps_logits(stories, "q8_0", DType::Q8_0_X16, 4 * 5 + 1);
   // Q4_K needs rows of 256: 2 layers of 7 matrices and the untied output head.
   const std::string wide = random_checkpoint(
       "tinyllama-1.1b", "--layers 2 --vocab 512 --hidden 256 --heads 4 --kv-heads 2 --ffn 512");
@@ -237,7 +244,7 @@ TEST(Quantize, DecodeProjectsAttentionOutputPerKvHead) {
     quantize(source, out, type, /*pure=*/true);
     auto m = load_model(out);
     EXPECT_FALSE(projects_output_per_kv_head(m->config, m->weights.layers[0].wo));  // row-major
-    if (interleave_matrices(*m) == 0) continue;  // Q8_0 has no interleaved layout
+    ASSERT_GT(interleave_matrices(*m), 0);
     ASSERT_TRUE(projects_output_per_kv_head(m->config, m->weights.layers[0].wo));
     for (DType kv : {DType::F16, DType::Q8_0}) {  // values stored by the items, or before
       SCOPED_TRACE(dtype_name(kv));
@@ -260,9 +267,9 @@ TEST(Quantize, DecodeProjectsAttentionOutputPerKvHead) {
 // products and attention as stages of work items (DecodeStepState); the items
 // and the serial steps between them are those of a dispatch per product, so the
 // logits must match bit for bit: row-major (a separate output-projection stage)
-// and interleaved matrices, mixed activation forms in one stage (q4_k's
-// q4_K + q5_0 + q8_0), float weights, both KV caches, one KV head split into
-// runs of query heads, 2 to 4 threads.
+// and interleaved matrices (the projection per KV head), mixed activation forms in one stage
+// (q4_k's q4_K + q5_0 + q8_0), float weights, both KV caches, one KV head split into runs of query
+// heads, 2 to 4 threads.
 TEST(Quantize, DecodeInOneDispatchEqualsDispatchPerProduct) {
   const std::vector<int32_t> tokens = some_tokens(512, 12);
   auto decode = [&](const LoadedModel& m, int threads, bool one_dispatch, DType kv) {
@@ -272,8 +279,10 @@ TEST(Quantize, DecodeInOneDispatchEqualsDispatchPerProduct) {
   struct Case {
     const char* shape;
     const char* type;
+    bool interleave = true;
   };
   const Case cases[] = {
+      {"--layers 2 --vocab 512 --hidden 512 --heads 8 --kv-heads 2 --ffn 512", "q8_0", false},
       {"--layers 2 --vocab 512 --hidden 512 --heads 8 --kv-heads 2 --ffn 512", "q8_0"},
       {"--layers 2 --vocab 512 --hidden 512 --heads 8 --kv-heads 2 --ffn 512", "q4_0"},
       {"--layers 2 --vocab 512 --hidden 512 --heads 8 --kv-heads 2 --ffn 512", "q4_k"},
@@ -281,12 +290,14 @@ TEST(Quantize, DecodeInOneDispatchEqualsDispatchPerProduct) {
       {"--layers 2 --vocab 512 --hidden 64 --heads 4 --kv-heads 2 --ffn 128", "f32"},
   };
   for (const Case& k : cases) {
-    SCOPED_TRACE(std::string(k.type) + " " + k.shape);
+    SCOPED_TRACE(std::string(k.type) + (k.interleave ? " interleaved " : " row-major ") + k.shape);
     TempDir dir;
     const std::string out = dir.file("m.gguf");
     quantize(random_checkpoint("smollm2-135m", k.shape), out, k.type);
     auto m = load_model(out);
-    interleave_matrices(*m);
+    if (k.interleave) interleave_matrices(*m);
+    ASSERT_EQ(projects_output_per_kv_head(m->config, m->weights.layers[0].wo),
+              k.interleave && std::string(k.type) != "f32");
     for (DType kv : {DType::F16, DType::Q8_0}) {
       SCOPED_TRACE(dtype_name(kv));
       if (kv == DType::Q8_0 && m->config.head_dim % 32 != 0) continue;

@@ -49,12 +49,13 @@ enum class DType : uint32_t {
   Q4_0_X16 = 1001,
   Q5_0_X16 = 1002,  // the same for Q5_0
   Q4_K_X16 = 1003,  // and for Q4_K, by super-block
+  Q8_0_X16 = 1004,  // and for Q8_0
 };
 
 // The interleaved layouts: kernels' in-memory forms, never valid in a file.
 inline bool is_in_memory_layout(uint32_t type_id) {
   return type_id >= static_cast<uint32_t>(DType::Q4_0_X16) &&
-         type_id <= static_cast<uint32_t>(DType::Q4_K_X16);
+         type_id <= static_cast<uint32_t>(DType::Q8_0_X16);
 }
 
 struct DTypeTraits {

@@ -583,6 +583,29 @@ void dequantize_row(DType type, const void* src, float* dst, int64_t n) {
   if (n > 0) tk->to_f32(src, dst, n);
 }
 
+void dequantize_matrix_row(const WeightMatrix& w, int64_t row, float* dst) {
+  if (row < 0 || row >= w.rows) fail("dequantize_matrix_row: row ", row, " of ", w.rows);
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  if (!is_x16_layout(w.type)) {
+    dequantize_row(w.type, base + static_cast<size_t>(row) * w.row_bytes, dst, w.cols);
+    return;
+  }
+  // One block position of the 16 rows at a time, back in row-major form.
+  const DType type = x16_row_major(w.type);
+  const DTypeTraits& traits = dtype_traits(type);
+  constexpr size_t kMaxBlockBytes = sizeof(BlockQ4_K);
+  static_assert(sizeof(BlockQ8_0) <= kMaxBlockBytes && sizeof(BlockQ5_0) <= kMaxBlockBytes);
+  alignas(16) uint8_t blocks[kX16Rows * kMaxBlockBytes];
+  const int64_t lane = row % kX16Rows;
+  const uint8_t* group = base + static_cast<size_t>(row - lane) * w.row_bytes;
+  const size_t group_block_bytes = kX16Rows * traits.block_bytes;
+  for (int64_t b = 0; b < w.cols / traits.block_size; ++b) {
+    deinterleave_x16(w.type, group + b * group_block_bytes, traits.block_size, blocks);
+    dequantize_row(type, blocks + lane * traits.block_bytes, dst + b * traits.block_size,
+                   traits.block_size);
+  }
+}
+
 const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::kScalar:

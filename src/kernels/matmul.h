@@ -113,6 +113,10 @@ bool burst_prefetch_helps();
 
 // Converts one row of any supported type to F32 (embedding lookup).
 void dequantize_row(DType type, const void* src, float* dst, int64_t n);
+// Row `row` of w (w.cols values) as F32, in any layout: an interleaved one's
+// rows are spread over their group's blocks (a tied embedding table that is
+// also the output head is re-laid for the head's sake).
+void dequantize_matrix_row(const WeightMatrix& w, int64_t row, float* dst);
 
 // Which instruction set the kernels use. Chosen once at start-up from CPU
 // features; tests and benchmarks may force a lower one.

@@ -208,20 +208,24 @@ enum class Avx512Decode : uint8_t { kPermuteHeavy, kShuffleLight };
 Avx512Decode avx512_decode_variant();
 void set_avx512_decode_variant(Avx512Decode variant);
 
-// FP8_E4M3's id (1000) and the interleaved layouts' (1001..1003) are outside
+// FP8_E4M3's id (1000) and the interleaved layouts' (1001..1004) are outside
 // ggml's range; they take the last slots.
 inline constexpr uint32_t slot(DType type) {
   return type == DType::FP8_E4M3   ? 63
          : type == DType::Q4_0_X16 ? 62
          : type == DType::Q5_0_X16 ? 61
          : type == DType::Q4_K_X16 ? 60
+         : type == DType::Q8_0_X16 ? 59
                                    : static_cast<uint32_t>(type);
 }
 
 // Rows are handed to kernels in whole units of this many: the row block of the
 // SIMD kernels, or an interleaved layout's group.
 inline constexpr int64_t row_unit(DType type) {
-  return type == DType::Q4_0_X16 || type == DType::Q5_0_X16 || type == DType::Q4_K_X16 ? 16 : 4;
+  return type == DType::Q4_0_X16 || type == DType::Q5_0_X16 || type == DType::Q4_K_X16 ||
+                 type == DType::Q8_0_X16
+             ? 16
+             : 4;
 }
 
 }  // namespace edgelm::kernels_internal

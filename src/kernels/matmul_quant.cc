@@ -604,10 +604,11 @@ void register_quant_scalar_kernels(IsaKernels* table) {
   };
   set(DType::Q4_0, scalar_matvec<ScalarQ4_0, false>, scalar_matmul<ScalarQ4_0, false>,
       dequantize_row_q4_0);
-  // No to_f32: its rows are not contiguous (and embeddings are never interleaved).
+  // No to_f32: their rows are not contiguous (dequantize_matrix_row reads them).
   set(DType::Q4_0_X16, x16_matvec, x16_matmul, nullptr);
   set(DType::Q5_0_X16, x16_matvec, x16_matmul, nullptr);
   set(DType::Q4_K_X16, x16_matvec, x16_matmul, nullptr);
+  set(DType::Q8_0_X16, x16_matvec, x16_matmul, nullptr);
   set(DType::Q4_1, scalar_matvec<ScalarQ4_1, false>, scalar_matmul<ScalarQ4_1, false>,
       dequantize_row_q4_1);
   set(DType::Q5_0, scalar_matvec<ScalarQ5_0, false>, scalar_matmul<ScalarQ5_0, false>,

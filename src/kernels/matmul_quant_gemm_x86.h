@@ -204,14 +204,23 @@ void repack_panel(const WeightMatrix& w, int64_t r0, int valid, const PanelView&
 
 // The interleaved layouts need no transpose: a group's chunk c already holds
 // quant bytes 4c..4c+3 of its 16 rows, i.e. quads c (low nibbles) and 4 + c
-// (high nibbles) of the panel (plus Q5_0's fifth bits from their masks). Rows
-// [r0, r0 + valid) with valid 0 or 16 (whole groups).
-struct GemmQ4_0X16 : Gemm32<X86Q4_0> {};
-struct GemmQ5_0X16 : Gemm32<X86Q5_0> {};
+// (high nibbles) of the panel (plus Q5_0's fifth bits from their masks), or
+// for Q8_0 quad c as stored (q + 128, X86Q8_0's offset). Rows [r0, r0 + valid)
+// with valid 0 or 16 (whole groups).
+struct GemmQ4_0X16 : Gemm32<X86Q4_0> {
+  static constexpr DType kX16Type = DType::Q4_0_X16;
+};
+struct GemmQ5_0X16 : Gemm32<X86Q5_0> {
+  static constexpr DType kX16Type = DType::Q5_0_X16;
+};
+struct GemmQ8_0X16 : Gemm32<X86Q8_0> {
+  static constexpr DType kX16Type = DType::Q8_0_X16;
+};
 
-template <bool kQ5>
+template <DType kType>
 void repack_panel_x16(const WeightMatrix& w, int64_t r0, int valid, const PanelView& out) {
-  constexpr size_t kBlockBytes = kX16Bytes<kQ5>;
+  constexpr bool kQ8 = kType == DType::Q8_0_X16, kQ5 = kType == DType::Q5_0_X16;
+  constexpr size_t kBlockBytes = kQ8 ? kX16Q8BlockBytes : kX16Bytes<kQ5>;
   const int64_t nb = w.cols / kQK;
   const uint8_t* p = static_cast<const uint8_t*>(w.data) + r0 * w.row_bytes;
   for (int64_t b = 0; b < nb; ++b, p += kBlockBytes) {
@@ -224,11 +233,17 @@ void repack_panel_x16(const WeightMatrix& w, int64_t r0, int valid, const PanelV
       _mm512_storeu_ps(mcoefs, _mm512_setzero_ps());
       continue;
     }
-    for (int c = 0; c < 4; ++c) {
-      __m512i lo, hi;
-      x16_chunk<kQ5>(p, c, &lo, &hi);
-      _mm512_storeu_si512(quads + 64 * c, lo);
-      _mm512_storeu_si512(quads + 64 * (4 + c), hi);
+    if constexpr (kQ8) {
+      for (int c = 0; c < 8; ++c) {
+        _mm512_storeu_si512(quads + 64 * c, _mm512_loadu_si512(p + 32 + 64 * c));
+      }
+    } else {
+      for (int c = 0; c < 4; ++c) {
+        __m512i lo, hi;
+        x16_chunk<kQ5>(p, c, &lo, &hi);
+        _mm512_storeu_si512(quads + 64 * c, lo);
+        _mm512_storeu_si512(quads + 64 * (4 + c), hi);
+      }
     }
     _mm512_storeu_ps(scales,
                      _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
@@ -410,8 +425,9 @@ void quant_gemm(const WeightMatrix& w, const QuantActs& a, int64_t n, float* y, 
       const int64_t left = row_end - (r0 + p * kLanes);
       const int valid = left <= 0 ? 0 : left >= kLanes ? kLanes : static_cast<int>(left);
       mask[p] = static_cast<__mmask16>((1u << valid) - 1);
-      if constexpr (std::is_same_v<G, GemmQ4_0X16> || std::is_same_v<G, GemmQ5_0X16>) {
-        repack_panel_x16<std::is_same_v<G, GemmQ5_0X16>>(w, r0 + p * kLanes, valid, panels[p]);
+      if constexpr (std::is_same_v<G, GemmQ4_0X16> || std::is_same_v<G, GemmQ5_0X16> ||
+                    std::is_same_v<G, GemmQ8_0X16>) {
+        repack_panel_x16<G::kX16Type>(w, r0 + p * kLanes, valid, panels[p]);
       } else if constexpr (std::is_same_v<G, GemmQ4_KX16>) {
         repack_panel_q4_k_x16(w, r0 + p * kLanes, valid, panels[p]);
       } else {
@@ -449,6 +465,7 @@ inline void register_quant_gemm_x86(IsaKernels* table) {
   table->types[slot(DType::Q4_0_X16)].quant_gemm = quant_gemm<GemmQ4_0X16>;
   table->types[slot(DType::Q5_0_X16)].quant_gemm = quant_gemm<GemmQ5_0X16>;
   table->types[slot(DType::Q4_K_X16)].quant_gemm = quant_gemm<GemmQ4_KX16>;
+  table->types[slot(DType::Q8_0_X16)].quant_gemm = quant_gemm<GemmQ8_0X16>;
   table->types[static_cast<uint32_t>(DType::Q4_1)].quant_gemm = quant_gemm<Gemm32<X86Q4_1>>;
   table->types[static_cast<uint32_t>(DType::Q5_0)].quant_gemm = quant_gemm<Gemm32<X86Q5_0>>;
   table->types[static_cast<uint32_t>(DType::Q5_1)].quant_gemm = quant_gemm<Gemm32<X86Q5_1>>;

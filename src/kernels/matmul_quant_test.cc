@@ -549,7 +549,7 @@ namespace edgelm {
 namespace {
 
 // The interleaved layouts (16 rows interleaved per block or super-block) give
-// exactly the sums of the same matrix in row-major Q4_0 / Q5_0 / Q4_K, in
+// exactly the sums of the same matrix in row-major Q4_0 / Q5_0 / Q4_K / Q8_0, in
 // decode and prefill, on every ISA and variant (their own AVX-512 kernels, or
 // the others' row-major kernels on de-interleaved groups), for odd and even
 // block counts, 16 to 96 rows, and any thread count; also inside matmul_many
@@ -560,7 +560,7 @@ TEST(MatmulQuantTest, InterleavedEqualsRowMajor) {
   std::mt19937 rng(23);
   ThreadPool pool2(2), pool3(3);
   ThreadPool* pools[] = {nullptr, &pool2, &pool3};
-  for (DType type : {DType::Q4_0, DType::Q5_0, DType::Q4_K}) {
+  for (DType type : {DType::Q4_0, DType::Q5_0, DType::Q4_K, DType::Q8_0}) {
     const bool k_quant = type == DType::Q4_K;
     for (int64_t rows : {16, 48, 96}) {
       for (int64_t cols :
@@ -578,6 +578,14 @@ TEST(MatmulQuantTest, InterleavedEqualsRowMajor) {
           deinterleave_x16(x16.w.type, x16.bytes.data() + at, cols, back.data() + at);
         }
         ASSERT_EQ(back, m.bytes) << dtype_name(type) << " round trip " << rows << " x " << cols;
+        // Single rows (a tied embedding table's lookups) read across the group.
+        std::vector<float> row_want(cols), row_got(cols, NAN);
+        for (int64_t r : {int64_t{0}, int64_t{5}, rows - 1}) {
+          dequantize_matrix_row(m.w, r, row_want.data());
+          dequantize_matrix_row(x16.w, r, row_got.data());
+          ASSERT_EQ(row_got, row_want) << dtype_name(x16.w.type) << " row " << r;
+        }
+        EXPECT_THROW(dequantize_matrix_row(x16.w, rows, row_got.data()), Error);
         for (int64_t n : {1, 2, 5, 40}) {
           const std::vector<float> x = exact_activations(n, cols, rng);
           set_active_isa(Isa::kScalar);
@@ -621,7 +629,7 @@ TEST(MatmulQuantTest, ColumnSliceEqualsMatrixOfThoseColumns) {
   std::mt19937 rng(29);
   const int64_t rows = 48;
   std::vector<DType> types(std::begin(kIntTypes), std::end(kIntTypes));
-  types.insert(types.end(), {DType::Q4_0_X16, DType::Q5_0_X16, DType::Q4_K_X16});
+  types.insert(types.end(), {DType::Q4_0_X16, DType::Q5_0_X16, DType::Q4_K_X16, DType::Q8_0_X16});
   for (DType type : types) {
     const DType base = x16_row_major(type);
     const bool k_quant = is_k(base);
@@ -692,7 +700,7 @@ TEST(MatmulQuantTest, MatvecRowsOfPreparedInputEqualMatmul) {
   const int64_t rows = 48, cols = 512;
   std::vector<QuantMatrix> ms;
   for (DType type : kIntTypes) ms.push_back(realistic_matrix(type, rows, cols, rng));
-  for (DType type : {DType::Q4_0, DType::Q5_0, DType::Q4_K}) {
+  for (DType type : {DType::Q4_0, DType::Q5_0, DType::Q4_K, DType::Q8_0}) {
     const QuantMatrix row_major = realistic_matrix(type, rows, cols, rng);
     QuantMatrix m = row_major;
     interleave_x16(type, row_major.bytes.data(), rows, cols, m.bytes.data());
@@ -758,7 +766,8 @@ TEST(MatmulQuantTest, InterleavingRejectsPartialGroupsAndOtherTypes) {
   EXPECT_THROW(interleave_x16(DType::Q4_0, src.data(), 20, 64, dst.data()), Error);
   EXPECT_THROW(interleave_x16(DType::Q5_0, src.data(), 20, 64, dst.data()), Error);
   EXPECT_THROW(interleave_x16(DType::Q4_K, src.data(), 16, 128, dst.data()), Error);
-  EXPECT_THROW(interleave_x16(DType::Q8_0, src.data(), 16, 64, dst.data()), Error);
+  EXPECT_THROW(interleave_x16(DType::Q8_0, src.data(), 24, 64, dst.data()), Error);
+  EXPECT_THROW(interleave_x16(DType::Q6_K, src.data(), 16, 256, dst.data()), Error);
   EXPECT_THROW(deinterleave_x16(DType::Q4_K, src.data(), 256, dst.data()), Error);
   EXPECT_EQ(x16_layout(DType::Q6_K), DType::F32);
 }

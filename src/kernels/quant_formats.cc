@@ -864,6 +864,34 @@ void deinterleave_q4_0_group(const uint8_t* src, int64_t nb, BlockQ4_0* rows) {
   }
 }
 
+void interleave_q8_0_group(const BlockQ8_0* rows, int64_t nb, uint8_t* dst) {
+  for (int64_t b = 0; b < nb; ++b, dst += kX16Q8BlockBytes) {
+    for (int r = 0; r < kX16Rows; ++r) {
+      const BlockQ8_0& blk = rows[r * nb + b];
+      std::memcpy(dst + 2 * r, &blk.d, 2);
+      for (int c = 0; c < 8; ++c) {
+        for (int i = 0; i < 4; ++i) {
+          dst[32 + 64 * c + 4 * r + i] = static_cast<uint8_t>(blk.qs[4 * c + i] ^ 0x80);
+        }
+      }
+    }
+  }
+}
+
+void deinterleave_q8_0_group(const uint8_t* src, int64_t nb, BlockQ8_0* rows) {
+  for (int64_t b = 0; b < nb; ++b, src += kX16Q8BlockBytes) {
+    for (int r = 0; r < kX16Rows; ++r) {
+      BlockQ8_0& blk = rows[r * nb + b];
+      std::memcpy(&blk.d, src + 2 * r, 2);
+      for (int c = 0; c < 8; ++c) {
+        for (int i = 0; i < 4; ++i) {
+          blk.qs[4 * c + i] = static_cast<int8_t>(src[32 + 64 * c + 4 * r + i] ^ 0x80);
+        }
+      }
+    }
+  }
+}
+
 void interleave_q5_0_group(const BlockQ5_0* rows, int64_t nb, uint8_t* dst) {
   for (int64_t b = 0; b < nb; ++b, dst += kX16Q5BlockBytes) {
     uint64_t masks[8] = {};
@@ -957,6 +985,8 @@ DType x16_layout(DType row_major) {
       return DType::Q5_0_X16;
     case DType::Q4_K:
       return DType::Q4_K_X16;
+    case DType::Q8_0:
+      return DType::Q8_0_X16;
     default:
       return DType::F32;
   }
@@ -970,6 +1000,8 @@ DType x16_row_major(DType type) {
       return DType::Q5_0;
     case DType::Q4_K_X16:
       return DType::Q4_K;
+    case DType::Q8_0_X16:
+      return DType::Q8_0;
     default:
       return type;
   }
@@ -992,6 +1024,8 @@ void interleave_x16(DType type, const void* rows_in, int64_t rows, int64_t cols,
       interleave_q4_0_group(reinterpret_cast<const BlockQ4_0*>(src), nb, dst);
     } else if (type == DType::Q5_0) {
       interleave_q5_0_group(reinterpret_cast<const BlockQ5_0*>(src), nb, dst);
+    } else if (type == DType::Q8_0) {
+      interleave_q8_0_group(reinterpret_cast<const BlockQ8_0*>(src), nb, dst);
     } else {
       interleave_q4_k_group(reinterpret_cast<const BlockQ4_K*>(src), nb, dst);
     }
@@ -1009,6 +1043,8 @@ void deinterleave_x16(DType x16_type, const void* x16_group, int64_t cols, void*
     deinterleave_q4_0_group(src, nb, static_cast<BlockQ4_0*>(rows_out));
   } else if (type == DType::Q5_0) {
     deinterleave_q5_0_group(src, nb, static_cast<BlockQ5_0*>(rows_out));
+  } else if (type == DType::Q8_0) {
+    deinterleave_q8_0_group(src, nb, static_cast<BlockQ8_0*>(rows_out));
   } else {
     deinterleave_q4_k_group(src, nb, static_cast<BlockQ4_K*>(rows_out));
   }

@@ -193,10 +193,14 @@ void quantize_row_q6_K_weighted(const float* x, void* blocks, int64_t n, const f
 // of word r); then 32 chunks of 64 bytes where chunk 8k + t holds qs bytes
 // 32k + 4t..32k + 4t + 3 of each row (low nibbles: sub-block 2k, high: 2k + 1).
 // 64 + 128 + 64 + 2048 = 16 x 144 bytes per super-block.
+// Q8_0_X16, per block: the 16 rows' f16 scales (32 bytes), then 8 chunks of 64
+// bytes where chunk c holds quants 4c..4c+3 of each row (row r at 4r) stored
+// as q + 128 (unsigned bytes: vpdpbusd's unsigned operand as they lie).
 inline constexpr int kX16Rows = 16;
 inline constexpr size_t kX16BlockBytes = kX16Rows * sizeof(BlockQ4_0);     // 288
 inline constexpr size_t kX16Q5BlockBytes = kX16Rows * sizeof(BlockQ5_0);   // 352
 inline constexpr size_t kX16Q4KBlockBytes = kX16Rows * sizeof(BlockQ4_K);  // 2304
+inline constexpr size_t kX16Q8BlockBytes = kX16Rows * sizeof(BlockQ8_0);   // 544
 // Q4_K_X16 field offsets within a super-block of a group.
 inline constexpr size_t kX16Q4KScales = 64, kX16Q4KMinNibbles = 192, kX16Q4KQuants = 256;
 // The interleaved layout of a row-major type (DType::F32 where it has none),

@@ -477,8 +477,10 @@ int interleave_matrices(LoadedModel& model, ThreadPool* pool) {
       matrices.push_back(m);
     }
   }
-  // A tied output matrix is also the embedding table, whose rows are read one by one.
-  if (w.output.data != w.token_embedding.data) matrices.push_back(&w.output);
+  // A tied output matrix is also the embedding table: both views follow the
+  // re-laid matrix (the embedding's rows are read with dequantize_matrix_row).
+  const bool tied = w.output.data == w.token_embedding.data;
+  matrices.push_back(&w.output);
   std::vector<WeightMatrix*> chosen;
   size_t total = 0;
   for (WeightMatrix* m : matrices) {
@@ -546,6 +548,7 @@ int interleave_matrices(LoadedModel& model, ThreadPool* pool) {
   } else {
     relayout(0, count);
   }
+  if (tied) w.token_embedding = w.output;
   model.keep_alive.push_back(std::move(buffer));
   ++model.weights_version;
   return static_cast<int>(chosen.size());

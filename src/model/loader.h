@@ -59,9 +59,10 @@ struct LoadedModel {
   std::vector<std::vector<float>> converted;  // small tensors converted to F32
 };
 
-// Re-lays the Q4_0, Q5_0 and Q4_K matrices of the layers (and an untied output
-// matrix) whose rows are a multiple of 16 in their interleaved layouts
-// (Q4_0_X16, Q5_0_X16, Q4_K_X16: kernels/quant_formats.h) in memory
+// Re-lays the Q4_0, Q5_0, Q4_K and Q8_0 matrices of the layers and the output
+// head (also when tied to the embedding table) whose rows are a multiple of 16
+// in their interleaved layouts (Q4_0_X16, Q5_0_X16, Q4_K_X16, Q8_0_X16:
+// kernels/quant_formats.h) in memory
 // owned by the model, for the interleaved decode kernels, and releases their
 // pages of the mapped file, so the resident size stays that of the file.
 // Returns how many were re-laid.

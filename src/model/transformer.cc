@@ -462,10 +462,7 @@ void embed(const LoadedModel& model, const int32_t* tokens, int n, int position,
     if (token < 0 || token >= c.vocab_size) {
       fail("token id ", token, " is out of range (vocab size ", c.vocab_size, ")");
     }
-    const auto* row = static_cast<const uint8_t*>(w.token_embedding.data) +
-                      static_cast<size_t>(token) * w.token_embedding.row_bytes;
-    dequantize_row(w.token_embedding.type, row, buf.x.data() + static_cast<size_t>(i) * c.dim,
-                   c.dim);
+    dequantize_matrix_row(w.token_embedding, token, buf.x.data() + static_cast<size_t>(i) * c.dim);
     rope_angles(position + i, model.rope_inv_freq.data(), half,
                 buf.rope_cos.data() + static_cast<size_t>(i) * half,
                 buf.rope_sin.data() + static_cast<size_t>(i) * half);

@@ -106,7 +106,7 @@ struct ForwardBuffers {
 
 // Whether decode projects the attention output per KV head, inside the
 // attention pass (attend() in transformer.cc): wo must be in an interleaved
-// layout (Q4_0_X16, Q5_0_X16, Q4_K_X16: loaded so where the CPU's kernels read
+// layout (Q4_0_X16, Q5_0_X16, Q4_K_X16, Q8_0_X16: loaded so where the CPU's kernels read
 // those faster) and each KV head's query heads span whole blocks of it (32
 // columns, 256 for Q4_K). Otherwise, and with an activation hook, the
 // projection follows attention as one product.
