@@ -469,11 +469,35 @@ void embed(const LoadedModel& model, const int32_t* tokens, int n, int position,
   }
 }
 
-void rmsnorm_rows(const ModelConfig& c, const float* weight, int n, ForwardBuffers& buf) {
-  for (int i = 0; i < n; ++i) {
-    rmsnorm(buf.x_norm.data() + static_cast<size_t>(i) * c.dim,
-            buf.x.data() + static_cast<size_t>(i) * c.dim, weight, c.dim, c.rms_eps);
-  }
+// Elementwise work of a batch split over the pool by tokens; one token inline.
+// SmolLM2's 128-token prefill: 1.047x faster than with the norms, RoPE, SiLU
+// and residual adds on one thread while the others waited (2 threads, the two
+// alternating in one process).
+template <typename Fn>
+void for_tokens(ThreadPool* pool, int n, const Fn& fn) {
+  if (pool == nullptr || n < 2) return fn(0, n);
+  pool->parallel_for(n, 1, [&](int64_t begin, int64_t end) {
+    fn(static_cast<int>(begin), static_cast<int>(end));
+  });
+}
+
+void rmsnorm_rows(const ModelConfig& c, const float* weight, int n, ForwardBuffers& buf,
+                  ThreadPool* pool = nullptr) {
+  for_tokens(pool, n, [&](int begin, int end) {
+    for (int i = begin; i < end; ++i) {
+      rmsnorm(buf.x_norm.data() + static_cast<size_t>(i) * c.dim,
+              buf.x.data() + static_cast<size_t>(i) * c.dim, weight, c.dim, c.rms_eps);
+    }
+  });
+}
+
+// x += x_norm (the residual add of a product's output) for n tokens.
+void add_residual(const ModelConfig& c, int n, ForwardBuffers& buf, ThreadPool* pool) {
+  for_tokens(pool, n, [&](int begin, int end) {
+    const size_t at = static_cast<size_t>(begin) * c.dim;
+    add_inplace(buf.x.data() + at, buf.x_norm.data() + at,
+                static_cast<int64_t>(end - begin) * c.dim);
+  });
 }
 
 // Decode: the first KV head's cache comes in while Q/K/V stream (the other
@@ -486,23 +510,35 @@ void prefetch_first_kv_head(const ModelConfig& c, KvCache& cache, int layer, int
 
 // Biases, RoPE and the KV store after the Q/K/V products; with defer_values
 // (decode, F16/F32 cache) the values are left to attend().
+// The biases and RoPE are per token, split over the pool; the cache stores
+// stay on one thread (values are stored transposed: tokens share their lines
+// and a Q8_0 cache's blocks).
 void position_and_store(const ModelConfig& c, const LayerWeights& L, int layer, int n, int position,
-                        bool defer_values, KvCache& cache, ForwardBuffers& buf) {
+                        bool defer_values, KvCache& cache, ForwardBuffers& buf,
+                        ThreadPool* pool = nullptr) {
   const int half = c.head_dim / 2;
-  add_bias(buf.q.data(), L.bq, n, c.q_dim());
-  add_bias(buf.k.data(), L.bk, n, c.kv_dim());
-  add_bias(buf.v.data(), L.bv, n, c.kv_dim());
+  for_tokens(pool, n, [&](int begin, int end) {
+    const int count = end - begin;
+    float* q_rows = buf.q.data() + static_cast<size_t>(begin) * c.q_dim();
+    float* k_rows = buf.k.data() + static_cast<size_t>(begin) * c.kv_dim();
+    add_bias(q_rows, L.bq, count, c.q_dim());
+    add_bias(k_rows, L.bk, count, c.kv_dim());
+    add_bias(buf.v.data() + static_cast<size_t>(begin) * c.kv_dim(), L.bv, count, c.kv_dim());
+    for (int i = begin; i < end; ++i) {
+      const float* cos = buf.rope_cos.data() + static_cast<size_t>(i) * half;
+      const float* sin = buf.rope_sin.data() + static_cast<size_t>(i) * half;
+      float* q = buf.q.data() + static_cast<size_t>(i) * c.q_dim();
+      float* k = buf.k.data() + static_cast<size_t>(i) * c.kv_dim();
+      for (int h = 0; h < c.n_heads; ++h) {
+        rope(q + h * c.head_dim, c.head_dim, cos, sin, c.rope_interleaved);
+      }
+      for (int h = 0; h < c.n_kv_heads; ++h) {
+        rope(k + h * c.head_dim, c.head_dim, cos, sin, c.rope_interleaved);
+      }
+    }
+  });
   for (int i = 0; i < n; ++i) {
-    const float* cos = buf.rope_cos.data() + static_cast<size_t>(i) * half;
-    const float* sin = buf.rope_sin.data() + static_cast<size_t>(i) * half;
-    float* q = buf.q.data() + static_cast<size_t>(i) * c.q_dim();
-    float* k = buf.k.data() + static_cast<size_t>(i) * c.kv_dim();
-    for (int h = 0; h < c.n_heads; ++h) {
-      rope(q + h * c.head_dim, c.head_dim, cos, sin, c.rope_interleaved);
-    }
-    for (int h = 0; h < c.n_kv_heads; ++h) {
-      rope(k + h * c.head_dim, c.head_dim, cos, sin, c.rope_interleaved);
-    }
+    const float* k = buf.k.data() + static_cast<size_t>(i) * c.kv_dim();
     if (defer_values) {
       cache.store_keys(layer, position, k);
     } else {
@@ -525,13 +561,12 @@ void run_layers(const LoadedModel& model, const int32_t* tokens, int n, int posi
   const ModelConfig& c = model.config;
   const ModelWeights& w = model.weights;
   embed(model, tokens, n, position, cache, buf);
-  const int dim = c.dim;
   // Decode stores a token's values in the attention items (attend()).
   const bool defer_values = n == 1 && cache.type != DType::Q8_0;
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = w.layers[l];
     // Attention block.
-    rmsnorm_rows(c, L.attn_norm, n, buf);
+    rmsnorm_rows(c, L.attn_norm, n, buf, &pool);
     if (n == 1) prefetch_first_kv_head(c, cache, l, position);
     {
       const WeightMatrix ws[] = {L.wq, L.wk, L.wv};
@@ -539,7 +574,7 @@ void run_layers(const LoadedModel& model, const int32_t* tokens, int n, int posi
       const MatrixKind kinds[] = {MatrixKind::kAttnQ, MatrixKind::kAttnK, MatrixKind::kAttnV};
       project_many(ws, ys, kinds, 3, buf.x_norm.data(), n, buf, pool, l);
     }
-    position_and_store(c, L, l, n, position, defer_values, cache, buf);
+    position_and_store(c, L, l, n, position, defer_values, cache, buf, &pool);
     // Decode projects the attention output per KV head inside attend(); an
     // activation hook (imatrix) needs the whole input of the projection.
     const bool per_kv_head = n == 1 && buf.hook == nullptr && projects_output_per_kv_head(c, L.wo);
@@ -550,24 +585,27 @@ void run_layers(const LoadedModel& model, const int32_t* tokens, int n, int posi
     } else {
       project(L.wo, buf.attention.data(), n, buf.x_norm.data(), buf, pool, l,
               MatrixKind::kAttnOutput);
-      add_inplace(buf.x.data(), buf.x_norm.data(), static_cast<int64_t>(n) * dim);
+      add_residual(c, n, buf, &pool);
     }
 
     // Feed-forward block (SwiGLU).
-    rmsnorm_rows(c, L.ffn_norm, n, buf);
+    rmsnorm_rows(c, L.ffn_norm, n, buf, &pool);
     {
       const WeightMatrix ws[] = {L.w_gate, L.w_up};
       float* const ys[] = {buf.ffn_gate.data(), buf.ffn_up.data()};
       const MatrixKind kinds[] = {MatrixKind::kFfnGate, MatrixKind::kFfnUp};
       project_many(ws, ys, kinds, 2, buf.x_norm.data(), n, buf, pool, l);
     }
-    silu_mul(buf.ffn_gate.data(), buf.ffn_gate.data(), buf.ffn_up.data(),
-             static_cast<int64_t>(n) * c.hidden_dim);
+    for_tokens(&pool, n, [&](int begin, int end) {
+      const size_t at = static_cast<size_t>(begin) * c.hidden_dim;
+      silu_mul(buf.ffn_gate.data() + at, buf.ffn_gate.data() + at, buf.ffn_up.data() + at,
+               static_cast<int64_t>(end - begin) * c.hidden_dim);
+    });
     project(L.w_down, buf.ffn_gate.data(), n, buf.x_norm.data(), buf, pool, l,
             MatrixKind::kFfnDown);
-    add_inplace(buf.x.data(), buf.x_norm.data(), static_cast<int64_t>(n) * dim);
+    add_residual(c, n, buf, &pool);
   }
-  rmsnorm_rows(c, w.output_norm, n, buf);
+  rmsnorm_rows(c, w.output_norm, n, buf, &pool);
 }
 
 }  // namespace
