@@ -1202,46 +1202,46 @@ inline void x16_chunk(const uint8_t* block, int c, __m512i* lo, __m512i* hi) {
   }
 }
 
-template <bool kQ5>
-inline void matvec_x16(const WeightMatrix& w, const QuantActs& a, float* y, int64_t row_begin,
-                       int64_t row_end) {
-  constexpr size_t kBlockBytes = kX16Bytes<kQ5>;
-  constexpr int kOffset = kQ5 ? 16 : 8;
-  const int64_t nb = w.cols / kQK;
-  const uint8_t* base = static_cast<const uint8_t*>(w.data);
-  const uint8_t* end = base + row_end * w.row_bytes;
-  const X16Distances<kBlockBytes> distances(w, nb);
-  for (int64_t r = row_begin; r < row_end; r += kX16Rows) {
-    const uint8_t* p = base + r * w.row_bytes;  // the group's first block
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b, p += kBlockBytes) {
-      const X16Ahead ahead(p, end, distances);
-      for (size_t off = 0; off < kBlockBytes; off += 64) ahead.fetch(off);
-      const int8_t* xq = a.q + b * kQK;
-      // The stored quants are q + kOffset: start from -kOffset * (sum of x).
-      __m512i s = _mm512_set1_epi32(-kOffset * static_cast<int32_t>(a.s32[b]));
-      for (int c = 0; c < 4; ++c) {
-        int32_t lo4, hi4;
-        std::memcpy(&lo4, xq + 4 * c, 4);
-        std::memcpy(&hi4, xq + 16 + 4 * c, 4);
-        __m512i lo, hi;
-        x16_chunk<kQ5>(p, c, &lo, &hi);
-        s = _mm512_dpbusd_epi32(s, lo, _mm512_set1_epi32(lo4));
-        s = _mm512_dpbusd_epi32(s, hi, _mm512_set1_epi32(hi4));
-      }
-      const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(d, _mm512_set1_ps(a.d[b])), acc);
+// The integer dot product of one block of a 16-row group with x's block: one
+// int32 lane per row. The stored quants are q + offset, so the sums start
+// from -offset * (sum of x). Q8_0_X16's chunks are vpdpbusd's unsigned
+// operand as stored (q + 128), in two sum chains that halve the wait on
+// vpdpbusd's latency.
+template <DType kType>
+inline __m512i x16_block_dot(const uint8_t* block, const int8_t* xq, int16_t x_sum) {
+  if constexpr (kType == DType::Q8_0_X16) {
+    __m512i s[2] = {_mm512_set1_epi32(-128 * static_cast<int32_t>(x_sum)), _mm512_setzero_si512()};
+    for (int c = 0; c < 8; ++c) {
+      int32_t x4;
+      std::memcpy(&x4, xq + 4 * c, 4);
+      s[c % 2] = _mm512_dpbusd_epi32(s[c % 2], _mm512_loadu_si512(block + 32 + 64 * c),
+                                     _mm512_set1_epi32(x4));
     }
-    _mm512_storeu_ps(y + (r - row_begin), acc);
+    return _mm512_add_epi32(s[0], s[1]);
+  } else {
+    constexpr bool kQ5 = kType == DType::Q5_0_X16;
+    constexpr int kOffset = kQ5 ? 16 : 8;
+    __m512i s = _mm512_set1_epi32(-kOffset * static_cast<int32_t>(x_sum));
+    for (int c = 0; c < 4; ++c) {
+      int32_t lo4, hi4;
+      std::memcpy(&lo4, xq + 4 * c, 4);
+      std::memcpy(&hi4, xq + 16 + 4 * c, 4);
+      __m512i lo, hi;
+      x16_chunk<kQ5>(block, c, &lo, &hi);
+      s = _mm512_dpbusd_epi32(s, lo, _mm512_set1_epi32(lo4));
+      s = _mm512_dpbusd_epi32(s, hi, _mm512_set1_epi32(hi4));
+    }
+    return s;
   }
 }
 
-// Q8_0_X16: a block's 8 chunks are vpdpbusd's unsigned operand as stored (q +
-// 128), started from -128 * (x's block sum); two sum chains halve the wait on
-// vpdpbusd's latency.
-inline void matvec_q8_0_x16(const WeightMatrix& w, const QuantActs& a, float* y, int64_t row_begin,
-                            int64_t row_end) {
-  constexpr size_t kBlockBytes = kX16Q8BlockBytes;
+// Q4_0_X16 / Q5_0_X16 / Q8_0_X16 decode: per block of a 16-row group, its
+// integer dot products, then one conversion, scale and FMA for all 16 rows.
+template <DType kType>
+inline void matvec_x16(const WeightMatrix& w, const QuantActs& a, float* y, int64_t row_begin,
+                       int64_t row_end) {
+  constexpr size_t kBlockBytes =
+      kType == DType::Q8_0_X16 ? kX16Q8BlockBytes : kX16Bytes<kType == DType::Q5_0_X16>;
   const int64_t nb = w.cols / kQK;
   const uint8_t* base = static_cast<const uint8_t*>(w.data);
   const uint8_t* end = base + row_end * w.row_bytes;
@@ -1252,18 +1252,9 @@ inline void matvec_q8_0_x16(const WeightMatrix& w, const QuantActs& a, float* y,
     for (int64_t b = 0; b < nb; ++b, p += kBlockBytes) {
       const X16Ahead ahead(p, end, distances);
       for (size_t off = 0; off < kBlockBytes; off += 64) ahead.fetch(off);
-      const int8_t* xq = a.q + b * kQK;
-      __m512i s[2] = {_mm512_set1_epi32(-128 * static_cast<int32_t>(a.s32[b])),
-                      _mm512_setzero_si512()};
-      for (int c = 0; c < 8; ++c) {
-        int32_t x4;
-        std::memcpy(&x4, xq + 4 * c, 4);
-        s[c % 2] = _mm512_dpbusd_epi32(s[c % 2], _mm512_loadu_si512(p + 32 + 64 * c),
-                                       _mm512_set1_epi32(x4));
-      }
+      const __m512i s = x16_block_dot<kType>(p, a.q + b * kQK, a.s32[b]);
       const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s[0], s[1])),
-                            _mm512_mul_ps(d, _mm512_set1_ps(a.d[b])), acc);
+      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(d, _mm512_set1_ps(a.d[b])), acc);
     }
     _mm512_storeu_ps(y + (r - row_begin), acc);
   }
@@ -1907,10 +1898,10 @@ inline void register_quant_x86(IsaKernels* table) {
   // Prefill of the interleaved layouts is the GEMM (matmul_quant_gemm_x86.h); quant_matmul
   // (used below its token count) stays the generic one, which the resolved
   // table takes from the scalar entry.
-  table->types[slot(DType::Q4_0_X16)].quant_matvec = matvec_x16<false>;
-  table->types[slot(DType::Q5_0_X16)].quant_matvec = matvec_x16<true>;
+  table->types[slot(DType::Q4_0_X16)].quant_matvec = matvec_x16<DType::Q4_0_X16>;
+  table->types[slot(DType::Q5_0_X16)].quant_matvec = matvec_x16<DType::Q5_0_X16>;
   table->types[slot(DType::Q4_K_X16)].quant_matvec = matvec_q4_k_x16;
-  table->types[slot(DType::Q8_0_X16)].quant_matvec = matvec_q8_0_x16;
+  table->types[slot(DType::Q8_0_X16)].quant_matvec = matvec_x16<DType::Q8_0_X16>;
 #endif
   set_quant<X86Q4_1, Kind32>(table, DType::Q4_1);
   set_quant<X86Q5_0, Kind32>(table, DType::Q5_0);
