@@ -509,10 +509,9 @@ void prefetch_first_kv_head(const ModelConfig& c, KvCache& cache, int layer, int
 }
 
 // Biases, RoPE and the KV store after the Q/K/V products; with defer_values
-// (decode, F16/F32 cache) the values are left to attend().
-// The biases and RoPE are per token, split over the pool; the cache stores
-// stay on one thread (values are stored transposed: tokens share their lines
-// and a Q8_0 cache's blocks).
+// (decode, F16/F32 cache) the values are left to attend(). The biases and RoPE
+// are split over the pool by tokens; the cache stores stay on one thread
+// (values are stored transposed: tokens share their lines and a Q8_0 cache's blocks).
 void position_and_store(const ModelConfig& c, const LayerWeights& L, int layer, int n, int position,
                         bool defer_values, KvCache& cache, ForwardBuffers& buf,
                         ThreadPool* pool = nullptr) {
@@ -760,7 +759,6 @@ void DecodeStepState::run_item(int stage, int item, int thread) {
 void DecodeStepState::finish_stage(int stage) {
   const DecodeStage& s = stages[static_cast<size_t>(stage)];
   const ModelConfig& c = model->config;
-  const int dim = c.dim;
   switch (s.kind) {
     case StageKind::kQkv:
       position_and_store(c, model->weights.layers[s.layer], s.layer, 1, position,
@@ -773,14 +771,14 @@ void DecodeStepState::finish_stage(int stage) {
       }
       break;
     case StageKind::kOutput:
-      add_inplace(buf->x.data(), buf->x_norm.data(), dim);
+      add_residual(c, 1, *buf, nullptr);
       rmsnorm_rows(c, model->weights.layers[s.layer].ffn_norm, 1, *buf);
       break;
     case StageKind::kGateUp:
       silu_mul(buf->ffn_gate.data(), buf->ffn_gate.data(), buf->ffn_up.data(), c.hidden_dim);
       break;
     case StageKind::kDown:
-      add_inplace(buf->x.data(), buf->x_norm.data(), dim);
+      add_residual(c, 1, *buf, nullptr);
       if (s.layer + 1 < c.n_layers) {
         rmsnorm_rows(c, model->weights.layers[s.layer + 1].attn_norm, 1, *buf);
         prefetch_first_kv_head(c, *cache, s.layer + 1, position);
