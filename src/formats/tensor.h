@@ -53,7 +53,7 @@ enum class DType : uint32_t {
 };
 
 // The interleaved layouts: kernels' in-memory forms, never valid in a file.
-inline bool is_in_memory_layout(uint32_t type_id) {
+constexpr bool is_in_memory_layout(uint32_t type_id) {
   return type_id >= static_cast<uint32_t>(DType::Q4_0_X16) &&
          type_id <= static_cast<uint32_t>(DType::Q8_0_X16);
 }

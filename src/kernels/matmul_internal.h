@@ -220,12 +220,9 @@ inline constexpr uint32_t slot(DType type) {
 }
 
 // Rows are handed to kernels in whole units of this many: the row block of the
-// SIMD kernels, or an interleaved layout's group.
+// SIMD kernels, or an interleaved layout's group of 16.
 inline constexpr int64_t row_unit(DType type) {
-  return type == DType::Q4_0_X16 || type == DType::Q5_0_X16 || type == DType::Q4_K_X16 ||
-                 type == DType::Q8_0_X16
-             ? 16
-             : 4;
+  return is_in_memory_layout(static_cast<uint32_t>(type)) ? 16 : 4;
 }
 
 }  // namespace edgelm::kernels_internal

@@ -425,8 +425,7 @@ void quant_gemm(const WeightMatrix& w, const QuantActs& a, int64_t n, float* y, 
       const int64_t left = row_end - (r0 + p * kLanes);
       const int valid = left <= 0 ? 0 : left >= kLanes ? kLanes : static_cast<int>(left);
       mask[p] = static_cast<__mmask16>((1u << valid) - 1);
-      if constexpr (std::is_same_v<G, GemmQ4_0X16> || std::is_same_v<G, GemmQ5_0X16> ||
-                    std::is_same_v<G, GemmQ8_0X16>) {
+      if constexpr (requires { G::kX16Type; }) {
         repack_panel_x16<G::kX16Type>(w, r0 + p * kLanes, valid, panels[p]);
       } else if constexpr (std::is_same_v<G, GemmQ4_KX16>) {
         repack_panel_q4_k_x16(w, r0 + p * kLanes, valid, panels[p]);
