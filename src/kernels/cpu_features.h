@@ -14,7 +14,11 @@ struct CpuFeatures {
   bool avx512vl = false;
   bool avx512vnni = false;
   bool avx512bf16 = false;
-  bool intel = false;  // vendor GenuineIntel: picks between kernels tuned per vendor
+  // Vendor and display family (family + extended family; AMD: 0x19 = Zen 3/4,
+  // 0x1a = Zen 5): pick between kernels tuned per core where what is cheap differs.
+  bool intel = false;  // GenuineIntel
+  bool amd = false;    // AuthenticAMD
+  int family = 0;
   // ARM64.
   bool neon = false;
   bool dotprod = false;

@@ -196,15 +196,18 @@ void quant_matmul(const WeightMatrix& w, const IsaKernels& isa, const TypeKernel
 
 // Which AVX-512 decode kernels Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and Q6_K use
 // (matmul_quant_x86.h). kPermuteHeavy (matvec_32_zmm, tile_32, matvec_k4_zmm,
-// tuned on AMD Zen 4/5) gathers block fields with two-source word permutes
+// tuned on AMD Zen 5) gathers block fields with two-source word permutes
 // and scales every 64 values in float through a lane permute; Intel cores have
 // one shuffle port and run vpermt2w at about 1.7 cycles. kShuffleLight
 // (matvec_32_lanes, matvec_q8_0_lanes, matvec_q4_k_lanes, matvec_q6_k_lanes)
 // inserts 16- or 32-byte loads into lanes, gathers a step's scales with one
 // word permute and applies the K-quants' integer scales as int16 in vpdpwssd
 // on whole zmm (kPermuteHeavy runs Q6_K in ymm tiles). Both give exact integer
-// sums; the start-up choice follows the CPU vendor, tests and benchmarks set both.
+// sums. kShuffleLight also brings the interleaved (X16) weight layouts. The
+// start-up choice follows the core (default_avx512_decode_variant); tests and
+// benchmarks set both.
 enum class Avx512Decode : uint8_t { kPermuteHeavy, kShuffleLight };
+Avx512Decode default_avx512_decode_variant();
 Avx512Decode avx512_decode_variant();
 void set_avx512_decode_variant(Avx512Decode variant);
 
