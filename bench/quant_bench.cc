@@ -326,18 +326,17 @@ int main(int argc, char** argv) {
     }
   }
   // The interleaved kernels' prefetch, chosen as Model::load does (unless
-  // --stream_prefetch=near|far): near where the cycled weights fit in the LLC.
+  // --stream_prefetch=near|far|hardware).
   edgelm::set_stream_prefetch(edgelm::stream_prefetch_for(edgelm::g_cold_bytes));
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--stream_prefetch=near") == 0) {
-      edgelm::set_stream_prefetch(edgelm::StreamPrefetch::kNear);
-    }
-    if (std::strcmp(argv[i], "--stream_prefetch=far") == 0) {
-      edgelm::set_stream_prefetch(edgelm::StreamPrefetch::kFar);
+    edgelm::StreamPrefetch mode;
+    if (std::strncmp(argv[i], "--stream_prefetch=", 18) == 0 &&
+        edgelm::stream_prefetch_from_name(argv[i] + 18, &mode)) {
+      edgelm::set_stream_prefetch(mode);
     }
   }
   std::printf("interleaved kernels' prefetch: %s\n",
-              edgelm::stream_prefetch() == edgelm::StreamPrefetch::kFar ? "far" : "near");
+              edgelm::stream_prefetch_name(edgelm::stream_prefetch()));
   benchmark::Initialize(&argc, argv);
   edgelm::register_all(all_isas);
   benchmark::RunSpecifiedBenchmarks();

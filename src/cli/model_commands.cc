@@ -24,8 +24,9 @@ int info_command(const ModelOptions& m) {
   }
   if (!i.weight_prefetch.empty()) {
     std::printf("weight prefetch: %s (%s)\n", i.weight_prefetch.c_str(),
-                i.weight_prefetch == "near" ? "the last-level cache holds the weights"
-                                            : "weights streamed from memory");
+                i.weight_prefetch == "near"       ? "the last-level cache holds the weights"
+                : i.weight_prefetch == "hardware" ? "left to the hardware prefetchers"
+                                                  : "weights streamed from memory");
   }
   std::printf("size on disk:    %s (%lld bytes)\n", human_bytes(i.file_bytes).c_str(),
               static_cast<long long>(i.file_bytes));

@@ -77,7 +77,7 @@ std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
     const StreamPrefetch mode =
         stream_prefetch_for(static_cast<size_t>(m.loaded->weight_bytes_per_token));
     set_stream_prefetch(mode);
-    m.info.weight_prefetch = mode == StreamPrefetch::kNear ? "near" : "far";
+    m.info.weight_prefetch = stream_prefetch_name(mode);
   }
   // The tokenizer takes the vocabulary rather than a copy (tokens and merges are
   // tens of MB for 150k-token vocabularies); m.loaded->vocab is empty from here on.

@@ -316,7 +316,31 @@ void set_stream_prefetch(StreamPrefetch mode) {
   g_stream_prefetch.store(mode, std::memory_order_relaxed);
 }
 
+const char* stream_prefetch_name(StreamPrefetch mode) {
+  switch (mode) {
+    case StreamPrefetch::kNear:
+      return "near";
+    case StreamPrefetch::kFar:
+      return "far";
+    case StreamPrefetch::kHardware:
+      return "hardware";
+  }
+  return "?";
+}
+
+bool stream_prefetch_from_name(const char* name, StreamPrefetch* mode) {
+  for (StreamPrefetch m :
+       {StreamPrefetch::kNear, StreamPrefetch::kFar, StreamPrefetch::kHardware}) {
+    if (std::strcmp(name, stream_prefetch_name(m)) == 0) {
+      *mode = m;
+      return true;
+    }
+  }
+  return false;
+}
+
 StreamPrefetch stream_prefetch_for(size_t bytes_per_token) {
+  if (cpu_features().amd) return StreamPrefetch::kHardware;
   long llc = -1;
 #ifdef _SC_LEVEL3_CACHE_SIZE
   llc = sysconf(_SC_LEVEL3_CACHE_SIZE);

@@ -91,18 +91,24 @@ void convert_to_f16(const float* src, uint16_t* dst, int64_t n);
 // the row-major kernels are bound by the one shuffle port (docs/BENCHMARKS.md).
 bool interleaved_weights_preferred();
 
-// How far ahead the interleaved decode kernels (and the Intel AVX-512 Q8_0 and
+// How far ahead the interleaved decode kernels (and the shuffle-light Q8_0 and
 // Q6_K ones) prefetch their weights:
 // kFar also fetches into L2 32 KB ahead, which weights read from DRAM need
 // (TinyLlama / Qwen2.5 decode 10-20% faster on the Xeon); kNear only into L1
 // 8 KB ahead, which suits weights the last-level cache holds (SmolLM2 there:
-// 4-5% faster than kFar). Process-wide, kFar at start; Model::load sets it
-// from the model's size (stream_prefetch_for).
-enum class StreamPrefetch : uint8_t { kNear, kFar };
+// 4-5% faster than kFar). kHardware: no software prefetching in the
+// interleaved kernels (AMD Zen 4, whose hardware prefetchers follow their one
+// stream: 1.05-1.2x faster from DRAM than with kFar there); the row-major Q8_0
+// and Q6_K ones still prefetch as with kFar.
+// Process-wide, kFar at start; Model::load sets it (stream_prefetch_for).
+enum class StreamPrefetch : uint8_t { kNear, kFar, kHardware };
 StreamPrefetch stream_prefetch();
 void set_stream_prefetch(StreamPrefetch mode);
-// The mode for weights of `bytes_per_token`: kNear where they fit in the
-// last-level cache (its size as the OS reports it), else kFar.
+const char* stream_prefetch_name(StreamPrefetch mode);  // "near", "far", "hardware"
+bool stream_prefetch_from_name(const char* name, StreamPrefetch* mode);
+// The mode for weights of `bytes_per_token`: kHardware on AMD; elsewhere kNear
+// where they fit in the last-level cache (its size as the OS reports it), else
+// kFar.
 StreamPrefetch stream_prefetch_for(size_t bytes_per_token);
 // Whether a burst of software prefetches (an attention KV head's rows, tens of
 // KB, at once) pays. On AMD Zen 5 the misses overlap (SmolLM2 decode:

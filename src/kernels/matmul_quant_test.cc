@@ -58,6 +58,17 @@ std::vector<KernelVariant> kernel_variants() {
   }
   return out;
 }
+// Restores the start-up stream prefetch mode when a test ends.
+class StreamPrefetchGuard {
+ public:
+  StreamPrefetchGuard() : saved_(stream_prefetch()) {}
+  ~StreamPrefetchGuard() { set_stream_prefetch(saved_); }
+  StreamPrefetchGuard(const StreamPrefetchGuard&) = delete;
+  StreamPrefetchGuard& operator=(const StreamPrefetchGuard&) = delete;
+
+ private:
+  StreamPrefetch saved_;
+};
 // Restores the start-up decode variant when a test ends.
 class DecodeVariantGuard {
  public:
@@ -557,6 +568,7 @@ namespace {
 TEST(MatmulQuantTest, InterleavedEqualsRowMajor) {
   IsaGuard guard;
   DecodeVariantGuard variant_guard;
+  StreamPrefetchGuard prefetch_guard;
   std::mt19937 rng(23);
   ThreadPool pool2(2), pool3(3);
   ThreadPool* pools[] = {nullptr, &pool2, &pool3};
@@ -593,12 +605,17 @@ TEST(MatmulQuantTest, InterleavedEqualsRowMajor) {
           for (const KernelVariant& variant : kernel_variants()) {
             variant.activate();
             for (ThreadPool* pool : pools) {
-              const std::vector<float> got = run(x16, x, n, pool);
-              for (size_t i = 0; i < got.size(); ++i) {
-                ASSERT_EQ(got[i], want[i])
-                    << dtype_name(x16.w.type) << " " << isa_name(variant.isa)
-                    << variant_name(variant.decode) << " " << rows << " x " << cols << " n " << n
-                    << " threads " << (pool ? pool->size() : 1) << " at " << i;
+              for (StreamPrefetch mode :
+                   {StreamPrefetch::kNear, StreamPrefetch::kFar, StreamPrefetch::kHardware}) {
+                set_stream_prefetch(mode);
+                const std::vector<float> got = run(x16, x, n, pool);
+                for (size_t i = 0; i < got.size(); ++i) {
+                  ASSERT_EQ(got[i], want[i])
+                      << dtype_name(x16.w.type) << " " << isa_name(variant.isa)
+                      << variant_name(variant.decode) << " " << rows << " x " << cols << " n " << n
+                      << " threads " << (pool ? pool->size() : 1) << " prefetch "
+                      << stream_prefetch_name(mode) << " at " << i;
+                }
               }
             }
             if (n == 1) {

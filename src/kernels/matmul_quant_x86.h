@@ -1140,7 +1140,8 @@ inline constexpr size_t kX16Bytes = kQ5 ? kX16Q5BlockBytes : kX16BlockBytes;
 // The interleaved kernels read their rows as one stream and prefetch it into
 // L1 the row-major kernels' distance ahead and, with StreamPrefetch::kFar
 // (matmul.h), into L2 kFarAhead bytes ahead; neither past the end of the rows
-// they compute.
+// they compute. With StreamPrefetch::kHardware they leave the stream to the
+// hardware prefetchers (kPrefetch = false: no prefetch instructions at all).
 #ifndef EDGELM_QUANT_FAR
 #define EDGELM_QUANT_FAR 32768
 #endif
@@ -1170,6 +1171,7 @@ struct X16Distances {
 // Where to prefetch for the block at p: the distances ahead, or p itself (a
 // no-op) where that is past `end`. Decided once per block so that the kernels'
 // per-chunk prefetches need no branch.
+template <bool kPrefetch>
 struct X16Ahead {
   const char* near;
   const char* far;
@@ -1181,8 +1183,10 @@ struct X16Ahead {
         reinterpret_cast<const char*>(p) + (d.far != 0 && left >= d.far + kBlockBytes ? d.far : 0);
   }
   void fetch(size_t off) const {
-    _mm_prefetch(near + off, _MM_HINT_T0);
-    _mm_prefetch(far + off, _MM_HINT_T2);
+    if constexpr (kPrefetch) {
+      _mm_prefetch(near + off, _MM_HINT_T0);
+      _mm_prefetch(far + off, _MM_HINT_T2);
+    }
   }
 };
 
@@ -1237,9 +1241,9 @@ inline __m512i x16_block_dot(const uint8_t* block, const int8_t* xq, int16_t x_s
 
 // Q4_0_X16 / Q5_0_X16 / Q8_0_X16 decode: per block of a 16-row group, its
 // integer dot products, then one conversion, scale and FMA for all 16 rows.
-template <DType kType>
-inline void matvec_x16(const WeightMatrix& w, const QuantActs& a, float* y, int64_t row_begin,
-                       int64_t row_end) {
+template <DType kType, bool kPrefetch>
+inline void matvec_x16_with(const WeightMatrix& w, const QuantActs& a, float* y, int64_t row_begin,
+                            int64_t row_end) {
   constexpr size_t kBlockBytes =
       kType == DType::Q8_0_X16 ? kX16Q8BlockBytes : kX16Bytes<kType == DType::Q5_0_X16>;
   const int64_t nb = w.cols / kQK;
@@ -1250,7 +1254,7 @@ inline void matvec_x16(const WeightMatrix& w, const QuantActs& a, float* y, int6
     const uint8_t* p = base + r * w.row_bytes;  // the group's first block
     __m512 acc = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; ++b, p += kBlockBytes) {
-      const X16Ahead ahead(p, end, distances);
+      const X16Ahead<kPrefetch> ahead(p, end, distances);
       for (size_t off = 0; off < kBlockBytes; off += 64) ahead.fetch(off);
       const __m512i s = x16_block_dot<kType>(p, a.q + b * kQK, a.s32[b]);
       const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
@@ -1279,8 +1283,9 @@ inline void q4_k_x16_scales(const uint8_t* block, int j, __m512i min_nibbles, __
 // broadcast activation bytes; per sub-block one conversion and FMA by the 16
 // rows' scales, and the mins as int16 products with the activations'
 // sub-block sums in vpdpwssd. Integer sub-block sums and min sums are exact.
-inline void matvec_q4_k_x16(const WeightMatrix& w, const QuantActs& a, float* y, int64_t row_begin,
-                            int64_t row_end) {
+template <bool kPrefetch>
+inline void matvec_q4_k_x16_with(const WeightMatrix& w, const QuantActs& a, float* y,
+                                 int64_t row_begin, int64_t row_end) {
   constexpr size_t kBlockBytes = kX16Q4KBlockBytes;
   const int64_t nb = w.cols / kQK_K;
   const uint8_t* base = static_cast<const uint8_t*>(w.data);
@@ -1291,7 +1296,7 @@ inline void matvec_q4_k_x16(const WeightMatrix& w, const QuantActs& a, float* y,
     const uint8_t* p = base + r * w.row_bytes;  // the group's first super-block
     __m512 acc = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; ++b, p += kBlockBytes) {
-      const X16Ahead ahead(p, end, distances);
+      const X16Ahead<kPrefetch> ahead(p, end, distances);
       for (size_t off = 0; off < kX16Q4KQuants; off += 64) ahead.fetch(off);
       const int8_t* xq = a.q + b * kQK_K;
       const int16_t* xsum = a.s32 + 8 * b;
@@ -1333,6 +1338,26 @@ inline void matvec_q4_k_x16(const WeightMatrix& w, const QuantActs& a, float* y,
       acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins), _mm512_mul_ps(dmin, dx), acc);
     }
     _mm512_storeu_ps(y + (r - row_begin), acc);
+  }
+}
+
+// The interleaved kernels as the process's StreamPrefetch mode asks: with
+// software prefetching or without any.
+template <DType kType>
+inline void matvec_x16(const WeightMatrix& w, const QuantActs& a, float* y, int64_t row_begin,
+                       int64_t row_end) {
+  if (stream_prefetch() == StreamPrefetch::kHardware) {
+    matvec_x16_with<kType, false>(w, a, y, row_begin, row_end);
+  } else {
+    matvec_x16_with<kType, true>(w, a, y, row_begin, row_end);
+  }
+}
+inline void matvec_q4_k_x16(const WeightMatrix& w, const QuantActs& a, float* y, int64_t row_begin,
+                            int64_t row_end) {
+  if (stream_prefetch() == StreamPrefetch::kHardware) {
+    matvec_q4_k_x16_with<false>(w, a, y, row_begin, row_end);
+  } else {
+    matvec_q4_k_x16_with<true>(w, a, y, row_begin, row_end);
   }
 }
 
@@ -1785,11 +1810,14 @@ void quant_matvec(const WeightMatrix& w, const QuantActs& a, float* y, int64_t r
   const uint8_t* base = static_cast<const uint8_t*>(w.data);
 #if EDGELM_QUANT_VNNI
   const bool shuffle_light = avx512_decode_variant() == Avx512Decode::kShuffleLight;
-  // With StreamPrefetch::kFar the Q8_0 and Q6_K kernels also prefetch into L2
-  // the same column of the rows kFarAhead bytes ahead, while such rows remain
-  // (0: not at all).
-  const size_t far_bytes =
-      stream_prefetch() == StreamPrefetch::kFar ? prefetch_distance(4 * w.row_bytes, kFarAhead) : 0;
+  // Unless the weights are in the last-level cache (StreamPrefetch::kNear) the
+  // Q8_0 and Q6_K kernels also prefetch into L2 the same column of the rows
+  // kFarAhead bytes ahead, while such rows remain (0: not at all). Their four
+  // row streams need it even where the hardware follows the interleaved
+  // kernels' one stream (kHardware; Zen 4: 2x faster from DRAM with it).
+  const size_t far_bytes = stream_prefetch() != StreamPrefetch::kNear
+                               ? prefetch_distance(4 * w.row_bytes, kFarAhead)
+                               : 0;
 #endif
   int64_t r = row_begin;
   for (; r + 4 <= row_end; r += 4) {
