@@ -6,16 +6,22 @@
 
 namespace edgelm {
 
-// Restores the start-up ISA when a test ends.
-class IsaGuard {
+// Restores a process-wide kernel setting (read with Get, written with Set)
+// when a test ends.
+template <typename T, T (*Get)(), void (*Set)(T)>
+class SettingGuard {
  public:
-  IsaGuard() : saved_(active_isa()) {}
-  ~IsaGuard() { set_active_isa(saved_); }
-  IsaGuard(const IsaGuard&) = delete;
-  IsaGuard& operator=(const IsaGuard&) = delete;
+  SettingGuard() : saved_(Get()) {}
+  ~SettingGuard() { Set(saved_); }
+  SettingGuard(const SettingGuard&) = delete;
+  SettingGuard& operator=(const SettingGuard&) = delete;
 
  private:
-  Isa saved_;
+  T saved_;
 };
+
+// The start-up ISA, and the interleaved kernels' prefetch mode.
+using IsaGuard = SettingGuard<Isa, active_isa, set_active_isa>;
+using StreamPrefetchGuard = SettingGuard<StreamPrefetch, stream_prefetch, set_stream_prefetch>;
 
 }  // namespace edgelm

@@ -58,28 +58,10 @@ std::vector<KernelVariant> kernel_variants() {
   }
   return out;
 }
-// Restores the start-up stream prefetch mode when a test ends.
-class StreamPrefetchGuard {
- public:
-  StreamPrefetchGuard() : saved_(stream_prefetch()) {}
-  ~StreamPrefetchGuard() { set_stream_prefetch(saved_); }
-  StreamPrefetchGuard(const StreamPrefetchGuard&) = delete;
-  StreamPrefetchGuard& operator=(const StreamPrefetchGuard&) = delete;
-
- private:
-  StreamPrefetch saved_;
-};
 // Restores the start-up decode variant when a test ends.
-class DecodeVariantGuard {
- public:
-  DecodeVariantGuard() : saved_(kernels_internal::avx512_decode_variant()) {}
-  ~DecodeVariantGuard() { kernels_internal::set_avx512_decode_variant(saved_); }
-  DecodeVariantGuard(const DecodeVariantGuard&) = delete;
-  DecodeVariantGuard& operator=(const DecodeVariantGuard&) = delete;
-
- private:
-  kernels_internal::Avx512Decode saved_;
-};
+using DecodeVariantGuard =
+    SettingGuard<kernels_internal::Avx512Decode, kernels_internal::avx512_decode_variant,
+                 kernels_internal::set_avx512_decode_variant>;
 const char* variant_name(kernels_internal::Avx512Decode g) {
   return g == kernels_internal::Avx512Decode::kShuffleLight ? " shuffle-light" : "";
 }
