@@ -97,9 +97,11 @@ bool interleaved_weights_preferred();
 // (TinyLlama / Qwen2.5 decode 10-20% faster on the Xeon); kNear only into L1
 // 8 KB ahead, which suits weights the last-level cache holds (SmolLM2 there:
 // 4-5% faster than kFar). kHardware: no software prefetching in the
-// interleaved kernels (AMD Zen 4, whose hardware prefetchers follow their one
-// stream: 1.05-1.2x faster from DRAM than with kFar there); the row-major Q8_0
-// and Q6_K ones still prefetch as with kFar.
+// interleaved 4- and 5-bit kernels (AMD Zen 4, whose hardware prefetchers
+// follow their one stream: 1.05-1.2x faster from DRAM than with kFar there);
+// Q8_0_X16, which streams twice the bytes per multiply, prefetches into L1 as
+// with kNear (Zen 4: 1.15x faster than with none, at 1 and 2 threads); the
+// row-major Q8_0 and Q6_K ones still prefetch as with kFar.
 // Process-wide, kFar at start; Model::load sets it (stream_prefetch_for).
 enum class StreamPrefetch : uint8_t { kNear, kFar, kHardware };
 StreamPrefetch stream_prefetch();
