@@ -38,6 +38,7 @@ struct BenchFlags {
   int quality_context = 256;
   int quality_chunks = 8;
   bool alternate_decode_paths = false;
+  bool paired_bandwidth = false;
 };
 
 struct Row {
@@ -48,6 +49,8 @@ struct Row {
   double bandwidth_before = 0, bandwidth_after = 0;  // `bandwidth` is the higher one
   double kv_bytes_per_token = 0;  // KV cache read by a decode step, averaged over the run
   double decode_per_product = 0;  // --alternate-decode-paths: median decode of the other path
+  // --paired-bandwidth: each of extra repetitions against a reading right before it.
+  double paired_roofline = 0, paired_roofline_min = 0, paired_roofline_max = 0;
   double bits_per_weight = 0;
   bool has_quality = false;
   double ppl = 0, ppl_uncertainty = 0, kld = 0, top1 = 0;
@@ -83,28 +86,47 @@ int effective_threads(int t) {
   return t > 0 ? t : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
 
-// Prefill and decode speed of one model at one thread count.
-void measure_speed(const std::shared_ptr<Model>& model, const BenchFlags& f, Row& row) {
-  const ModelInfo& info = model->info();
+// Random but fixed prompt tokens (avoiding the special tokens at the start of most vocabs).
+std::vector<int32_t> bench_prompt(const ModelInfo& info, const BenchFlags& f) {
   if (f.prompt_tokens + f.decode_tokens + 1 > info.context_length) {
     throw Error("bench: prompt + decode tokens exceed the model context of " +
                 std::to_string(info.context_length));
   }
-  // Random but fixed prompt tokens (avoiding the special tokens at the start of most vocabs).
   std::mt19937 rng(1234);
   std::uniform_int_distribution<int> pick(std::min(100, info.vocab_size - 1), info.vocab_size - 1);
   std::vector<int32_t> prompt(f.prompt_tokens);
   for (int32_t& t : prompt) t = pick(rng);
+  return prompt;
+}
 
-  SessionOptions session_options;
-  session_options.context_length = f.prompt_tokens + f.decode_tokens + 1;
-  session_options.kv_type = f.kv_type;
-  session_options.threads = row.threads;
-  Session session(model, session_options);
+SessionOptions bench_session_options(const BenchFlags& f, int threads) {
+  SessionOptions options;
+  options.context_length = f.prompt_tokens + f.decode_tokens + 1;
+  options.kv_type = f.kv_type;
+  options.threads = threads;
+  return options;
+}
+
+GenerateOptions bench_generate_options(const BenchFlags& f) {
   GenerateOptions options;
   options.max_tokens = f.decode_tokens;
   options.ignore_eos = true;
   options.sampling = SamplingParams::greedy();
+  return options;
+}
+
+// Decode tokens per second of one generation (its first token comes from the
+// prefill logits: decode steps = tokens - 1).
+double decode_speed(const GenerateResult& r) {
+  return (r.completion_tokens - 1) / r.decode_seconds;
+}
+
+// Prefill and decode speed of one model at one thread count.
+void measure_speed(const std::shared_ptr<Model>& model, const BenchFlags& f, Row& row) {
+  const std::vector<int32_t> prompt = bench_prompt(model->info(), f);
+  const SessionOptions session_options = bench_session_options(f, row.threads);
+  Session session(model, session_options);
+  const GenerateOptions options = bench_generate_options(f);
   std::vector<double> prefill_tps, decode_tps;
   // --alternate-decode-paths: odd repetitions with one dispatch per decode
   // step (the default), even ones with a second session that dispatches per
@@ -119,13 +141,12 @@ void measure_speed(const std::shared_ptr<Model>& model, const BenchFlags& f, Row
   std::vector<double> per_product_tps;
 
   const int runs = f.alternate_decode_paths ? 2 * f.repetitions : f.repetitions;
-  ProgressBar progress(info.name + " t" + std::to_string(row.threads), runs + 1);
+  ProgressBar progress(model->info().name + " t" + std::to_string(row.threads), runs + 1);
   for (int rep = 0; rep <= runs; ++rep) {  // rep 0 warms caches and pages
     Session& s = per_product && rep % 2 == 0 && rep > 0 ? *per_product : session;
     s.reset();
     const GenerateResult r = s.generate(prompt, options);
-    // The first token comes from the prefill logits: decode steps = tokens - 1.
-    const double decode = (r.completion_tokens - 1) / r.decode_seconds;
+    const double decode = decode_speed(r);
     if (rep > 0 && &s != &session) {
       per_product_tps.push_back(decode);
     } else if (rep > 0) {
@@ -140,6 +161,34 @@ void measure_speed(const std::shared_ptr<Model>& model, const BenchFlags& f, Row
   row.decode = median(decode_tps);
   row.decode_min = *std::min_element(decode_tps.begin(), decode_tps.end());
   row.decode_max = *std::max_element(decode_tps.begin(), decode_tps.end());
+}
+
+// --paired-bandwidth: f.repetitions more generations, each right after a read
+// bandwidth reading of its own, so that a machine whose bandwidth changes in
+// phases (docs/BENCHMARKS.md, Zen 4 host) holds each repetition to the phase
+// it ran in, where the row's roofline holds all of them to the best reading
+// before or after the row. Runs after the row's peak RSS is taken: each
+// reading allocates a buffer of the working set's size.
+void measure_paired(const std::shared_ptr<Model>& model, const BenchFlags& f, int64_t working_set,
+                    double bytes_per_token, Row& row) {
+  const std::vector<int32_t> prompt = bench_prompt(model->info(), f);
+  Session session(model, bench_session_options(f, row.threads));
+  const GenerateOptions options = bench_generate_options(f);
+  session.generate(prompt, options);  // warms caches and pages, as measure_speed's rep 0
+  std::vector<double> fractions;
+  ProgressBar progress(model->info().name + " t" + std::to_string(row.threads) + " paired",
+                       f.repetitions);
+  for (int rep = 0; rep < f.repetitions; ++rep) {
+    const double gbs = measure_memory_bandwidth(row.threads, working_set);
+    session.reset();
+    const double decode = decode_speed(session.generate(prompt, options));
+    fractions.push_back(decode / (gbs * 1e9 / bytes_per_token));
+    progress.update(rep + 1);
+  }
+  progress.finish();
+  row.paired_roofline = median(fractions);
+  row.paired_roofline_min = *std::min_element(fractions.begin(), fractions.end());
+  row.paired_roofline_max = *std::max_element(fractions.begin(), fractions.end());
 }
 
 void measure_quality(const std::shared_ptr<Model>& base, const std::shared_ptr<Model>& model,
@@ -173,12 +222,18 @@ std::string markdown_table(const std::vector<Row>& rows, bool quality) {
     // Decode: median (slowest-fastest repetition); bandwidth: the readings
     // before and after the row (the roofline uses the higher).
     std::snprintf(buf, sizeof buf,
-                  "| %s | %s | %.1f | %.2f | %d | %.1f | %.1f (%.1f-%.1f) | %.1f / %.1f | %.0f%% | "
-                  "%.0f |",
+                  "| %s | %s | %.1f | %.2f | %d | %.1f | %.1f (%.1f-%.1f) | %.1f / %.1f | %.0f%%",
                   std::filesystem::path(r.info.path).filename().c_str(), types.c_str(),
                   r.info.file_bytes / 1048576.0, r.bits_per_weight, r.threads, r.prefill, r.decode,
                   r.decode_min, r.decode_max, r.bandwidth_before, r.bandwidth_after,
-                  r.roofline * 100, r.rss);
+                  r.roofline * 100);
+    out << buf;
+    if (r.paired_roofline > 0) {  // --paired-bandwidth
+      std::snprintf(buf, sizeof buf, " (paired %.0f%%: %.0f-%.0f%%)", r.paired_roofline * 100,
+                    r.paired_roofline_min * 100, r.paired_roofline_max * 100);
+      out << buf;
+    }
+    std::snprintf(buf, sizeof buf, " | %.0f |", r.rss);
     out << buf;
     if (quality) {
       if (r.has_quality) {
@@ -218,6 +273,11 @@ nlohmann::json row_json(const Row& r) {
                       {"roofline_fraction", r.roofline},
                       {"peak_rss_mib", r.rss}};
   if (r.decode_per_product > 0) j["decode_per_product_tokens_per_second"] = r.decode_per_product;
+  if (r.paired_roofline > 0) {
+    j["paired_roofline_fraction"] = r.paired_roofline;
+    j["paired_roofline_fraction_min"] = r.paired_roofline_min;
+    j["paired_roofline_fraction_max"] = r.paired_roofline_max;
+  }
   if (r.has_quality) {
     j["perplexity"] = r.ppl;
     j["perplexity_uncertainty"] = r.ppl_uncertainty;
@@ -286,6 +346,7 @@ int bench_command(const BenchFlags& f) {
       row.bandwidth_after = measure_memory_bandwidth(row.threads, working_set);
       row.bandwidth = std::max(row.bandwidth_before, row.bandwidth_after);
       row.roofline = row.decode / (row.bandwidth * 1e9 / bytes_per_token);
+      if (f.paired_bandwidth) measure_paired(model, f, working_set, bytes_per_token, row);
       row.has_quality = quality_row.has_quality;
       row.ppl = quality_row.ppl;
       row.ppl_uncertainty = quality_row.ppl_uncertainty;
@@ -321,6 +382,13 @@ int bench_command(const BenchFlags& f) {
     std::printf("decode roofline:    %.1f tok/s -> achieved %.0f%% of roofline\n",
                 r.bandwidth * 1e9 / (r.info.weight_bytes_per_token + r.kv_bytes_per_token),
                 r.roofline * 100);
+    if (r.paired_roofline > 0) {
+      std::printf(
+          "paired roofline:    %.0f%% (median of %d more repetitions, each against a bandwidth "
+          "reading right before it: %.0f-%.0f%%)\n",
+          r.paired_roofline * 100, f.repetitions, r.paired_roofline_min * 100,
+          r.paired_roofline_max * 100);
+    }
     std::printf("peak RSS:           %.1f MiB\n", r.rss);
   }
   const std::string table = markdown_table(rows, quality);
@@ -376,6 +444,10 @@ void register_bench_command(CLI::App& app, std::vector<Command>& out) {
   cmd->add_flag("--alternate-decode-paths", flags->alternate_decode_paths,
                 "also decode with a thread-pool dispatch per matrix product (the earlier way), "
                 "alternating repetitions with the default one dispatch per step");
+  cmd->add_flag("--paired-bandwidth", flags->paired_bandwidth,
+                "after each row, decode -r more times, each right after a bandwidth reading of "
+                "its own, and report those repetitions' roofline fractions too (for machines "
+                "whose bandwidth changes in phases)");
   out.push_back({cmd, [flags] { return bench_command(*flags); }});
 }
 
