@@ -7,6 +7,9 @@
 #
 #   tools/bench_matrix.sh [WORK_DIR] [TYPES]      (defaults: /tmp/edgelm-bench, "q8_0 q4_0 q4_k")
 #
+# PAIRED=1 adds `edgelm bench --paired-bandwidth` (each row decodes 5 more
+# times, each against a bandwidth reading right before it; twice the time).
+#
 # About 6 GB of disk in WORK_DIR; generated files are reused on a second run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +33,8 @@ for preset in smollm2-135m qwen2.5-0.5b tinyllama-1.1b; do
   done
 done
 
-"$edgelm" bench "${models[@]}" -t 1,2 -r 5 --json "$work/bench.json" --markdown "$work/bench.md"
+paired=()
+[[ ${PAIRED:-0} == 1 ]] && paired=(--paired-bandwidth)
+"$edgelm" bench "${models[@]}" -t 1,2 -r 5 "${paired[@]}" --json "$work/bench.json" --markdown "$work/bench.md"
 /usr/bin/python3 tools/plot_bench.py "$work/bench.json" "$work/bench.png"
 echo "table: $work/bench.md, plot: $work/bench.png"
