@@ -1343,7 +1343,7 @@ inline void matvec_q4_k_x16_with(const WeightMatrix& w, const QuantActs& a, floa
 }
 
 // The interleaved kernels as the process's StreamPrefetch mode asks: with
-// software prefetching or without any.
+// software prefetching, or under kHardware without any (but Q8_0_X16's L1).
 template <DType kType>
 inline void matvec_x16(const WeightMatrix& w, const QuantActs& a, float* y, int64_t row_begin,
                        int64_t row_end) {
