@@ -5,7 +5,7 @@
 #
 #   tools/quant_quality_table.sh [build/bin/edgelm] > table.md
 #
-# Calibration (imatrix) and evaluation use disjoint lines of the TinyStories
+# Calibration (imatrix, GPTQ) and evaluation use disjoint lines of the TinyStories
 # sample: lines 1-10 calibrate, lines 11-18 evaluate (67 chunks of 128 tokens).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,5 +50,7 @@ for type in q8_0 fp8_e4m3 q5_1 q5_0 q4_1 q4_0; do
   row "$type --pure" --type "$type" --pure
   case $type in q8_0 | fp8_e4m3) continue ;; esac  # importance does not change these roundings
   row "$type --pure --imatrix" --type "$type" --pure --imatrix "$WORK/im.dat"
+  row "$type --pure --gptq" --type "$type" --pure --gptq "$WORK/calib.txt" --gptq-ctx 128
 done
 row "q4_k_m --imatrix" --type q4_k_m --imatrix "$WORK/im.dat"
+row "q4_k_m --gptq" --type q4_k_m --gptq "$WORK/calib.txt" --gptq-ctx 128

@@ -57,11 +57,17 @@ struct QuantizeFlags {
 int quantize_command(const QuantizeFlags& flags) {
   const cmp::QuantizeOptions& o = flags.options;
   TmpCleanup cleanup(o.output);
-  std::unique_ptr<ProgressBar> live;
-  const cmp::QuantizeSummary s =
-      cmp::quantize_model(o, [&](int64_t done, int64_t total, const std::string& tensor) {
+  std::unique_ptr<ProgressBar> live, calibration;
+  const cmp::QuantizeSummary s = cmp::quantize_model(
+      o,
+      [&](int64_t done, int64_t total, const std::string& tensor) {
+        if (calibration) calibration->finish(), calibration.reset();
         if (!live) live = std::make_unique<ProgressBar>("quantize", total);
         live->update(done, tensor);
+      },
+      [&](int done, int n) {
+        if (!calibration) calibration = std::make_unique<ProgressBar>("gptq calibration", n);
+        calibration->update(done);
       });
   if (live) live->finish();
 
@@ -71,6 +77,12 @@ int quantize_command(const QuantizeFlags& flags) {
               s.permuted_qk ? ", q/k permuted to the interleaved RoPE layout" : "");
   std::printf("type:    %s%s%s\n", o.type.c_str(), o.pure ? " (pure)" : "",
               o.imatrix.empty() ? "" : (" with imatrix " + o.imatrix).c_str());
+  if (s.gptq_chunks > 0) {
+    int gptq_tensors = 0;
+    for (const cmp::TensorReport& t : s.tensors) gptq_tensors += t.used_gptq ? 1 : 0;
+    std::printf("gptq:    %d tensors, calibrated on %lld tokens (%d chunks) of %s\n", gptq_tensors,
+                static_cast<long long>(s.gptq_tokens), s.gptq_chunks, o.gptq_text.c_str());
+  }
   std::printf("weights: %lld in 2-D tensors, %.3f -> %.3f bits per weight (%s -> %s)\n",
               static_cast<long long>(s.matrix_params), s.bits_per_weight_in(),
               s.bits_per_weight_out(), human_bytes(s.matrix_bytes_in).c_str(),
@@ -92,7 +104,8 @@ int quantize_command(const QuantizeFlags& flags) {
     for (const cmp::TensorReport& t : s.tensors) {
       std::printf("  %-28s %-14s %6s -> %-8s%s%s\n", t.name.c_str(),
                   shape_to_string(t.shape).c_str(), dtype_name(t.from), dtype_name(t.to),
-                  t.used_imatrix ? " imatrix" : "", t.note.empty() ? "" : ("  " + t.note).c_str());
+                  t.used_gptq ? " gptq" : (t.used_imatrix ? " imatrix" : ""),
+                  t.note.empty() ? "" : ("  " + t.note).c_str());
     }
   }
   std::printf("time:    %.2f s\n", s.seconds);
@@ -147,6 +160,20 @@ void register_compress_commands(CLI::App& app, std::vector<Command>& out) {
                 "every matrix gets TYPE (no llama.cpp mixing, no output/embedding bump)");
   cmd->add_flag("--allow-requantize", q->options.allow_requantize,
                 "accept input weights that are already quantized");
+  cmd->add_option(
+      "--gptq", q->options.gptq_text,
+      "calibration text: round the layer matrices with GPTQ (see docs/QUANTIZATION.md)");
+  cmd->add_option("--gptq-ctx", q->options.gptq_calibration.context, "GPTQ: tokens per chunk")
+      ->capture_default_str()
+      ->check(CLI::Range(2, 1 << 24));
+  cmd->add_option("--gptq-chunks", q->options.gptq_calibration.max_chunks,
+                  "GPTQ: use at most this many chunks of the text (0: all)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 30));
+  cmd->add_option("--gptq-damp", q->options.gptq.damp,
+                  "GPTQ: added to the Hessian's diagonal, as a fraction of its mean")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 10.0));
   cmd->add_option("-t,--threads", q->options.threads, "threads (default: all cores)")
       ->check(CLI::Range(0, 1024));
   cmd->add_flag("-v,--verbose", q->verbose, "list every tensor with its type");

@@ -234,11 +234,14 @@ void check_imatrix_matches(const Imatrix& m, const LoadedModel& model, const std
   if (covered == 0) fail(source, ": the imatrix covers no tensor of '", model.path, "'");
 }
 
-Imatrix collect_imatrix(const LoadedModel& model, const std::string& text,
-                        const ImatrixOptions& options, const ImatrixProgress& progress) {
+int run_calibration(const LoadedModel& model, const std::string& text,
+                    const ImatrixOptions& options, ThreadPool& pool, ActivationHook hook,
+                    void* hook_context,
+                    const std::function<void(const float* x, int n)>& head_input,
+                    const ImatrixProgress& progress) {
   const ModelConfig& c = model.config;
   if (options.context < 2 || options.context > c.context_length) {
-    fail("imatrix: --ctx ", options.context, " must be in 2..", c.context_length,
+    fail("calibration: --ctx ", options.context, " must be in 2..", c.context_length,
          " (the model's context)");
   }
   const Tokenizer tokenizer(model.vocab);
@@ -247,17 +250,39 @@ Imatrix collect_imatrix(const LoadedModel& model, const std::string& text,
   int n_chunks = static_cast<int>(tokens.size() / static_cast<size_t>(ctx));
   if (options.max_chunks > 0) n_chunks = std::min(n_chunks, options.max_chunks);
   if (n_chunks == 0) {
-    fail("imatrix: the text has ", tokens.size(), " tokens, fewer than one chunk of ", ctx,
+    fail("calibration: the text has ", tokens.size(), " tokens, fewer than one chunk of ", ctx,
          " (lower --ctx or give more text)");
   }
   const int32_t bos = model.vocab.add_bos ? model.vocab.bos : -1;
 
-  ThreadPool pool(options.threads);
   const int batch = std::min(ctx, 128);
   KvCache cache;
   cache.allocate(c, ctx, DType::F32);
   ForwardBuffers buffers;
   buffers.allocate(c, batch, ctx, pool.size());
+  buffers.hook = hook;
+  buffers.hook_context = hook_context;
+
+  std::vector<int32_t> chunk(static_cast<size_t>(ctx));
+  if (progress) progress(0, n_chunks);  // a bar made now measures the first chunk's rate too
+  for (int i = 0; i < n_chunks; ++i) {
+    std::copy(tokens.begin() + static_cast<ptrdiff_t>(i) * ctx,
+              tokens.begin() + static_cast<ptrdiff_t>(i + 1) * ctx, chunk.begin());
+    if (bos >= 0) chunk[0] = bos;
+    for (int pos = 0; pos < ctx; pos += batch) {
+      const int n = std::min(batch, ctx - pos);
+      forward_hidden(model, chunk.data() + pos, n, pos, cache, buffers, pool);
+      // The output head's input; its product itself is not needed.
+      if (head_input) head_input(buffers.x_norm.data(), n);
+    }
+    if (progress) progress(i + 1, n_chunks);
+  }
+  return n_chunks;
+}
+
+Imatrix collect_imatrix(const LoadedModel& model, const std::string& text,
+                        const ImatrixOptions& options, const ImatrixProgress& progress) {
+  const ModelConfig& c = model.config;
   Collector collector;
   collector.n_layers = c.n_layers;
   collector.names.resize(static_cast<size_t>(c.n_layers + 1) * 8);
@@ -267,30 +292,17 @@ Imatrix collect_imatrix(const LoadedModel& model, const std::string& text,
           matrix_tensor_name(l, static_cast<MatrixKind>(k));
     }
   }
-  buffers.hook = &Collector::hook;
-  buffers.hook_context = &collector;
   const std::string output_name = c.tied_embeddings ? "token_embd.weight" : "output.weight";
-
-  std::vector<int32_t> chunk(static_cast<size_t>(ctx));
-  for (int i = 0; i < n_chunks; ++i) {
-    std::copy(tokens.begin() + static_cast<ptrdiff_t>(i) * ctx,
-              tokens.begin() + static_cast<ptrdiff_t>(i + 1) * ctx, chunk.begin());
-    if (bos >= 0) chunk[0] = bos;
-    for (int pos = 0; pos < ctx; pos += batch) {
-      const int n = std::min(batch, ctx - pos);
-      forward_hidden(model, chunk.data() + pos, n, pos, cache, buffers, pool);
-      // The output head's input; its product itself is not needed.
-      collector.add(output_name, buffers.x_norm.data(), n, c.dim);
-    }
-    for (auto& [name, a] : collector.stats) a.ncall = i + 1;
-    if (progress) progress(i + 1, n_chunks);
-  }
+  ThreadPool pool(options.threads);
+  const int n_chunks = run_calibration(
+      model, text, options, pool, &Collector::hook, &collector,
+      [&](const float* x, int n) { collector.add(output_name, x, n, c.dim); }, progress);
 
   Imatrix m;
   m.chunks = n_chunks;
   for (auto& [name, a] : collector.stats) {
     ImatrixEntry e;
-    e.ncall = a.ncall;
+    e.ncall = n_chunks;
     e.importance.resize(a.sum.size());
     for (size_t j = 0; j < a.sum.size(); ++j) {
       e.importance[j] = a.count > 0 ? static_cast<float>(a.sum[j] / a.count) : 0.0f;

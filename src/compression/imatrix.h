@@ -22,6 +22,11 @@
 #include <vector>
 
 #include "model/loader.h"
+#include "model/transformer.h"
+
+namespace edgelm {
+class ThreadPool;
+}
 
 namespace edgelm::compression {
 
@@ -55,6 +60,20 @@ struct ImatrixOptions {
 };
 
 using ImatrixProgress = std::function<void(int chunks_done, int n_chunks)>;
+
+// The calibration pass (of the imatrix and of GPTQ, gptq.h): runs the model over the text in
+// chunks of options.context tokens (the first token of each chunk replaced by BOS when the
+// tokenizer adds one, each chunk from an empty cache), batches of up to 128 tokens, with `hook`
+// seeing the input of every layer matrix product and `head_input` (if set) the output head's
+// input (the final norm's output) of each batch; `progress` gets (0, n) first, then (i, n)
+// after chunk i. The hook may use `pool` (it runs between the
+// pass's own dispatches). Returns the chunks run. Throws edgelm::Error if the text is shorter
+// than one chunk or the context is invalid.
+int run_calibration(const LoadedModel& model, const std::string& text,
+                    const ImatrixOptions& options, ThreadPool& pool, ActivationHook hook,
+                    void* hook_context,
+                    const std::function<void(const float* x, int n)>& head_input,
+                    const ImatrixProgress& progress);
 
 // Runs the model over the text in chunks of options.context tokens (the first token of each
 // chunk replaced by BOS when the tokenizer adds one, each chunk from an empty cache) and

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "compression/imatrix.h"
 #include "compression/quant_plan.h"
@@ -199,7 +201,8 @@ void add_model_metadata(const LoadedModel& model, uint32_t file_type, GgufWriter
   }
 }
 
-QuantizeSummary quantize_model(const QuantizeOptions& options, const QuantizeProgress& progress) {
+QuantizeSummary quantize_model(const QuantizeOptions& options, const QuantizeProgress& progress,
+                               const ImatrixProgress& calibration) {
   const auto start = std::chrono::steady_clock::now();
   const QuantScheme scheme = parse_scheme(options.type);
   std::vector<TypeOverride> overrides = parse_overrides(options.overrides);
@@ -292,6 +295,19 @@ QuantizeSummary quantize_model(const QuantizeOptions& options, const QuantizePro
     }
   }
 
+  Hessians hessians;
+  if (!options.gptq_text.empty()) {
+    std::ifstream in(options.gptq_text, std::ios::binary);
+    if (!in) fail("cannot open the GPTQ calibration text '", options.gptq_text, "'");
+    std::stringstream text;
+    text << in.rdbuf();
+    ImatrixOptions o = options.gptq_calibration;
+    o.threads = options.threads;
+    hessians = collect_hessians(*model, text.str(), o, calibration);
+    summary.gptq_chunks = hessians.chunks;
+    summary.gptq_tokens = hessians.tokens;
+  }
+
   ThreadPool pool(options.threads);
   GgufWriter writer;
   add_model_metadata(*model, scheme.file_type, writer);
@@ -342,21 +358,37 @@ QuantizeSummary quantize_model(const QuantizeOptions& options, const QuantizePro
       const size_t row_bytes = dtype_row_bytes(to, m.cols);
       out.resize(row_bytes * static_cast<size_t>(m.rows));
       const int heads = it.permute_heads;
-      const int64_t grain = std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, m.cols));
-      pool.parallel_for(m.rows, grain, [&](int64_t begin, int64_t end) {
-        std::vector<float> row(copy ? 0 : static_cast<size_t>(m.cols));
-        for (int64_t r = begin; r < end; ++r) {
-          const int64_t src_row = heads > 0 ? source_row_for_interleaved(r, m.rows, heads) : r;
-          const auto* src = static_cast<const uint8_t*>(m.data) + src_row * m.row_bytes;
-          uint8_t* dst = out.data() + static_cast<size_t>(r) * row_bytes;
-          if (copy) {
-            std::memcpy(dst, src, row_bytes);
-          } else {
-            dequantize_any(m.type, src, row.data(), m.cols);
-            quantize_any(to, row.data(), dst, m.cols, importance);
+      const float* hessian = copy || !gptq_supported(to) ? nullptr : hessians.find(it.name, m.cols);
+      if (hessian != nullptr) {
+        // GPTQ works on the whole matrix (rows in output order) at once.
+        std::vector<float> w(static_cast<size_t>(m.rows * m.cols));
+        pool.parallel_for(m.rows, 16, [&](int64_t begin, int64_t end) {
+          for (int64_t r = begin; r < end; ++r) {
+            const int64_t src_row = heads > 0 ? source_row_for_interleaved(r, m.rows, heads) : r;
+            dequantize_any(m.type, static_cast<const uint8_t*>(m.data) + src_row * m.row_bytes,
+                           w.data() + r * m.cols, m.cols);
           }
-        }
-      });
+        });
+        gptq_quantize(to, w.data(), m.rows, m.cols, hessian, options.gptq, out.data(), &pool);
+        report.used_gptq = true;
+        report.used_imatrix = false;
+      } else {
+        const int64_t grain = std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, m.cols));
+        pool.parallel_for(m.rows, grain, [&](int64_t begin, int64_t end) {
+          std::vector<float> row(copy ? 0 : static_cast<size_t>(m.cols));
+          for (int64_t r = begin; r < end; ++r) {
+            const int64_t src_row = heads > 0 ? source_row_for_interleaved(r, m.rows, heads) : r;
+            const auto* src = static_cast<const uint8_t*>(m.data) + src_row * m.row_bytes;
+            uint8_t* dst = out.data() + static_cast<size_t>(r) * row_bytes;
+            if (copy) {
+              std::memcpy(dst, src, row_bytes);
+            } else {
+              dequantize_any(m.type, src, row.data(), m.cols);
+              quantize_any(to, row.data(), dst, m.cols, importance);
+            }
+          }
+        });
+      }
       writer.add_tensor(it.name, to, report.shape, out.data(), out.size());
       summary.matrix_params += m.rows * m.cols;
       summary.matrix_bytes_in += static_cast<int64_t>(m.row_bytes) * m.rows;

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "compression/gptq.h"
+#include "compression/imatrix.h"
 #include "formats/gguf.h"
 #include "model/loader.h"
 
@@ -25,6 +27,11 @@ struct QuantizeOptions {
   bool pure = false;                   // no mixing rules (llama-quantize --pure)
   bool allow_requantize = false;       // accept already block-quantized input weights
   int threads = 0;                     // 0: all cores
+  // GPTQ (gptq.h) for the layer matrices of a type it can write, calibrated on this text file;
+  // the other tensors are rounded as without it.
+  std::string gptq_text;
+  ImatrixOptions gptq_calibration;  // chunks of the text (its `threads` is ignored: `threads`)
+  GptqOptions gptq;
 };
 
 struct TensorReport {
@@ -33,6 +40,7 @@ struct TensorReport {
   DType from = DType::F32, to = DType::F32;
   std::string note;  // fallback or override explanation; empty otherwise
   bool used_imatrix = false;
+  bool used_gptq = false;
 };
 
 struct QuantizeSummary {
@@ -46,6 +54,8 @@ struct QuantizeSummary {
   std::vector<TensorReport> tensors;
   std::vector<std::string> fallbacks;  // "tensor: q4_K -> q5_0 (why)"
   bool permuted_qk = false;
+  int gptq_chunks = 0;  // calibration chunks run for GPTQ (0: no GPTQ)
+  int64_t gptq_tokens = 0;
   std::string architecture;
   double seconds = 0;
 
@@ -58,9 +68,11 @@ using QuantizeProgress =
     std::function<void(int64_t done, int64_t total, const std::string& tensor)>;
 
 // Throws edgelm::Error (never leaving a partial OUTPUT) for unknown types, bad overrides, an
-// imatrix that does not fit the model, an unwritable output and write errors.
+// imatrix that does not fit the model, a missing or too short GPTQ text, an unwritable output
+// and write errors. `calibration` reports GPTQ's calibration pass, before any tensor.
 QuantizeSummary quantize_model(const QuantizeOptions& options,
-                               const QuantizeProgress& progress = nullptr);
+                               const QuantizeProgress& progress = nullptr,
+                               const ImatrixProgress& calibration = nullptr);
 
 // The llama.cpp metadata of `model` (general.*, {arch}.*, tokenizer.ggml.*, chat template).
 // The GGUF architecture is "llama" for llama/mistral, "qwen2" for qwen2.

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,15 @@
 namespace edgelm::testing {
 
 using Bytes = std::vector<uint8_t>;
+
+// n values from N(0, scale^2), the same for the same seed.
+inline std::vector<float> gaussian(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> x(n);
+  for (float& v : x) v = dist(gen);
+  return x;
+}
 
 // A fresh directory under the test temp dir, removed when the object dies.
 class TempDir {

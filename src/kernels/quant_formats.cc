@@ -519,16 +519,8 @@ void finish_q2_K(const float* x, BlockQ2_K& y, uint8_t* L) {
   pack_2bit_levels(L, y.qs);
 }
 
-// Q6_K: scales[] chosen; requantize every 16-element group and pack.
-void finish_q6_K(const float* x, BlockQ6_K& y, int8_t* L) {
-  for (int j = 0; j < kQK_K / 16; ++j) {
-    const float d = f16_to_float(y.d) * static_cast<float>(y.scales[j]);
-    if (d == 0) continue;
-    for (int ii = 0; ii < 16; ++ii) {
-      const int l = clamp_int(nearest_int(x[16 * j + ii] / d), -32, 31);
-      L[16 * j + ii] = static_cast<int8_t>(l + 32);
-    }
-  }
+// Q6_K levels (0..63) into ql/qh.
+void pack_q6_K_levels(const int8_t* L, BlockQ6_K& y) {
   uint8_t* ql = y.ql;
   uint8_t* qh = y.qh;
   for (int j = 0; j < kQK_K; j += 128) {
@@ -545,6 +537,19 @@ void finish_q6_K(const float* x, BlockQ6_K& y, int8_t* L) {
     ql += 64;
     qh += 32;
   }
+}
+
+// Q6_K: scales[] chosen; requantize every 16-element group and pack.
+void finish_q6_K(const float* x, BlockQ6_K& y, int8_t* L) {
+  for (int j = 0; j < kQK_K / 16; ++j) {
+    const float d = f16_to_float(y.d) * static_cast<float>(y.scales[j]);
+    if (d == 0) continue;
+    for (int ii = 0; ii < 16; ++ii) {
+      const int l = clamp_int(nearest_int(x[16 * j + ii] / d), -32, 31);
+      L[16 * j + ii] = static_cast<int8_t>(l + 32);
+    }
+  }
+  pack_q6_K_levels(L, y);
 }
 
 // Sets y.d and y.scales from the 16 group scales (or zeroes the block).
@@ -1722,6 +1727,117 @@ void dequantize_row_quant(DType type, const void* blocks, float* y, int64_t n) {
   const DTypeTraits* traits = dtype_traits(static_cast<uint32_t>(type));
   fail("dequantize: type ", traits ? traits->name : "?", " (id ", static_cast<uint32_t>(type),
        ") is not supported");
+}
+
+// ===========================================================================
+// Levels with fixed scales
+
+int LevelGrid::nearest(float x) const {
+  const int level = step != 0 ? zero + nearest_int((x - offset) / step) : zero;
+  return clamp_int(level, min_level, max_level);
+}
+
+bool block_levels_supported(DType type) {
+  switch (type) {
+    case DType::Q4_0:
+    case DType::Q4_1:
+    case DType::Q5_0:
+    case DType::Q5_1:
+    case DType::Q8_0:
+    case DType::Q4_K:
+    case DType::Q5_K:
+    case DType::Q6_K:
+      return true;
+    default:
+      return false;
+  }
+}
+
+LevelGrid block_level_grid(DType type, const void* block, int j) {
+  LevelGrid g;
+  switch (type) {
+    case DType::Q4_0:
+      g.step = f16_to_float(static_cast<const BlockQ4_0*>(block)->d);
+      g.zero = 8, g.max_level = 15;
+      return g;
+    case DType::Q4_1: {
+      const auto* b = static_cast<const BlockQ4_1*>(block);
+      g.step = f16_to_float(b->d), g.offset = f16_to_float(b->m);
+      g.max_level = 15;
+      return g;
+    }
+    case DType::Q5_0:
+      g.step = f16_to_float(static_cast<const BlockQ5_0*>(block)->d);
+      g.zero = 16, g.max_level = 31;
+      return g;
+    case DType::Q5_1: {
+      const auto* b = static_cast<const BlockQ5_1*>(block);
+      g.step = f16_to_float(b->d), g.offset = f16_to_float(b->m);
+      g.max_level = 31;
+      return g;
+    }
+    case DType::Q8_0:
+      g.step = f16_to_float(static_cast<const BlockQ8_0*>(block)->d);
+      g.min_level = -127, g.max_level = 127;
+      return g;
+    case DType::Q4_K:
+    case DType::Q5_K: {
+      // BlockQ5_K starts with BlockQ4_K's d, dmin and scales.
+      const auto* b = static_cast<const BlockQ4_K*>(block);
+      uint8_t sc, m;
+      unpack_scale_min_k4(b->scales, j / 32, &sc, &m);
+      g.step = f16_to_float(b->d) * sc;
+      g.offset = -(f16_to_float(b->dmin) * m);
+      g.max_level = type == DType::Q4_K ? 15 : 31;
+      return g;
+    }
+    case DType::Q6_K: {
+      const auto* b = static_cast<const BlockQ6_K*>(block);
+      g.step = f16_to_float(b->d) * static_cast<float>(b->scales[j / 16]);
+      g.zero = 32, g.max_level = 63;
+      return g;
+    }
+    default:
+      fail("block levels: type ", dtype_name(type), " is not supported");
+  }
+}
+
+void pack_block_levels(DType type, const int* levels, void* block) {
+  uint8_t L[kQK_K];
+  const int n = type == DType::Q4_K || type == DType::Q5_K || type == DType::Q6_K ? kQK_K : kQK;
+  for (int j = 0; j < n; ++j) L[j] = static_cast<uint8_t>(levels[j]);
+  switch (type) {
+    case DType::Q4_0:
+    case DType::Q4_1: {
+      uint8_t* qs = type == DType::Q4_0 ? static_cast<BlockQ4_0*>(block)->qs
+                                        : static_cast<BlockQ4_1*>(block)->qs;
+      for (int j = 0; j < kQK / 2; ++j) qs[j] = static_cast<uint8_t>(L[j] | (L[j + kQK / 2] << 4));
+      return;
+    }
+    case DType::Q5_0: {
+      auto* b = static_cast<BlockQ5_0*>(block);
+      return pack_q5_bits(L, b->qs, b->qh);
+    }
+    case DType::Q5_1: {
+      auto* b = static_cast<BlockQ5_1*>(block);
+      return pack_q5_bits(L, b->qs, b->qh);
+    }
+    case DType::Q8_0: {
+      auto* b = static_cast<BlockQ8_0*>(block);
+      for (int j = 0; j < kQK; ++j) b->qs[j] = static_cast<int8_t>(levels[j]);
+      return;
+    }
+    case DType::Q4_K:
+      return pack_q4_K_levels(L, static_cast<BlockQ4_K*>(block)->qs);
+    case DType::Q5_K: {
+      auto* b = static_cast<BlockQ5_K*>(block);
+      return pack_q5_K_levels(L, b->qh, b->qs);
+    }
+    case DType::Q6_K:
+      return pack_q6_K_levels(reinterpret_cast<const int8_t*>(L), *static_cast<BlockQ6_K*>(block));
+    default:
+      fail("block levels: type ", dtype_name(type), " is not supported");
+  }
 }
 
 }  // namespace edgelm

@@ -240,4 +240,25 @@ void quantize_row(DType type, const float* x, void* blocks, int64_t n,
                   const float* importance = nullptr);
 void dequantize_row_quant(DType type, const void* blocks, float* y, int64_t n);
 
+// ---- one block's levels with its scales fixed (GPTQ's rounding, compression/gptq.h) ----
+// Element j of a block takes the values (level - zero) * step + offset for integer levels
+// in [min_level, max_level]; the expression is the dequantizer's, so the value is
+// bit-exact with dequantize_row_quant of the packed block.
+struct LevelGrid {
+  float step = 0;
+  float offset = 0;
+  int zero = 0;
+  int min_level = 0;
+  int max_level = 0;
+  float value(int level) const { return static_cast<float>(level - zero) * step + offset; }
+  int nearest(float x) const;  // the level whose value is (about) nearest x, clamped
+};
+// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K (Q8_0 levels are the signed quants,
+// clamped to [-127, 127]; the others are the stored unsigned codes).
+bool block_levels_supported(DType type);
+// The grid of element j of `block` (whose scale fields are set).
+LevelGrid block_level_grid(DType type, const void* block, int j);
+// Writes levels[0 .. block size) into the block's quant fields, leaving its scales.
+void pack_block_levels(DType type, const int* levels, void* block);
+
 }  // namespace edgelm

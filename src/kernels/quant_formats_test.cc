@@ -9,10 +9,13 @@
 #include <vector>
 
 #include "edgelm/error.h"
+#include "formats/test_util.h"
 #include "util/half.h"
 
 namespace edgelm {
 namespace {
+
+using testing::gaussian;
 
 constexpr DType kQuantTypes[] = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1,
                                  DType::Q8_0, DType::Q2_K, DType::Q3_K, DType::Q4_K,
@@ -47,14 +50,6 @@ double RelativeRmse(const std::vector<float>& x, const std::vector<float>& y) {
   double s = 0;
   for (size_t i = 0; i < x.size(); ++i) s += (double(x[i]) - y[i]) * (double(x[i]) - y[i]);
   return std::sqrt(s / static_cast<double>(x.size())) / Rms(x);
-}
-
-std::vector<float> Gaussian(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> x(n);
-  for (float& v : x) v = dist(gen);
-  return x;
 }
 
 // ---------------------------------------------------------------------------
@@ -325,7 +320,7 @@ constexpr ErrorBound kBounds[] = {
 };
 
 TEST(QuantFormats, RoundTripErrorOnGaussianData) {
-  const std::vector<float> x = Gaussian(64 * 1024, 7);
+  const std::vector<float> x = gaussian(64 * 1024, 7);
   for (const ErrorBound& b : kBounds) {
     const double rel = RelativeRmse(x, RoundTrip(b.type, x));
     EXPECT_LT(rel, b.gaussian) << dtype_name(b.type);
@@ -336,7 +331,7 @@ TEST(QuantFormats, RoundTripErrorOnGaussianData) {
 
 // More bits must never be worse: the ordering within each family holds.
 TEST(QuantFormats, MoreBitsMeansLessError) {
-  const std::vector<float> x = Gaussian(16 * 1024, 11, 0.02f);
+  const std::vector<float> x = gaussian(16 * 1024, 11, 0.02f);
   auto err = [&](DType t) { return RelativeRmse(x, RoundTrip(t, x)); };
   EXPECT_LT(err(DType::Q8_0), err(DType::Q5_0));
   EXPECT_LT(err(DType::Q5_0), err(DType::Q4_0));
@@ -349,7 +344,7 @@ TEST(QuantFormats, MoreBitsMeansLessError) {
 
 TEST(QuantFormats, RoundTripErrorOnStructuredData) {
   const size_t n = 4096;
-  std::vector<float> ramp(n), spiky = Gaussian(n, 3), shifted = Gaussian(n, 5, 0.1f);
+  std::vector<float> ramp(n), spiky = gaussian(n, 3), shifted = gaussian(n, 5, 0.1f);
   for (size_t i = 0; i < n; ++i) ramp[i] = -1.0f + 2.0f * static_cast<float>(i) / n;
   for (size_t i = 0; i < n; i += 61) spiky[i] *= 20.0f;
   for (float& v : shifted) v += 0.5f;
@@ -398,8 +393,8 @@ TEST(QuantFormats, ConstantRowsAreNearlyExact) {
 // Q4_1/Q5_1 overflows to inf, in ggml as well).
 TEST(QuantFormats, OutputsAreFiniteAcrossScales) {
   for (float scale : {1e-30f, 1e-12f, 1e-6f, 1.0f, 1e3f, 1e4f}) {
-    std::vector<float> x = Gaussian(1024, 17, scale);
-    const std::vector<float> imp = Gaussian(1024, 18, 1.0f);
+    std::vector<float> x = gaussian(1024, 17, scale);
+    const std::vector<float> imp = gaussian(1024, 18, 1.0f);
     std::vector<float> abs_imp(imp.size());
     for (size_t i = 0; i < imp.size(); ++i) abs_imp[i] = std::fabs(imp[i]);
     for (DType t : kQuantTypes) {
@@ -421,7 +416,7 @@ TEST(QuantFormats, OutputsAreFiniteAcrossScales) {
 // Q2_K to 0.53 for Q4_0.)
 TEST(QuantFormats, ImportanceReducesWeightedError) {
   const int64_t n = 4096;
-  const std::vector<float> x = Gaussian(n, 21);
+  const std::vector<float> x = gaussian(n, 21);
   std::vector<float> imp(n);
   std::mt19937 gen(22);
   std::uniform_real_distribution<float> u(0.0f, 1.0f);
@@ -441,7 +436,7 @@ TEST(QuantFormats, ImportanceReducesWeightedError) {
 }
 
 TEST(QuantFormats, DispatchMatchesPerTypeFunctions) {
-  const std::vector<float> x = Gaussian(512, 31);
+  const std::vector<float> x = gaussian(512, 31);
   std::vector<float> imp(512);
   for (size_t i = 0; i < imp.size(); ++i) imp[i] = 1.0f + static_cast<float>(i % 7);
   using Ref = void (*)(const float*, void*, int64_t);
@@ -544,7 +539,7 @@ TEST(QuantFormats, UnsupportedTypesThrow) {
 
 // Garbage in (NaN/Inf weights from a corrupt file) must not crash or hit UB.
 TEST(QuantFormats, NonFiniteInputDoesNotCrash) {
-  std::vector<float> x = Gaussian(512, 41);
+  std::vector<float> x = gaussian(512, 41);
   x[3] = NAN;
   x[300] = INFINITY;
   x[301] = -INFINITY;
@@ -624,7 +619,7 @@ TEST(Fp8E4M3, Saturates) {
 }
 
 TEST(Fp8E4M3, BlockRoundTrip) {
-  const std::vector<float> x = Gaussian(4096, 51);
+  const std::vector<float> x = gaussian(4096, 51);
   std::vector<BlockFp8E4M3> q(4096 / 32);
   quantize_row_fp8_e4m3(x.data(), q.data(), 4096);
   std::vector<float> y(4096);
@@ -661,7 +656,7 @@ TEST(Fp8E4M3, BlockEdgeCases) {
   for (int j = 0; j < 32; ++j) EXPECT_EQ(y[j], x[j]) << j;
   // Tiny and huge blocks stay finite.
   for (float s : {1e-30f, 1e-7f, 1e10f}) {
-    const std::vector<float> g = Gaussian(64, 61, s);
+    const std::vector<float> g = gaussian(64, 61, s);
     quantize_row_fp8_e4m3(g.data(), q, 64);
     dequantize_row_fp8_e4m3(q, y.data(), 64);
     for (float v : y) EXPECT_TRUE(std::isfinite(v)) << s;

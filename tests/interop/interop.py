@@ -5,6 +5,7 @@ For every model and quantization type:
   (1) `edgelm quantize` writes the file; llama.cpp and edgelm decode it greedily.
   (2) llama.cpp's llama_model_quantize writes the file (same input values); both decode it.
   (3) the files of (1) and (2): same tensor types and bytes? same metadata values?
+With --gptq-text, also files `edgelm quantize --gptq` writes (GPTQ_TYPES): decoded as in (1).
 Decoding: BOS + prompt, then N greedy tokens in each engine ("tokens": equal or not), and
 edgelm fed llama.cpp's tokens (teacher forcing), so the logits of every step are compared on
 the same context ("top-1": argmax agreement, "max|d|": largest logit difference).
@@ -45,6 +46,9 @@ TYPES = [
     ("q5_k_s", 16),
     ("q6_k", 18),
 ]
+
+# Types also written with `--gptq` (when --gptq-text is given): the same formats, other levels.
+GPTQ_TYPES = ["q4_0", "q4_k_m"]
 
 
 def run(cmd):
@@ -184,6 +188,8 @@ def main():
     parser.add_argument("--work", required=True, help="scratch folder for the model files")
     parser.add_argument("--model", action="append", required=True,
                         help="NAME|EDGELM_INPUT|LLAMA_INPUT_GGUF|PROMPT (repeatable)")
+    parser.add_argument("--gptq-text", help="calibration text: also check files quantized "
+                        "with `--gptq` (edgelm only: llama.cpp has no GPTQ) in both engines")
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--tolerance", type=float, default=1.0, help="logits")
     args = parser.parse_args()
@@ -220,6 +226,15 @@ def main():
             os.remove(e_file)
             rows.append((name, etype, cell(d1), cell(d2), files["bytes"] if ftype else "-",
                          files["kv"] if ftype else "-", files["types"]))
+        for etype in GPTQ_TYPES if args.gptq_text else []:
+            e_file = os.path.join(args.work, f"{name}-edgelm-{etype}-gptq.gguf")
+            run([args.edgelm, "quantize", edgelm_input, e_file, "--type", etype, "--threads", "1",
+                 "--gptq", args.gptq_text, "--gptq-ctx", "64", "--gptq-chunks", "8"])
+            d1 = check.compare_decoding(e_file, prompt, check_cli=False)
+            record(f"{name} {etype} --gptq (1)", d1)
+            files = check.compare_files(e_file, e_file)  # for the type counts only
+            os.remove(e_file)
+            rows.append((name, etype + " --gptq", cell(d1), "-", "-", "-", files["types"]))
         print(f"[{name}: {time.time() - start:.1f} s]", file=sys.stderr)
 
     print(f"\n{args.tokens} greedy tokens after BOS + prompt. Decoding cells: greedy tokens "

@@ -53,7 +53,7 @@ stories="$shared/models/stories260K"
 
 # 4. Both directions, every type; NAME|edgelm's input|llama.cpp's input|prompt.
 "$python" "$here/interop.py" --edgelm "$edgelm" --greedy "$greedy" --llama-driver "$driver" \
-  --work "$work" \
+  --work "$work" --gptq-text "$shared/data/tinystories-sample/TinyStories-valid.txt" \
   --model "stories260K|$stories/stories260K.gguf|$stories/stories260K.gguf|Once upon a time" \
   --model "stories260K-bin|$stories/stories260K.bin|$work/stories260K-bin-f32.gguf|Once upon a time" \
   --model "random|$work/random-hf|$work/random-f16.gguf|Once upon a time"

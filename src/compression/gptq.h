@@ -1,0 +1,84 @@
+// GPTQ (Frantar et al., "GPTQ: Accurate Post-Training Quantization for Generative Pre-trained
+// Transformers", 2022) into ggml's block formats, so that its output is an ordinary GGUF that
+// llama.cpp runs.
+//
+// Plain rounding minimises each weight's own error. What matters is the error of the product,
+// (W - Q) x, over the inputs x the matrix sees: with H = mean(x x^T) on a calibration text that
+// is trace((W - Q) H (W - Q)^T). GPTQ rounds a row one column at a time and moves each column's
+// rounding error onto the columns not yet rounded, in the proportions H^-1 gives, so that the
+// later roundings compensate it. Rows are independent (they share H), so the work is split by
+// rows. A block's scales are chosen by the format's own search (quantize_row) from the block's
+// weights as they stand when GPTQ reaches the block's first column; every weight of the block is
+// then rounded to the nearest level of those scales (kernels/quant_formats.h LevelGrid).
+//
+// Memory: the Hessians take 4 x (3 x dim^2 + ffn^2) bytes per layer (and 4 x dim^2 for an
+// untied output head) (one per distinct input:
+// the Q/K/V input, the output projection's, the gate/up input, the down projection's): 400 MB
+// for SmolLM2-135M, 3.9 GB for TinyLlama-1.1B.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "compression/imatrix.h"
+#include "formats/tensor.h"
+#include "model/loader.h"
+
+namespace edgelm {
+class ThreadPool;
+}
+
+namespace edgelm::compression {
+
+// Mean of x x^T of the input of every layer matrix, over a calibration text.
+struct Hessians {
+  int chunks = 0;
+  int64_t tokens = 0;
+  std::vector<std::vector<float>> matrices;  // cols x cols each, row-major, symmetric
+  std::vector<int64_t> cols;                 // of each entry of `matrices`
+  std::map<std::string, int> by_tensor;      // "blk.0.attn_q.weight" -> entry
+
+  // The Hessian of a tensor's input, or nullptr if there is none (the embedding, and the output
+  // head when it is the embedding) or it has other than `cols` columns.
+  const float* find(const std::string& tensor, int64_t cols) const;
+};
+
+// Runs the calibration pass (imatrix.h run_calibration) and accumulates x x^T of the four
+// inputs of every layer and of an untied output head. Throws edgelm::Error as run_calibration does.
+Hessians collect_hessians(const LoadedModel& model, const std::string& text,
+                          const ImatrixOptions& options, const ImatrixProgress& progress = nullptr);
+
+struct GptqOptions {
+  // Added to H's diagonal, as a fraction of its mean (the paper's lambda): keeps H invertible
+  // when inputs are correlated or some columns see little input.
+  double damp = 0.01;
+  // Each block's scale search weights the block's columns by diag(H) (the imatrix statistic)
+  // rather than equally.
+  bool weighted_scales = true;
+};
+
+// Types GPTQ can write: those whose levels can be set with fixed scales.
+bool gptq_supported(DType type);
+
+// GPTQ of a rows x cols matrix `w` (row-major F32; used as work space: it is left holding the
+// error-compensated weights) into rows of `type` blocks (dtype_row_bytes(type, cols) bytes
+// each) at `out`. `hessian` is cols x cols. Throws edgelm::Error for an unsupported type, cols
+// not a whole number of blocks, or a Hessian that is not positive definite even damped
+// (non-finite or negative entries).
+void gptq_quantize(DType type, float* w, int64_t rows, int64_t cols, const float* hessian,
+                   const GptqOptions& options, void* out, ThreadPool* pool);
+
+// The upper triangular U with H^-1 = U^T U (the "Cholesky of the inverse" GPTQ steps with) of
+// H damped as gptq_quantize does; `dead` marks the columns with H_ii = 0. cols x cols, F32.
+std::vector<float> gptq_inverse_cholesky(const float* hessian, int64_t cols, double damp,
+                                         std::vector<bool>& dead, ThreadPool* pool);
+
+// trace((W - Q) H (W - Q)^T) / rows: the mean squared output error per row over the calibration
+// inputs that H summarises (what GPTQ minimises), with Q dequantized from `quantized` (rows of
+// `type`). For tests and reports.
+double output_error(DType type, const float* w, const void* quantized, int64_t rows, int64_t cols,
+                    const float* hessian);
+
+}  // namespace edgelm::compression
