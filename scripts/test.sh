@@ -40,7 +40,7 @@ if [[ $skip != *" tsan "* ]]; then
   build-tsan/src/kernels/kernels_tests --gtest_filter='ThreadPool*:*MatvecRows*'
   build-tsan/src/model/model_tests --gtest_filter='Attention.*'
   build-tsan/src/compression/compression_tests \
-    --gtest_filter='*OneDispatch*:*PerKvHead*:*ReLaid*'
+    --gtest_filter='*OneDispatch*:*PerKvHead*:*ReLaid*:Gptq.*'
   unset TSAN_OPTIONS
 fi
 

@@ -52,5 +52,8 @@ for type in q8_0 fp8_e4m3 q5_1 q5_0 q4_1 q4_0; do
   row "$type --pure --imatrix" --type "$type" --pure --imatrix "$WORK/im.dat"
   row "$type --pure --gptq" --type "$type" --pure --gptq "$WORK/calib.txt" --gptq-ctx 128
 done
+# The default q4_0 mix keeps the tied embedding at q8_0, which --gptq does not touch.
+row "q4_0 --imatrix" --type q4_0 --imatrix "$WORK/im.dat"
+row "q4_0 --gptq" --type q4_0 --gptq "$WORK/calib.txt" --gptq-ctx 128
 row "q4_k_m --imatrix" --type q4_k_m --imatrix "$WORK/im.dat"
 row "q4_k_m --gptq" --type q4_k_m --gptq "$WORK/calib.txt" --gptq-ctx 128

@@ -70,18 +70,81 @@ struct HessianCollector {
   }
 };
 
-// Dot product of doubles with independent partial sums (the compiler keeps FP order).
+// Dot product of doubles with eight independent partial sums, which the compiler can keep in
+// vector registers (it may not reorder one sum).
 double dot(const double* a, const double* b, int64_t n) {
-  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    s0 += a[i] * b[i];
-    s1 += a[i + 1] * b[i + 1];
-    s2 += a[i + 2] * b[i + 2];
-    s3 += a[i + 3] * b[i + 3];
+  for (; i + 8 <= n; i += 8) {
+    for (int k = 0; k < 8; ++k) acc[k] += a[i + k] * b[i + k];
   }
-  for (; i < n; ++i) s0 += a[i] * b[i];
-  return (s0 + s1) + (s2 + s3);
+  for (; i < n; ++i) acc[0] += a[i] * b[i];
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+// Columns handled together by the factorizations below: a row's prefix is read once per panel
+// (for its kPanel dot products, from cache) rather than once per column (from memory).
+constexpr int64_t kPanel = 16;
+
+// Cholesky A = L L^T in place (lower triangle of row-major a, n x n), left-looking by panels.
+void cholesky_lower(std::vector<double>& a, int64_t n, ThreadPool* pool) {
+  double* const m = a.data();
+  for (int64_t j0 = 0; j0 < n; j0 += kPanel) {
+    const int64_t j1 = std::min(n, j0 + kPanel);
+    // The columns before the panel, for every row from the panel's first down.
+    const int64_t grain = std::max<int64_t>(1, 65536 / (j0 + 1));
+    pool->parallel_for(n - j0, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = j0 + begin; i < j0 + end; ++i) {
+        double* row_i = m + i * n;
+        for (int64_t jj = j0; jj < std::min(j1, i + 1); ++jj)
+          row_i[jj] -= dot(row_i, m + jj * n, j0);
+      }
+    });
+    // The panel's own columns: its diagonal block in order, then the rows below in parallel.
+    for (int64_t jj = j0; jj < j1; ++jj) {
+      double* row_jj = m + jj * n;
+      const double s = row_jj[jj] - dot(row_jj + j0, row_jj + j0, jj - j0);
+      if (!(s > 0) || !std::isfinite(s)) {
+        fail("gptq: the Hessian is not positive definite at column ", n - 1 - jj,
+             " (raise --gptq-damp)");
+      }
+      row_jj[jj] = std::sqrt(s);
+      for (int64_t i = jj + 1; i < j1; ++i) {
+        double* row_i = m + i * n;
+        row_i[jj] = (row_i[jj] - dot(row_i + j0, row_jj + j0, jj - j0)) / row_jj[jj];
+      }
+    }
+    pool->parallel_for(n - j1, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t i = j1 + begin; i < j1 + end; ++i) {
+        double* row_i = m + i * n;
+        for (int64_t jj = j0; jj < j1; ++jj) {
+          const double* row_jj = m + jj * n;
+          row_i[jj] = (row_i[jj] - dot(row_i + j0, row_jj + j0, jj - j0)) / row_jj[jj];
+        }
+      }
+    });
+  }
+}
+
+// L^-1 of the lower triangular l (n x n, row-major), by columns: column c of the inverse goes
+// to xt[c][c..n). A panel of columns is one thread's; threads take every size()-th panel,
+// since a panel costs about (n - c)^2 / 2 per column.
+void invert_lower(const std::vector<double>& l, int64_t n, std::vector<double>& xt,
+                  ThreadPool* pool) {
+  const int threads = pool->size();
+  const int64_t panels = (n + kPanel - 1) / kPanel;
+  pool->run_on_all([&](int t) {
+    for (int64_t p = t; p < panels; p += threads) {
+      const int64_t c0 = p * kPanel, c1 = std::min(n, c0 + kPanel);
+      for (int64_t i = c0; i < n; ++i) {
+        const double* row_i = l.data() + i * n;
+        for (int64_t c = c0; c < std::min(c1, i + 1); ++c) {
+          double* x = xt.data() + c * n;
+          x[i] = i == c ? 1.0 / row_i[i] : -dot(row_i + c, x + c, i - c) / row_i[i];
+        }
+      }
+    }
+  });
 }
 
 }  // namespace
@@ -117,40 +180,10 @@ std::vector<float> gptq_inverse_cholesky(const float* hessian, int64_t n, double
     }
   }
 
-  // Cholesky in place (lower triangle), a column at a time, its rows in parallel.
-  for (int64_t j = 0; j < n; ++j) {
-    double* row_j = a.data() + j * n;
-    const double s = row_j[j] - dot(row_j, row_j, j);
-    if (!(s > 0) || !std::isfinite(s)) {
-      fail("gptq: the Hessian is not positive definite at column ", n - 1 - j,
-           " (raise --gptq-damp)");
-    }
-    row_j[j] = std::sqrt(s);
-    const double inv = 1.0 / row_j[j];
-    const int64_t below = n - 1 - j;
-    const int64_t grain = std::max<int64_t>(1, 16384 / (j + 1));
-    pool->parallel_for(below, grain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = j + 1 + begin; i < j + 1 + end; ++i) {
-        double* row_i = a.data() + i * n;
-        row_i[j] = (row_i[j] - dot(row_i, row_j, j)) * inv;
-      }
-    });
-  }
-
-  // L^-1 by columns: column c of it is xt[c][c..n). Column c costs (n - c)^2 / 2, so threads
-  // take every size()-th column rather than contiguous runs.
+  cholesky_lower(a, n, pool);
   std::vector<double> xt(un * un);
-  const int threads = pool->size();
-  pool->run_on_all([&](int t) {
-    for (int64_t c = t; c < n; c += threads) {
-      double* x = xt.data() + c * n;
-      x[c] = 1.0 / a[static_cast<size_t>(c * n + c)];
-      for (int64_t i = c + 1; i < n; ++i) {
-        const double* row_i = a.data() + i * n;
-        x[i] = -dot(row_i + c, x + c, i - c) / row_i[i];
-      }
-    }
-  });
+  invert_lower(a, n, xt, pool);
+  std::vector<double>().swap(a);  // peak memory: two n x n doubles, not three arrays
 
   // U[p][q] = L^-1[n-1-p][n-1-q] for q >= p.
   std::vector<float> u(un * un, 0.0f);
@@ -213,7 +246,28 @@ bool gptq_supported(DType type) {
   return block_levels_supported(type);
 }
 
-void gptq_quantize(DType type, float* w, int64_t rows, int64_t cols, const float* hessian,
+GptqFactor gptq_factor(const float* hessian, int64_t cols, const GptqOptions& options,
+                       ThreadPool* pool) {
+  if (options.damp < 0 || !std::isfinite(options.damp)) {
+    fail("gptq: damping ", options.damp, " must be finite and >= 0");
+  }
+  GptqFactor f;
+  f.cols = cols;
+  f.u = gptq_inverse_cholesky(hessian, cols, options.damp, f.dead, pool);
+  // The scale search's weights: the diagonal (the mean squared input per column), damped so
+  // that no block has all-zero weights.
+  double mean_diag = 0;
+  for (int64_t i = 0; i < cols; ++i) mean_diag += hessian[i * cols + i];
+  mean_diag /= static_cast<double>(cols);
+  f.importance.resize(static_cast<size_t>(cols));
+  for (int64_t i = 0; i < cols; ++i) {
+    f.importance[static_cast<size_t>(i)] =
+        hessian[i * cols + i] + static_cast<float>(std::max(options.damp, 1e-6) * mean_diag);
+  }
+  return f;
+}
+
+void gptq_quantize(DType type, float* w, int64_t rows, int64_t cols, const GptqFactor& factor,
                    const GptqOptions& options, void* out, ThreadPool* pool) {
   if (!gptq_supported(type)) fail("gptq: cannot write type ", dtype_name(type));
   const DTypeTraits& traits = dtype_traits(type);
@@ -222,20 +276,12 @@ void gptq_quantize(DType type, float* w, int64_t rows, int64_t cols, const float
     fail("gptq: rows of ", cols, " values are not a whole number of ", dtype_name(type),
          " blocks of ", block);
   }
-  if (options.damp < 0 || !std::isfinite(options.damp)) {
-    fail("gptq: damping ", options.damp, " must be finite and >= 0");
+  if (factor.cols != cols) {
+    fail("gptq: the Hessian's factor has ", factor.cols, " columns, the matrix ", cols);
   }
-  std::vector<bool> dead;
-  const std::vector<float> u = gptq_inverse_cholesky(hessian, cols, options.damp, dead, pool);
-  // Importance for the block scale search: the diagonal (the mean squared input per column).
-  std::vector<float> importance(static_cast<size_t>(cols));
-  double mean_diag = 0;
-  for (int64_t i = 0; i < cols; ++i) mean_diag += hessian[i * cols + i];
-  mean_diag /= static_cast<double>(cols);
-  for (int64_t i = 0; i < cols; ++i) {
-    importance[static_cast<size_t>(i)] =
-        hessian[i * cols + i] + static_cast<float>(std::max(options.damp, 1e-6) * mean_diag);
-  }
+  const std::vector<float>& u = factor.u;
+  const std::vector<bool>& dead = factor.dead;
+  const std::vector<float>& importance = factor.importance;
 
   const size_t row_bytes = dtype_row_bytes(type, cols);
   auto* out_bytes = static_cast<uint8_t*>(out);

@@ -62,16 +62,30 @@ struct GptqOptions {
 // Types GPTQ can write: those whose levels can be set with fixed scales.
 bool gptq_supported(DType type);
 
+// What GPTQ needs of one input's Hessian, made once for all the matrices that share the input
+// (Q/K/V, gate/up): U with H^-1 = U^T U for H damped (options.damp), the columns that saw no
+// input, and the scale search's column weights.
+struct GptqFactor {
+  int64_t cols = 0;
+  std::vector<float> u;  // cols x cols, upper triangular
+  std::vector<bool> dead;
+  std::vector<float> importance;  // diag(H) + the damping
+};
+
+// Throws edgelm::Error for a Hessian that is not positive definite even damped (non-finite or
+// negative entries) or a damping that is negative or not finite.
+GptqFactor gptq_factor(const float* hessian, int64_t cols, const GptqOptions& options,
+                       ThreadPool* pool);
+
 // GPTQ of a rows x cols matrix `w` (row-major F32; used as work space: it is left holding the
 // error-compensated weights) into rows of `type` blocks (dtype_row_bytes(type, cols) bytes
-// each) at `out`. `hessian` is cols x cols. Throws edgelm::Error for an unsupported type, cols
-// not a whole number of blocks, or a Hessian that is not positive definite even damped
-// (non-finite or negative entries).
-void gptq_quantize(DType type, float* w, int64_t rows, int64_t cols, const float* hessian,
+// each) at `out`, with the factor of its input's Hessian. Throws edgelm::Error for an
+// unsupported type, cols not a whole number of blocks or other than the factor's.
+void gptq_quantize(DType type, float* w, int64_t rows, int64_t cols, const GptqFactor& factor,
                    const GptqOptions& options, void* out, ThreadPool* pool);
 
 // The upper triangular U with H^-1 = U^T U (the "Cholesky of the inverse" GPTQ steps with) of
-// H damped as gptq_quantize does; `dead` marks the columns with H_ii = 0. cols x cols, F32.
+// H damped as gptq_factor does; `dead` marks the columns with H_ii = 0. cols x cols, F32.
 std::vector<float> gptq_inverse_cholesky(const float* hessian, int64_t cols, double damp,
                                          std::vector<bool>& dead, ThreadPool* pool);
 

@@ -56,7 +56,8 @@ std::vector<uint8_t> gptq(DType type, std::vector<float> w, int64_t rows, int64_
                           const std::vector<float>& h, GptqOptions options = {}, int threads = 2) {
   ThreadPool pool(threads);
   std::vector<uint8_t> out(dtype_row_bytes(type, cols) * rows);
-  gptq_quantize(type, w.data(), rows, cols, h.data(), options, out.data(), &pool);
+  gptq_quantize(type, w.data(), rows, cols, gptq_factor(h.data(), cols, options, &pool), options,
+                out.data(), &pool);
   return out;
 }
 
@@ -193,13 +194,22 @@ TEST(Gptq, BadInputIsAnError) {
   ThreadPool pool(1);
   std::vector<float> scratch = w;
   std::vector<uint8_t> out(4096);
+  const GptqFactor f = gptq_factor(h.data(), cols, {}, &pool);
   EXPECT_NE(error_of([&] {
-              gptq_quantize(DType::Q2_K, scratch.data(), 1, cols, h.data(), {}, out.data(), &pool);
+              gptq_quantize(DType::Q2_K, scratch.data(), 1, cols, f, {}, out.data(), &pool);
             }).find("cannot write type q2_K"),
             std::string::npos);
   EXPECT_NE(error_of([&] {
-              gptq_quantize(DType::Q4_K, scratch.data(), 1, cols, h.data(), {}, out.data(), &pool);
+              gptq_quantize(DType::Q4_K, scratch.data(), 1, cols, f, {}, out.data(), &pool);
             }).find("not a whole number of q4_K blocks"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              gptq_quantize(DType::Q4_0, scratch.data(), 2, cols / 2, f, {}, out.data(), &pool);
+            }).find("factor has 64 columns"),
+            std::string::npos);
+  GptqOptions negative;
+  negative.damp = -1;
+  EXPECT_NE(error_of([&] { gptq_factor(h.data(), cols, negative, &pool); }).find("damping"),
             std::string::npos);
   std::vector<float> bad = h;
   bad[3 * cols + 4] = std::nanf("");

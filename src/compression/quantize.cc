@@ -309,6 +309,8 @@ QuantizeSummary quantize_model(const QuantizeOptions& options, const QuantizePro
   }
 
   ThreadPool pool(options.threads);
+  GptqFactor factor;
+  const float* factored = nullptr;  // the Hessian `factor` was made from
   GgufWriter writer;
   add_model_metadata(*model, scheme.file_type, writer);
   std::vector<std::vector<uint8_t>> buffers;  // output data, alive until writer.write()
@@ -369,7 +371,11 @@ QuantizeSummary quantize_model(const QuantizeOptions& options, const QuantizePro
                            w.data() + r * m.cols, m.cols);
           }
         });
-        gptq_quantize(to, w.data(), m.rows, m.cols, hessian, options.gptq, out.data(), &pool);
+        if (hessian != factored) {  // Q/K/V and gate/up come in a row and share their input
+          factor = gptq_factor(hessian, m.cols, options.gptq, &pool);
+          factored = hessian;
+        }
+        gptq_quantize(to, w.data(), m.rows, m.cols, factor, options.gptq, out.data(), &pool);
         report.used_gptq = true;
         report.used_imatrix = false;
       } else {
