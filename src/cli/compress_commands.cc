@@ -163,8 +163,8 @@ void register_compress_commands(CLI::App& app, std::vector<Command>& out) {
   cmd->add_option(
       "--gptq", q->options.gptq_text,
       "calibration text: round the layer matrices with GPTQ (see docs/QUANTIZATION.md)");
-  cmd->add_option("--gptq-ctx", q->options.gptq_calibration.context, "GPTQ: tokens per chunk")
-      ->capture_default_str()
+  cmd->add_option("--gptq-ctx", q->options.gptq_calibration.context,
+                  "GPTQ: tokens per chunk (default: 512, or the model's context if shorter)")
       ->check(CLI::Range(2, 1 << 24));
   cmd->add_option("--gptq-chunks", q->options.gptq_calibration.max_chunks,
                   "GPTQ: use at most this many chunks of the text (0: all)")

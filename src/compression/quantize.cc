@@ -303,6 +303,7 @@ QuantizeSummary quantize_model(const QuantizeOptions& options, const QuantizePro
     text << in.rdbuf();
     ImatrixOptions o = options.gptq_calibration;
     o.threads = options.threads;
+    if (o.context == 0) o.context = std::min(512, c.context_length);
     hessians = collect_hessians(*model, text.str(), o, calibration);
     summary.gptq_chunks = hessians.chunks;
     summary.gptq_tokens = hessians.tokens;

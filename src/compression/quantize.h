@@ -30,7 +30,9 @@ struct QuantizeOptions {
   // GPTQ (gptq.h) for the layer matrices of a type it can write, calibrated on this text file;
   // the other tensors are rounded as without it.
   std::string gptq_text;
-  ImatrixOptions gptq_calibration;  // chunks of the text (its `threads` is ignored: `threads`)
+  // Chunks of the text (its `threads` is ignored: `threads`); context 0: 512 tokens, or the
+  // model's context if shorter.
+  ImatrixOptions gptq_calibration{.context = 0};
   GptqOptions gptq;
 };
 
