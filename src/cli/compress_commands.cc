@@ -174,6 +174,8 @@ void register_compress_commands(CLI::App& app, std::vector<Command>& out) {
                   "GPTQ: added to the Hessian's diagonal, as a fraction of its mean")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 10.0));
+  cmd->add_flag("--gptq-act-order", q->options.gptq.act_order,
+               "GPTQ: round the columns with the largest inputs first");
   cmd->add_option("-t,--threads", q->options.threads, "threads (default: all cores)")
       ->check(CLI::Range(0, 1024));
   cmd->add_flag("-v,--verbose", q->verbose, "list every tensor with its type");

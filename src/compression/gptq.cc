@@ -253,7 +253,30 @@ GptqFactor gptq_factor(const float* hessian, int64_t cols, const GptqOptions& op
   }
   GptqFactor f;
   f.cols = cols;
-  f.u = gptq_inverse_cholesky(hessian, cols, options.damp, f.dead, pool);
+  f.order.resize(static_cast<size_t>(cols));
+  for (int64_t i = 0; i < cols; ++i) f.order[static_cast<size_t>(i)] = i;
+  if (options.act_order) {
+    // Columns that see the largest inputs first, while the most columns are left to take up
+    // their error; ties keep their order.
+    std::stable_sort(f.order.begin(), f.order.end(), [&](int64_t a, int64_t b) {
+      return hessian[a * cols + a] > hessian[b * cols + b];
+    });
+  }
+  std::vector<float> permuted;
+  const float* h = hessian;
+  if (options.act_order) {
+    permuted.resize(static_cast<size_t>(cols * cols));
+    for (int64_t i = 0; i < cols; ++i) {
+      for (int64_t j = 0; j < cols; ++j) {
+        permuted[static_cast<size_t>(i * cols + j)] = hessian[f.order[i] * cols + f.order[j]];
+      }
+    }
+    h = permuted.data();
+  }
+  std::vector<bool> dead_in_order;
+  f.u = gptq_inverse_cholesky(h, cols, options.damp, dead_in_order, pool);
+  f.dead.assign(static_cast<size_t>(cols), false);
+  for (int64_t i = 0; i < cols; ++i) f.dead[static_cast<size_t>(f.order[i])] = dead_in_order[i];
   // The scale search's weights: the diagonal (the mean squared input per column), damped so
   // that no block has all-zero weights.
   double mean_diag = 0;
@@ -285,49 +308,73 @@ void gptq_quantize(DType type, float* w, int64_t rows, int64_t cols, const GptqF
 
   const size_t row_bytes = dtype_row_bytes(type, cols);
   auto* out_bytes = static_cast<uint8_t*>(out);
+  // The sweep's order: position i is column order[i] (U is in that order too).
+  const std::vector<int64_t>& order = factor.order;
+  std::vector<int64_t> position(static_cast<size_t>(cols));
+  for (int64_t i = 0; i < cols; ++i) position[static_cast<size_t>(order[i])] = i;
+  const int64_t blocks = cols / block;
   constexpr int64_t kTile = 16;  // rows swept together: U's row is read once per tile
   const int64_t tiles = (rows + kTile - 1) / kTile;
   pool->parallel_for(tiles, 1, [&](int64_t tile_begin, int64_t tile_end) {
-    std::vector<int> levels(static_cast<size_t>(kTile * block));
+    std::vector<float> tile_w(static_cast<size_t>(kTile * cols));  // in sweep order
+    std::vector<int> levels(static_cast<size_t>(kTile * cols));    // in column order
+    std::vector<bool> started(static_cast<size_t>(blocks));
+    std::vector<float> block_values(static_cast<size_t>(block));
     float err[kTile];
     for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
       const int64_t r0 = tile * kTile;
       const int64_t count = std::min(kTile, rows - r0);
-      float* tile_w = w + r0 * cols;
       for (int64_t r = 0; r < count; ++r) {
         for (int64_t i = 0; i < cols; ++i) {
-          if (dead[static_cast<size_t>(i)]) tile_w[r * cols + i] = 0.0f;
+          const int64_t c = order[static_cast<size_t>(i)];
+          tile_w[r * cols + i] = dead[static_cast<size_t>(c)] ? 0.0f : w[(r0 + r) * cols + c];
         }
       }
+      std::fill(started.begin(), started.end(), false);
       for (int64_t i = 0; i < cols; ++i) {
-        const int64_t b = i % block;
-        const size_t block_offset = static_cast<size_t>(i / block) * traits.block_bytes;
+        const int64_t c = order[static_cast<size_t>(i)];
+        const int64_t b = c / block;
+        const size_t block_offset = static_cast<size_t>(b) * traits.block_bytes;
+        if (!started[static_cast<size_t>(b)]) {
+          // The block's scales, from its weights as they stand when the sweep first reaches it.
+          started[static_cast<size_t>(b)] = true;
+          for (int64_t r = 0; r < count; ++r) {
+            for (int64_t k = 0; k < block; ++k) {
+              block_values[static_cast<size_t>(k)] =
+                  tile_w[r * cols + position[static_cast<size_t>(b * block + k)]];
+            }
+            quantize_row(type, block_values.data(),
+                         out_bytes + static_cast<size_t>(r0 + r) * row_bytes + block_offset, block,
+                         options.weighted_scales ? importance.data() + b * block : nullptr);
+          }
+        }
         const float* u_row = u.data() + i * cols;
         for (int64_t r = 0; r < count; ++r) {
-          float* wr = tile_w + r * cols;
-          uint8_t* blk = out_bytes + static_cast<size_t>(r0 + r) * row_bytes + block_offset;
-          if (b == 0) {
-            quantize_row(type, wr + i, blk, block,
-                         options.weighted_scales ? importance.data() + i : nullptr);
-          }
-          const LevelGrid g = block_level_grid(type, blk, static_cast<int>(b));
-          const int level = g.nearest(wr[i]);
-          levels[static_cast<size_t>(r * block + b)] = level;
+          float& wi = tile_w[r * cols + i];
+          const LevelGrid g = block_level_grid(
+              type, out_bytes + static_cast<size_t>(r0 + r) * row_bytes + block_offset,
+              static_cast<int>(c % block));
+          const int level = g.nearest(wi);
+          levels[static_cast<size_t>(r * cols + c)] = level;
           const float q = g.value(level);
-          err[r] = (wr[i] - q) / u_row[i];
-          wr[i] = q;
+          err[r] = (wi - q) / u_row[i];
+          wi = q;
         }
         for (int64_t r = 0; r < count; ++r) {
           const float e = err[r];
           if (e == 0) continue;
-          float* wr = tile_w + r * cols;
+          float* wr = tile_w.data() + r * cols;
           for (int64_t j = i + 1; j < cols; ++j) wr[j] -= e * u_row[j];
         }
-        if (b == block - 1) {
-          for (int64_t r = 0; r < count; ++r) {
-            pack_block_levels(type, levels.data() + r * block,
-                              out_bytes + static_cast<size_t>(r0 + r) * row_bytes + block_offset);
-          }
+      }
+      for (int64_t r = 0; r < count; ++r) {
+        for (int64_t b = 0; b < blocks; ++b) {
+          pack_block_levels(type, levels.data() + r * cols + b * block,
+                            out_bytes + static_cast<size_t>(r0 + r) * row_bytes +
+                                static_cast<size_t>(b) * traits.block_bytes);
+        }
+        for (int64_t i = 0; i < cols; ++i) {
+          w[(r0 + r) * cols + order[static_cast<size_t>(i)]] = tile_w[r * cols + i];
         }
       }
     }

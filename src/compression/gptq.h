@@ -57,6 +57,10 @@ struct GptqOptions {
   // Each block's scale search weights the block's columns by diag(H) (the imatrix statistic)
   // rather than equally.
   bool weighted_scales = true;
+  // Sweep the columns by decreasing diag(H) ("act-order", the paper's later heuristic) rather
+  // than in order; a block's scales are still chosen when the sweep first reaches one of its
+  // columns.
+  bool act_order = false;
 };
 
 // Types GPTQ can write: those whose levels can be set with fixed scales.
@@ -67,8 +71,9 @@ bool gptq_supported(DType type);
 // input, and the scale search's column weights.
 struct GptqFactor {
   int64_t cols = 0;
-  std::vector<float> u;  // cols x cols, upper triangular
-  std::vector<bool> dead;
+  std::vector<int64_t> order;     // the sweep's column order
+  std::vector<float> u;           // cols x cols, upper triangular, rows and columns in `order`
+  std::vector<bool> dead;         // by column
   std::vector<float> importance;  // diag(H) + the damping
 };
 

@@ -137,28 +137,31 @@ TEST(Gptq, InverseCholeskyInvertsTheDampedHessian) {
   EXPECT_LT(worst, 1e-3);
 }
 
-// With H = I there is no error to move (U is diagonal): every weight is rounded to the nearest
-// level of the scales the format's own search picks, which is never worse than that search's
-// own rounding.
-TEST(Gptq, IdentityHessianIsPlainRounding) {
+// With a diagonal H there is no error to move (U is diagonal): every weight is rounded to the
+// nearest level of the scales the format's own search picks, which is never worse than that
+// search's own rounding, in either column order (act-order sorts by the diagonal).
+TEST(Gptq, DiagonalHessianIsPlainRounding) {
   for (DType type : kTypes) {
-    SCOPED_TRACE(dtype_name(type));
-    const int64_t rows = 20, cols = 2 * kQK_K;
-    const std::vector<float> w = gaussian(static_cast<size_t>(rows * cols), 11, 0.05f);
-    std::vector<float> identity(static_cast<size_t>(cols * cols), 0.0f);
-    for (int64_t i = 0; i < cols; ++i) identity[i * cols + i] = 1.0f;
-    GptqOptions o;
-    o.weighted_scales = false;
-    const std::vector<uint8_t> g = gptq(type, w, rows, cols, identity, o);
-    const std::vector<uint8_t> p = plain(type, w, rows, cols, nullptr);
-    std::vector<float> gv(static_cast<size_t>(cols)), pv(static_cast<size_t>(cols));
-    const size_t row_bytes = dtype_row_bytes(type, cols);
-    for (int64_t r = 0; r < rows; ++r) {
-      dequantize_row_quant(type, g.data() + r * row_bytes, gv.data(), cols);
-      dequantize_row_quant(type, p.data() + r * row_bytes, pv.data(), cols);
-      for (int64_t i = 0; i < cols; ++i) {
-        ASSERT_LE(std::fabs(gv[i] - w[r * cols + i]), std::fabs(pv[i] - w[r * cols + i]) + 1e-7f)
-            << r << " " << i;
+    for (bool act_order : {false, true}) {
+      SCOPED_TRACE(std::string(dtype_name(type)) + (act_order ? " act-order" : ""));
+      const int64_t rows = 20, cols = 2 * kQK_K;
+      const std::vector<float> w = gaussian(static_cast<size_t>(rows * cols), 11, 0.05f);
+      std::vector<float> diagonal(static_cast<size_t>(cols * cols), 0.0f);
+      for (int64_t i = 0; i < cols; ++i) diagonal[i * cols + i] = 1.0f + static_cast<float>(i % 7);
+      GptqOptions o;
+      o.weighted_scales = false;
+      o.act_order = act_order;
+      const std::vector<uint8_t> g = gptq(type, w, rows, cols, diagonal, o);
+      const std::vector<uint8_t> p = plain(type, w, rows, cols, nullptr);
+      std::vector<float> gv(static_cast<size_t>(cols)), pv(static_cast<size_t>(cols));
+      const size_t row_bytes = dtype_row_bytes(type, cols);
+      for (int64_t r = 0; r < rows; ++r) {
+        dequantize_row_quant(type, g.data() + r * row_bytes, gv.data(), cols);
+        dequantize_row_quant(type, p.data() + r * row_bytes, pv.data(), cols);
+        for (int64_t i = 0; i < cols; ++i) {
+          ASSERT_LE(std::fabs(gv[i] - w[r * cols + i]), std::fabs(pv[i] - w[r * cols + i]) + 1e-7f)
+              << r << " " << i;
+        }
       }
     }
   }
@@ -183,6 +186,11 @@ TEST(Gptq, LowersOutputErrorOnCorrelatedInputs) {
     EXPECT_LT(e_gptq, 0.75 * std::min(e_plain, e_weighted))
         << "plain " << e_plain << " weighted " << e_weighted << " gptq " << e_gptq;
     EXPECT_EQ(gptq(type, w, rows, cols, h, {}, 1), g);
+    GptqOptions act_order;
+    act_order.act_order = true;
+    const double e_act = output_error(
+        type, w.data(), gptq(type, w, rows, cols, h, act_order).data(), rows, cols, h.data());
+    EXPECT_LT(e_act, 0.75 * std::min(e_plain, e_weighted)) << "act-order " << e_act;
   }
 }
 
