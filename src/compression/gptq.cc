@@ -50,9 +50,11 @@ struct HessianCollector {
     if (layer == 0 && kind == MatrixKind::kAttnQ) self->hessians->tokens += n;
   }
 
-  // H += x^T x through the F32 product kernel: with W = x^T (cols rows of n values) and the
-  // rows of x^T as the batch, y[a][b] = sum_t x[t][a] * x[t][b].
+  // H += x^T x through the F32 product kernel, its upper triangle only (mirrored once the pass
+  // is over): by bands of kBand rows of H from the diagonal right, with W = x^T's rows
+  // [a0, cols) and the band's rows of x^T as the batch, y[p][q] = sum_t x[t][a0+p] x[t][a0+q].
   void add(int entry, const float* x, int n, int cols) {
+    constexpr int64_t kBand = 256;
     std::vector<float>& h = hessians->matrices[static_cast<size_t>(entry)];
     const auto c = static_cast<size_t>(cols);
     if (h.empty()) {
@@ -63,10 +65,19 @@ struct HessianCollector {
     for (int t = 0; t < n; ++t) {
       for (size_t a = 0; a < c; ++a) transposed[a * n + t] = x[t * c + a];
     }
-    product.resize(c * c);
-    const WeightMatrix xt{DType::F32, cols, n, transposed.data(), static_cast<size_t>(n) * 4};
-    matmul(xt, transposed.data(), cols, product.data(), pool);
-    for (size_t i = 0; i < c * c; ++i) h[i] += product[i];
+    product.resize(static_cast<size_t>(kBand) * c);
+    for (int64_t a0 = 0; a0 < cols; a0 += kBand) {
+      const int64_t band = std::min<int64_t>(kBand, cols - a0);
+      const int64_t width = cols - a0;
+      const float* rows = transposed.data() + a0 * n;
+      const WeightMatrix xt{DType::F32, width, n, rows, static_cast<size_t>(n) * 4};
+      matmul(xt, rows, band, product.data(), pool);
+      for (int64_t p = 0; p < band; ++p) {
+        float* h_row = h.data() + (a0 + p) * cols + a0;
+        const float* y = product.data() + p * width;
+        for (int64_t q = p; q < width; ++q) h_row[q] += y[q];
+      }
+    }
   }
 };
 
@@ -236,8 +247,12 @@ Hessians collect_hessians(const LoadedModel& model, const std::string& text,
       },
       progress);
   const float scale = h.tokens > 0 ? 1.0f / static_cast<float>(h.tokens) : 0.0f;
-  for (std::vector<float>& m : h.matrices) {
-    for (float& v : m) v *= scale;
+  for (size_t e = 0; e < h.matrices.size(); ++e) {
+    std::vector<float>& m = h.matrices[e];
+    const int64_t n = h.cols[e];
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = i; j < n; ++j) m[i * n + j] = m[j * n + i] = m[i * n + j] * scale;
+    }
   }
   return h;
 }
