@@ -328,72 +328,121 @@ void gptq_quantize(DType type, float* w, int64_t rows, int64_t cols, const GptqF
   std::vector<int64_t> position(static_cast<size_t>(cols));
   for (int64_t i = 0; i < cols; ++i) position[static_cast<size_t>(order[i])] = i;
   const int64_t blocks = cols / block;
-  constexpr int64_t kTile = 16;  // rows swept together: U's row is read once per tile
-  const int64_t tiles = (rows + kTile - 1) / kTile;
-  pool->parallel_for(tiles, 1, [&](int64_t tile_begin, int64_t tile_end) {
-    std::vector<float> tile_w(static_cast<size_t>(kTile * cols));  // in sweep order
-    std::vector<int> levels(static_cast<size_t>(kTile * cols));    // in column order
-    std::vector<bool> started(static_cast<size_t>(blocks));
-    std::vector<float> block_values(static_cast<size_t>(block));
-    float err[kTile];
-    for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
-      const int64_t r0 = tile * kTile;
-      const int64_t count = std::min(kTile, rows - r0);
-      for (int64_t r = 0; r < count; ++r) {
-        for (int64_t i = 0; i < cols; ++i) {
-          const int64_t c = order[static_cast<size_t>(i)];
-          tile_w[r * cols + i] = dead[static_cast<size_t>(c)] ? 0.0f : w[(r0 + r) * cols + c];
-        }
-      }
-      std::fill(started.begin(), started.end(), false);
+
+  // Lazy batches (the paper's): a batch of kBatch positions is swept with its updates applied
+  // at once only within the batch; the columns after it get the batch's updates in one matrix
+  // product, E U[batch, after]. kBatch is a multiple of every block size, so in column order a
+  // block lies inside one batch; in act-order a block's columns after the batch get the batch's
+  // pending updates computed when its scales are chosen. Rows go in chunks (bounded scratch),
+  // a chunk's rows in tiles of kTile across the threads.
+  constexpr int64_t kBatch = 256, kChunk = 512, kTile = 16;
+  const int64_t chunk_rows = std::min(kChunk, rows);
+  std::vector<float> ws(static_cast<size_t>(chunk_rows * cols));       // weights in sweep order
+  std::vector<int8_t> levels(static_cast<size_t>(chunk_rows * cols));  // in column order
+  std::vector<float> errors(static_cast<size_t>(chunk_rows * kBatch));
+  std::vector<float> update(static_cast<size_t>(chunk_rows * cols));
+  std::vector<float> u_after(static_cast<size_t>(kBatch * cols));  // U[batch, after]^T
+  std::vector<bool> started(static_cast<size_t>(blocks));
+  for (int64_t c0 = 0; c0 < rows; c0 += kChunk) {
+    const int64_t count = std::min(kChunk, rows - c0);
+    for (int64_t r = 0; r < count; ++r) {
       for (int64_t i = 0; i < cols; ++i) {
         const int64_t c = order[static_cast<size_t>(i)];
-        const int64_t b = c / block;
-        const size_t block_offset = static_cast<size_t>(b) * traits.block_bytes;
-        if (!started[static_cast<size_t>(b)]) {
-          // The block's scales, from its weights as they stand when the sweep first reaches it.
-          started[static_cast<size_t>(b)] = true;
-          for (int64_t r = 0; r < count; ++r) {
-            for (int64_t k = 0; k < block; ++k) {
-              block_values[static_cast<size_t>(k)] =
-                  tile_w[r * cols + position[static_cast<size_t>(b * block + k)]];
+        ws[r * cols + i] = dead[static_cast<size_t>(c)] ? 0.0f : w[(c0 + r) * cols + c];
+      }
+    }
+    std::fill(started.begin(), started.end(), false);
+    for (int64_t b0 = 0; b0 < cols; b0 += kBatch) {
+      const int64_t b1 = std::min(cols, b0 + kBatch);
+      // Blocks first reached in this batch, in the order they are reached (same for every row).
+      const int64_t tiles = (count + kTile - 1) / kTile;
+      pool->parallel_for(tiles, 1, [&](int64_t tile_begin, int64_t tile_end) {
+        std::vector<float> block_values(static_cast<size_t>(block));
+        for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
+          const int64_t t0 = tile * kTile, t1 = std::min(count, t0 + kTile);
+          std::vector<bool> tile_started(started);  // every tile starts the same blocks
+          for (int64_t i = b0; i < b1; ++i) {
+            const int64_t c = order[static_cast<size_t>(i)];
+            const int64_t b = c / block;
+            const size_t block_offset = static_cast<size_t>(b) * traits.block_bytes;
+            const float* u_row = u.data() + i * cols;
+            for (int64_t r = t0; r < t1; ++r) {
+              float* wr = ws.data() + r * cols;
+              float* er = errors.data() + r * kBatch;
+              uint8_t* blk = out_bytes + static_cast<size_t>(c0 + r) * row_bytes + block_offset;
+              if (!tile_started[static_cast<size_t>(b)]) {
+                // The block's scales, from its weights as they stand now.
+                for (int64_t k = 0; k < block; ++k) {
+                  const int64_t p = position[static_cast<size_t>(b * block + k)];
+                  float v = wr[p];
+                  for (int64_t m = b0; p >= b1 && m < i; ++m) v -= er[m - b0] * u[m * cols + p];
+                  block_values[static_cast<size_t>(k)] = v;
+                }
+                quantize_row(type, block_values.data(), blk, block,
+                             options.weighted_scales ? importance.data() + b * block : nullptr);
+              }
+              const LevelGrid g = block_level_grid(type, blk, static_cast<int>(c % block));
+              const int level = g.nearest(wr[i]);
+              levels[static_cast<size_t>(r * cols + c)] = static_cast<int8_t>(level);
+              const float q = g.value(level);
+              const float e = (wr[i] - q) / u_row[i];
+              er[i - b0] = e;
+              wr[i] = q;
+              if (e != 0) {
+                for (int64_t j = i + 1; j < b1; ++j) wr[j] -= e * u_row[j];
+              }
             }
-            quantize_row(type, block_values.data(),
-                         out_bytes + static_cast<size_t>(r0 + r) * row_bytes + block_offset, block,
-                         options.weighted_scales ? importance.data() + b * block : nullptr);
+            tile_started[static_cast<size_t>(b)] = true;
           }
         }
-        const float* u_row = u.data() + i * cols;
-        for (int64_t r = 0; r < count; ++r) {
-          float& wi = tile_w[r * cols + i];
-          const LevelGrid g = block_level_grid(
-              type, out_bytes + static_cast<size_t>(r0 + r) * row_bytes + block_offset,
-              static_cast<int>(c % block));
-          const int level = g.nearest(wi);
-          levels[static_cast<size_t>(r * cols + c)] = level;
-          const float q = g.value(level);
-          err[r] = (wi - q) / u_row[i];
-          wi = q;
-        }
-        for (int64_t r = 0; r < count; ++r) {
-          const float e = err[r];
-          if (e == 0) continue;
-          float* wr = tile_w.data() + r * cols;
-          for (int64_t j = i + 1; j < cols; ++j) wr[j] -= e * u_row[j];
+      });
+      for (int64_t i = b0; i < b1; ++i) {
+        started[static_cast<size_t>(order[static_cast<size_t>(i)] / block)] = true;
+      }
+      const int64_t after = cols - b1;
+      if (after == 0) continue;
+      // ws[:, b1:] -= E U[b0:b1, b1:]: y[r][q] = sum_k E[r][k] U[b0 + k][b1 + q].
+      const int64_t k_count = b1 - b0;
+      for (int64_t q = 0; q < after; ++q) {
+        for (int64_t k = 0; k < k_count; ++k) {
+          u_after[static_cast<size_t>(q * k_count + k)] = u[(b0 + k) * cols + b1 + q];
         }
       }
-      for (int64_t r = 0; r < count; ++r) {
+      std::vector<float>& e = errors;
+      if (k_count < kBatch) {  // the product's input rows are k_count wide
+        for (int64_t r = 0; r < count; ++r) {
+          std::copy(e.begin() + r * kBatch, e.begin() + r * kBatch + k_count,
+                    e.begin() + r * k_count);
+        }
+      }
+      const WeightMatrix ut{DType::F32, after, k_count, u_after.data(),
+                            static_cast<size_t>(k_count) * sizeof(float)};
+      matmul(ut, e.data(), count, update.data(), pool);
+      pool->parallel_for(count, 16, [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+          float* wr = ws.data() + r * cols + b1;
+          const float* y = update.data() + r * after;
+          for (int64_t q = 0; q < after; ++q) wr[q] -= y[q];
+        }
+      });
+    }
+    pool->parallel_for(count, 16, [&](int64_t begin, int64_t end) {
+      int block_levels[kQK_K];
+      for (int64_t r = begin; r < end; ++r) {
         for (int64_t b = 0; b < blocks; ++b) {
-          pack_block_levels(type, levels.data() + r * cols + b * block,
-                            out_bytes + static_cast<size_t>(r0 + r) * row_bytes +
+          for (int64_t k = 0; k < block; ++k) {
+            block_levels[k] = levels[static_cast<size_t>(r * cols + b * block + k)];
+          }
+          pack_block_levels(type, block_levels,
+                            out_bytes + static_cast<size_t>(c0 + r) * row_bytes +
                                 static_cast<size_t>(b) * traits.block_bytes);
         }
         for (int64_t i = 0; i < cols; ++i) {
-          w[(r0 + r) * cols + order[static_cast<size_t>(i)]] = tile_w[r * cols + i];
+          w[(c0 + r) * cols + order[static_cast<size_t>(i)]] = ws[r * cols + i];
         }
       }
-    }
-  });
+    });
+  }
 }
 
 double output_error(DType type, const float* w, const void* quantized, int64_t rows, int64_t cols,
