@@ -81,16 +81,19 @@ struct HessianCollector {
   }
 };
 
-// Dot product of doubles with eight independent partial sums, which the compiler can keep in
-// vector registers (it may not reorder one sum).
-double dot(const double* a, const double* b, int64_t n) {
-  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+// Dot product with sixteen independent partial sums, which the compiler keeps in vector
+// registers (it may not reorder one sum); they also keep float's rounding error small.
+float dot(const float* a, const float* b, int64_t n) {
+  float acc[16] = {};
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    for (int k = 0; k < 8; ++k) acc[k] += a[i + k] * b[i + k];
+  for (; i + 16 <= n; i += 16) {
+    for (int k = 0; k < 16; ++k) acc[k] += a[i + k] * b[i + k];
   }
   for (; i < n; ++i) acc[0] += a[i] * b[i];
-  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (int width = 8; width > 0; width /= 2) {
+    for (int k = 0; k < width; ++k) acc[k] += acc[k + width];
+  }
+  return acc[0];
 }
 
 // Columns handled together by the factorizations below: a row's prefix is read once per panel
@@ -98,38 +101,38 @@ double dot(const double* a, const double* b, int64_t n) {
 constexpr int64_t kPanel = 16;
 
 // Cholesky A = L L^T in place (lower triangle of row-major a, n x n), left-looking by panels.
-void cholesky_lower(std::vector<double>& a, int64_t n, ThreadPool* pool) {
-  double* const m = a.data();
+void cholesky_lower(std::vector<float>& a, int64_t n, ThreadPool* pool) {
+  float* const m = a.data();
   for (int64_t j0 = 0; j0 < n; j0 += kPanel) {
     const int64_t j1 = std::min(n, j0 + kPanel);
     // The columns before the panel, for every row from the panel's first down.
     const int64_t grain = std::max<int64_t>(1, 65536 / (j0 + 1));
     pool->parallel_for(n - j0, grain, [&](int64_t begin, int64_t end) {
       for (int64_t i = j0 + begin; i < j0 + end; ++i) {
-        double* row_i = m + i * n;
+        float* row_i = m + i * n;
         for (int64_t jj = j0; jj < std::min(j1, i + 1); ++jj)
           row_i[jj] -= dot(row_i, m + jj * n, j0);
       }
     });
     // The panel's own columns: its diagonal block in order, then the rows below in parallel.
     for (int64_t jj = j0; jj < j1; ++jj) {
-      double* row_jj = m + jj * n;
-      const double s = row_jj[jj] - dot(row_jj + j0, row_jj + j0, jj - j0);
+      float* row_jj = m + jj * n;
+      const float s = row_jj[jj] - dot(row_jj + j0, row_jj + j0, jj - j0);
       if (!(s > 0) || !std::isfinite(s)) {
         fail("gptq: the Hessian is not positive definite at column ", n - 1 - jj,
              " (raise --gptq-damp)");
       }
       row_jj[jj] = std::sqrt(s);
       for (int64_t i = jj + 1; i < j1; ++i) {
-        double* row_i = m + i * n;
+        float* row_i = m + i * n;
         row_i[jj] = (row_i[jj] - dot(row_i + j0, row_jj + j0, jj - j0)) / row_jj[jj];
       }
     }
     pool->parallel_for(n - j1, 64, [&](int64_t begin, int64_t end) {
       for (int64_t i = j1 + begin; i < j1 + end; ++i) {
-        double* row_i = m + i * n;
+        float* row_i = m + i * n;
         for (int64_t jj = j0; jj < j1; ++jj) {
-          const double* row_jj = m + jj * n;
+          const float* row_jj = m + jj * n;
           row_i[jj] = (row_i[jj] - dot(row_i + j0, row_jj + j0, jj - j0)) / row_jj[jj];
         }
       }
@@ -140,7 +143,7 @@ void cholesky_lower(std::vector<double>& a, int64_t n, ThreadPool* pool) {
 // L^-1 of the lower triangular l (n x n, row-major), by columns: column c of the inverse goes
 // to xt[c][c..n). A panel of columns is one thread's; threads take every size()-th panel,
 // since a panel costs about (n - c)^2 / 2 per column.
-void invert_lower(const std::vector<double>& l, int64_t n, std::vector<double>& xt,
+void invert_lower(const std::vector<float>& l, int64_t n, std::vector<float>& xt,
                   ThreadPool* pool) {
   const int threads = pool->size();
   const int64_t panels = (n + kPanel - 1) / kPanel;
@@ -148,10 +151,10 @@ void invert_lower(const std::vector<double>& l, int64_t n, std::vector<double>& 
     for (int64_t p = t; p < panels; p += threads) {
       const int64_t c0 = p * kPanel, c1 = std::min(n, c0 + kPanel);
       for (int64_t i = c0; i < n; ++i) {
-        const double* row_i = l.data() + i * n;
+        const float* row_i = l.data() + i * n;
         for (int64_t c = c0; c < std::min(c1, i + 1); ++c) {
-          double* x = xt.data() + c * n;
-          x[i] = i == c ? 1.0 / row_i[i] : -dot(row_i + c, x + c, i - c) / row_i[i];
+          float* x = xt.data() + c * n;
+          x[i] = i == c ? 1.0f / row_i[i] : -dot(row_i + c, x + c, i - c) / row_i[i];
         }
       }
     }
@@ -180,28 +183,27 @@ std::vector<float> gptq_inverse_cholesky(const float* hessian, int64_t n, double
   const double damp = damp_fraction * mean_diag;
 
   // a = J H J, damped; dead columns get H_ii = 1 (their weights are zeroed).
-  std::vector<double> a(un * un);
+  std::vector<float> a(un * un);
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t j = 0; j < n; ++j) {
       const float h = hessian[i * n + j];
       if (!std::isfinite(h)) fail("gptq: the Hessian has a non-finite entry at (", i, ", ", j, ")");
       double v = dead[static_cast<size_t>(i)] || dead[static_cast<size_t>(j)] ? 0.0 : h;
       if (i == j) v = (dead[static_cast<size_t>(i)] ? 1.0 : v) + damp;
-      a[static_cast<size_t>((n - 1 - i) * n + (n - 1 - j))] = v;
+      a[static_cast<size_t>((n - 1 - i) * n + (n - 1 - j))] = static_cast<float>(v);
     }
   }
 
   cholesky_lower(a, n, pool);
-  std::vector<double> xt(un * un);
+  std::vector<float> xt(un * un);
   invert_lower(a, n, xt, pool);
-  std::vector<double>().swap(a);  // peak memory: two n x n doubles, not three arrays
+  std::vector<float>().swap(a);  // peak memory: two n x n arrays, not three
 
   // U[p][q] = L^-1[n-1-p][n-1-q] for q >= p.
   std::vector<float> u(un * un, 0.0f);
   for (int64_t p = 0; p < n; ++p) {
     for (int64_t q = p; q < n; ++q) {
-      u[static_cast<size_t>(p * n + q)] =
-          static_cast<float>(xt[static_cast<size_t>((n - 1 - q) * n + (n - 1 - p))]);
+      u[static_cast<size_t>(p * n + q)] = xt[static_cast<size_t>((n - 1 - q) * n + (n - 1 - p))];
     }
   }
   return u;
