@@ -2,6 +2,7 @@
 // `edgelm imatrix` (calibration statistics for --imatrix). See docs/QUANTIZATION.md.
 #include <unistd.h>
 
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -79,9 +80,20 @@ int quantize_command(const QuantizeFlags& flags) {
               o.imatrix.empty() ? "" : (" with imatrix " + o.imatrix).c_str());
   if (s.gptq_chunks > 0) {
     int gptq_tensors = 0;
-    for (const cmp::TensorReport& t : s.tensors) gptq_tensors += t.used_gptq ? 1 : 0;
+    double log_ratio = 0;
+    for (const cmp::TensorReport& t : s.tensors) {
+      if (!t.used_gptq) continue;
+      ++gptq_tensors;
+      log_ratio += std::log(std::max(t.gptq_error_ratio, 1e-30));
+    }
     std::printf("gptq:    %d tensors, calibrated on %lld tokens (%d chunks) of %s\n", gptq_tensors,
                 static_cast<long long>(s.gptq_tokens), s.gptq_chunks, o.gptq_text.c_str());
+    if (gptq_tensors > 0) {
+      std::printf(
+          "         output error on the calibration text %.2fx that of plain rounding "
+          "(geometric mean over tensors; -v: each)\n",
+          std::exp(log_ratio / gptq_tensors));
+    }
   }
   std::printf("weights: %lld in 2-D tensors, %.3f -> %.3f bits per weight (%s -> %s)\n",
               static_cast<long long>(s.matrix_params), s.bits_per_weight_in(),
@@ -102,9 +114,14 @@ int quantize_command(const QuantizeFlags& flags) {
   }
   if (flags.verbose) {
     for (const cmp::TensorReport& t : s.tensors) {
+      char how[64] = "";
+      if (t.used_gptq) {
+        std::snprintf(how, sizeof how, " gptq (output error %.2fx)", t.gptq_error_ratio);
+      } else if (t.used_imatrix) {
+        std::snprintf(how, sizeof how, " imatrix");
+      }
       std::printf("  %-28s %-14s %6s -> %-8s%s%s\n", t.name.c_str(),
-                  shape_to_string(t.shape).c_str(), dtype_name(t.from), dtype_name(t.to),
-                  t.used_gptq ? " gptq" : (t.used_imatrix ? " imatrix" : ""),
+                  shape_to_string(t.shape).c_str(), dtype_name(t.from), dtype_name(t.to), how,
                   t.note.empty() ? "" : ("  " + t.note).c_str());
     }
   }
@@ -175,7 +192,7 @@ void register_compress_commands(CLI::App& app, std::vector<Command>& out) {
       ->capture_default_str()
       ->check(CLI::Range(0.0, 10.0));
   cmd->add_flag("--gptq-act-order", q->options.gptq.act_order,
-               "GPTQ: round the columns with the largest inputs first");
+                "GPTQ: round the columns with the largest inputs first");
   cmd->add_option("-t,--threads", q->options.threads, "threads (default: all cores)")
       ->check(CLI::Range(0, 1024));
   cmd->add_flag("-v,--verbose", q->verbose, "list every tensor with its type");

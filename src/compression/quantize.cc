@@ -376,9 +376,30 @@ QuantizeSummary quantize_model(const QuantizeOptions& options, const QuantizePro
           factor = gptq_factor(hessian, m.cols, options.gptq, &pool);
           factored = hessian;
         }
+        // Up to 64 rows spread over the matrix, rounded plainly too, for the report.
+        const int64_t sample_step = std::max<int64_t>(1, m.rows / 64);
+        std::vector<float> sample;
+        for (int64_t r = 0; r < m.rows; r += sample_step) {
+          sample.insert(sample.end(), w.begin() + r * m.cols, w.begin() + (r + 1) * m.cols);
+        }
         gptq_quantize(to, w.data(), m.rows, m.cols, factor, options.gptq, out.data(), &pool);
         report.used_gptq = true;
         report.used_imatrix = false;
+        const int64_t sampled = static_cast<int64_t>(sample.size()) / m.cols;
+        std::vector<uint8_t> plain(row_bytes * static_cast<size_t>(sampled));
+        std::vector<uint8_t> ours(plain.size());
+        for (int64_t k = 0; k < sampled; ++k) {
+          quantize_any(to, sample.data() + k * m.cols, plain.data() + k * row_bytes, m.cols,
+                       importance);
+          std::memcpy(ours.data() + k * row_bytes, out.data() + k * sample_step * row_bytes,
+                      row_bytes);
+        }
+        const double plain_error =
+            output_error(to, sample.data(), plain.data(), sampled, m.cols, hessian);
+        report.gptq_error_ratio = plain_error > 0 ? output_error(to, sample.data(), ours.data(),
+                                                                 sampled, m.cols, hessian) /
+                                                        plain_error
+                                                  : 1.0;
       } else {
         const int64_t grain = std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, m.cols));
         pool.parallel_for(m.rows, grain, [&](int64_t begin, int64_t end) {

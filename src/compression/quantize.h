@@ -43,6 +43,9 @@ struct TensorReport {
   std::string note;  // fallback or override explanation; empty otherwise
   bool used_imatrix = false;
   bool used_gptq = false;
+  // GPTQ's output error on the calibration inputs, trace((W - Q) H (W - Q)^T), over that of the
+  // rounding without --gptq (with the imatrix if given), on up to 64 rows spread over the matrix.
+  double gptq_error_ratio = 0;
 };
 
 struct QuantizeSummary {
