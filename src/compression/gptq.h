@@ -11,8 +11,8 @@
 // weights as they stand when GPTQ reaches the block's first column; every weight of the block is
 // then rounded to the nearest level of those scales (kernels/quant_formats.h LevelGrid).
 //
-// Memory: the Hessians take 4 x (3 x dim^2 + ffn^2) bytes per layer (and 4 x dim^2 for an
-// untied output head) (one per distinct input:
+// Memory: the Hessians take 4 x (3 x dim^2 + ffn^2) bytes per layer (and 4 x dim^2 for the
+// output head) (one per distinct input:
 // the Q/K/V input, the output projection's, the gate/up input, the down projection's): 400 MB
 // for SmolLM2-135M, 3.9 GB for TinyLlama-1.1B.
 #pragma once
@@ -40,13 +40,13 @@ struct Hessians {
   std::vector<int64_t> cols;                 // of each entry of `matrices`
   std::map<std::string, int> by_tensor;      // "blk.0.attn_q.weight" -> entry
 
-  // The Hessian of a tensor's input, or nullptr if there is none (the embedding, and the output
-  // head when it is the embedding) or it has other than `cols` columns.
+  // The Hessian of a tensor's input, or nullptr if there is none (an untied embedding) or it
+  // has other than `cols` columns. A tied embedding has the output head's.
   const float* find(const std::string& tensor, int64_t cols) const;
 };
 
 // Runs the calibration pass (imatrix.h run_calibration) and accumulates x x^T of the four
-// inputs of every layer and of an untied output head. Throws edgelm::Error as run_calibration does.
+// inputs of every layer and of the output head. Throws edgelm::Error as run_calibration does.
 Hessians collect_hessians(const LoadedModel& model, const std::string& text,
                           const ImatrixOptions& options, const ImatrixProgress& progress = nullptr);
 

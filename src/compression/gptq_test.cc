@@ -324,14 +324,13 @@ TEST(Gptq, HessianDiagonalIsTheImatrix) {
   const Imatrix m = collect_imatrix(*model, text, o);
   EXPECT_EQ(h.chunks, 4);
   EXPECT_EQ(h.tokens, 4 * 128);
-  EXPECT_EQ(h.find("token_embd.weight", 64), nullptr);  // tied: looked up by token too
+  EXPECT_NE(h.find("token_embd.weight", 64), nullptr);  // tied: GPTQ'd as the output head
   EXPECT_EQ(h.find("blk.0.attn_q.weight", 65), nullptr);
   EXPECT_EQ(h.find("blk.0.attn_q.weight", 64), h.find("blk.0.attn_v.weight", 64));
   int checked = 0;
   for (const auto& [name, e] : m.entries) {
     const auto cols = static_cast<int64_t>(e.importance.size());
     const float* hm = h.find(name, cols);
-    if (name == "token_embd.weight") continue;
     ASSERT_NE(hm, nullptr) << name;
     for (int64_t i = 0; i < cols; ++i) {
       ASSERT_NEAR(hm[i * cols + i], e.importance[i], 1e-4f * (1.0f + e.importance[i])) << name;
@@ -339,7 +338,7 @@ TEST(Gptq, HessianDiagonalIsTheImatrix) {
     }
     ++checked;
   }
-  EXPECT_EQ(checked, 5 * 7);
+  EXPECT_EQ(checked, 5 * 7 + 1);
 }
 
 // `quantize --gptq` on stories260K: every layer matrix of the type goes through GPTQ, and each
@@ -379,7 +378,7 @@ TEST(Gptq, QuantizeWithGptqLowersEveryMatrixsOutputError) {
     EXPECT_GT(t.gptq_error_ratio, 0.0) << t.name;
     EXPECT_LT(t.gptq_error_ratio, 0.9) << t.name;  // on 64 sampled rows, as the full check below
   }
-  EXPECT_EQ(gptq_tensors, 5 * 6);  // ffn_down (172 wide) falls back to F16, the tied head plain
+  EXPECT_EQ(gptq_tensors, 5 * 6 + 1);  // ffn_down (172 wide) falls back to F16; the tied head
 
   auto source = load_model(o.input);
   auto plain_model = load_model(dir.file("plain.gguf"));
