@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 
 #include "kernels/matmul.h"
@@ -161,6 +162,23 @@ void invert_lower(const std::vector<float>& l, int64_t n, std::vector<float>& xt
   });
 }
 
+// Bytes of memory the OS reports as available (MemAvailable), or -1 where it cannot tell.
+int64_t available_memory_bytes() {
+  std::FILE* f = std::fopen("/proc/meminfo", "r");
+  if (f == nullptr) return -1;
+  char line[256];
+  int64_t kib = -1;
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    long long v = 0;
+    if (std::sscanf(line, "MemAvailable: %lld kB", &v) == 1) {
+      kib = v;
+      break;
+    }
+  }
+  std::fclose(f);
+  return kib < 0 ? -1 : kib * 1024;
+}
+
 }  // namespace
 
 // With J the reversal permutation, J H J = L L^T (Cholesky), so
@@ -217,9 +235,24 @@ const float* Hessians::find(const std::string& tensor, int64_t want_cols) const 
   return matrices[e].data();
 }
 
+int64_t hessian_bytes(const ModelConfig& c) {
+  const int64_t dim = c.dim, q_dim = c.q_dim(), ffn = c.hidden_dim;
+  const int64_t per_layer = 2 * dim * dim + q_dim * q_dim + ffn * ffn;
+  return static_cast<int64_t>(sizeof(float)) * (c.n_layers * per_layer + dim * dim);
+}
+
 Hessians collect_hessians(const LoadedModel& model, const std::string& text,
                           const ImatrixOptions& options, const ImatrixProgress& progress) {
   const ModelConfig& c = model.config;
+  // All Hessians live until the last matrix is quantized: fail now, not out of memory later.
+  const int64_t needed = hessian_bytes(c);
+  const int64_t available = available_memory_bytes();
+  if (available >= 0 && needed > available) {
+    fail("gptq: the Hessians of this model need ", needed >> 20, " MiB, more than the ",
+         available >> 20,
+         " MiB of memory available (quantize on a machine with more memory, or "
+         "use --imatrix)");
+  }
   Hessians h;
   const auto entries = static_cast<size_t>(c.n_layers) * kInputsPerLayer;
   h.matrices.resize(entries);

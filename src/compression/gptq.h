@@ -45,8 +45,12 @@ struct Hessians {
   const float* find(const std::string& tensor, int64_t cols) const;
 };
 
+// Bytes of all the Hessians of `config` (collect_hessians holds them at once).
+int64_t hessian_bytes(const ModelConfig& config);
+
 // Runs the calibration pass (imatrix.h run_calibration) and accumulates x x^T of the four
-// inputs of every layer and of the output head. Throws edgelm::Error as run_calibration does.
+// inputs of every layer and of the output head. Throws edgelm::Error as run_calibration does,
+// and, before any work, when the Hessians need more memory than the OS reports available.
 Hessians collect_hessians(const LoadedModel& model, const std::string& text,
                           const ImatrixOptions& options, const ImatrixProgress& progress = nullptr);
 

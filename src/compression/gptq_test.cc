@@ -339,6 +339,11 @@ TEST(Gptq, HessianDiagonalIsTheImatrix) {
     ++checked;
   }
   EXPECT_EQ(checked, 5 * 7 + 1);
+  // What the memory check counts is what is held.
+  int64_t held = 0;
+  for (const std::vector<float>& m : h.matrices) held += static_cast<int64_t>(m.size());
+  EXPECT_EQ(hessian_bytes(model->config), held * 4);
+  EXPECT_EQ(held, 5 * (3 * 64 * 64 + 172 * 172) + 64 * 64);
 }
 
 // `quantize --gptq` on stories260K: every layer matrix of the type goes through GPTQ, and each
