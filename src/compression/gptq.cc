@@ -327,6 +327,7 @@ GptqFactor gptq_factor(const float* hessian, int64_t cols, const GptqOptions& op
   double mean_diag = 0;
   for (int64_t i = 0; i < cols; ++i) mean_diag += hessian[i * cols + i];
   mean_diag /= static_cast<double>(cols);
+  if (!(mean_diag > 0)) mean_diag = 1.0;  // no input at all: equal weights
   f.importance.resize(static_cast<size_t>(cols));
   for (int64_t i = 0; i < cols; ++i) {
     f.importance[static_cast<size_t>(i)] =

@@ -268,6 +268,24 @@ TEST(Gptq, LazyBatchesMatchTheColumnByColumnSweep) {
   }
 }
 
+// A matrix whose input was always zero: every column is dead, the weights go to zero (any
+// value costs nothing), and nothing is NaN.
+TEST(Gptq, ZeroHessianGivesZeroWeights) {
+  const int64_t rows = 16, cols = kQK_K;
+  const std::vector<float> zero(static_cast<size_t>(cols * cols), 0.0f);
+  const std::vector<float> w = gaussian(static_cast<size_t>(rows * cols), 23);
+  for (DType type : kTypes) {
+    SCOPED_TRACE(dtype_name(type));
+    const std::vector<uint8_t> g = gptq(type, w, rows, cols, zero);
+    std::vector<float> v(static_cast<size_t>(rows * cols));
+    for (int64_t r = 0; r < rows; ++r) {
+      dequantize_row_quant(type, g.data() + r * dtype_row_bytes(type, cols), v.data() + r * cols,
+                           cols);
+    }
+    for (float x : v) ASSERT_EQ(x, 0.0f);
+  }
+}
+
 TEST(Gptq, BadInputIsAnError) {
   const int64_t cols = 64;
   std::vector<float> h(static_cast<size_t>(cols * cols), 0.0f);
