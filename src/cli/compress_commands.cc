@@ -52,11 +52,13 @@ class TmpCleanup {
 
 struct QuantizeFlags {
   cmp::QuantizeOptions options;
+  int64_t gptq_memory_mib = 0;
   bool verbose = false;
 };
 
 int quantize_command(const QuantizeFlags& flags) {
-  const cmp::QuantizeOptions& o = flags.options;
+  cmp::QuantizeOptions o = flags.options;
+  o.gptq_memory_bytes = flags.gptq_memory_mib << 20;
   TmpCleanup cleanup(o.output);
   std::unique_ptr<ProgressBar> live, calibration;
   const cmp::QuantizeSummary s = cmp::quantize_model(
@@ -86,8 +88,12 @@ int quantize_command(const QuantizeFlags& flags) {
       ++gptq_tensors;
       log_ratio += std::log(std::max(t.gptq_error_ratio, 1e-30));
     }
-    std::printf("gptq:    %d tensors, calibrated on %lld tokens (%d chunks) of %s\n", gptq_tensors,
+    std::printf("gptq:    %d tensors, calibrated on %lld tokens (%d chunks) of %s", gptq_tensors,
                 static_cast<long long>(s.gptq_tokens), s.gptq_chunks, o.gptq_text.c_str());
+    if (s.gptq_passes > 1) {
+      std::printf(" in %d passes of up to %d layers", s.gptq_passes, s.gptq_layers_per_pass);
+    }
+    std::printf("\n");
     if (gptq_tensors > 0) {
       std::printf(
           "         output error on the calibration text %.2fx that of plain rounding "
@@ -191,6 +197,10 @@ void register_compress_commands(CLI::App& app, std::vector<Command>& out) {
                   "GPTQ: added to the Hessian's diagonal, as a fraction of its mean")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 10.0));
+  cmd->add_option("--gptq-memory", q->gptq_memory_mib,
+                  "GPTQ: MiB for one calibration pass's Hessians; more layers take more passes "
+                  "(default: 60% of the memory available)")
+      ->check(CLI::Range(1, 1 << 30));
   cmd->add_flag("--gptq-act-order", q->options.gptq.act_order,
                 "GPTQ: round the columns with the largest inputs first");
   cmd->add_option("-t,--threads", q->options.threads, "threads (default: all cores)")

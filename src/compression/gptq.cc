@@ -47,8 +47,9 @@ struct HessianCollector {
       return;
     }
     auto* self = static_cast<HessianCollector*>(context);
-    self->add(layer * kInputsPerLayer + input_of(kind), x, n, cols);
-    if (layer == 0 && kind == MatrixKind::kAttnQ) self->hessians->tokens += n;
+    const Hessians& h = *self->hessians;
+    if (layer < h.first_layer || layer >= h.end_layer) return;
+    self->add((layer - h.first_layer) * kInputsPerLayer + input_of(kind), x, n, cols);
   }
 
   // H += x^T x through the F32 product kernel, its upper triangle only (mirrored once the pass
@@ -162,23 +163,6 @@ void invert_lower(const std::vector<float>& l, int64_t n, std::vector<float>& xt
   });
 }
 
-// Bytes of memory the OS reports as available (MemAvailable), or -1 where it cannot tell.
-int64_t available_memory_bytes() {
-  std::FILE* f = std::fopen("/proc/meminfo", "r");
-  if (f == nullptr) return -1;
-  char line[256];
-  int64_t kib = -1;
-  while (std::fgets(line, sizeof line, f) != nullptr) {
-    long long v = 0;
-    if (std::sscanf(line, "MemAvailable: %lld kB", &v) == 1) {
-      kib = v;
-      break;
-    }
-  }
-  std::fclose(f);
-  return kib < 0 ? -1 : kib * 1024;
-}
-
 }  // namespace
 
 // With J the reversal permutation, J H J = L L^T (Cholesky), so
@@ -235,32 +219,55 @@ const float* Hessians::find(const std::string& tensor, int64_t want_cols) const 
   return matrices[e].data();
 }
 
-int64_t hessian_bytes(const ModelConfig& c) {
+int64_t available_memory_bytes() {
+  std::FILE* f = std::fopen("/proc/meminfo", "r");
+  if (f == nullptr) return -1;
+  char line[256];
+  int64_t kib = -1;
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    long long v = 0;
+    if (std::sscanf(line, "MemAvailable: %lld kB", &v) == 1) {
+      kib = v;
+      break;
+    }
+  }
+  std::fclose(f);
+  return kib < 0 ? -1 : kib * 1024;
+}
+
+int64_t hessian_bytes(const ModelConfig& c, int first_layer, int end_layer) {
   const int64_t dim = c.dim, q_dim = c.q_dim(), ffn = c.hidden_dim;
   const int64_t per_layer = 2 * dim * dim + q_dim * q_dim + ffn * ffn;
-  return static_cast<int64_t>(sizeof(float)) * (c.n_layers * per_layer + dim * dim);
+  return static_cast<int64_t>(sizeof(float)) * ((end_layer - first_layer) * per_layer + dim * dim);
 }
 
 Hessians collect_hessians(const LoadedModel& model, const std::string& text,
-                          const ImatrixOptions& options, const ImatrixProgress& progress) {
+                          const ImatrixOptions& options, int first_layer, int end_layer,
+                          const ImatrixProgress& progress) {
   const ModelConfig& c = model.config;
-  // All Hessians live until the last matrix is quantized: fail now, not out of memory later.
-  const int64_t needed = hessian_bytes(c);
+  if (first_layer < 0 || end_layer > c.n_layers || first_layer > end_layer) {
+    fail("gptq: layers [", first_layer, ", ", end_layer, ") are not layers of a ", c.n_layers,
+         "-layer model");
+  }
+  // They live until their matrices are quantized: fail now, not out of memory later.
+  const int64_t needed = hessian_bytes(c, first_layer, end_layer);
   const int64_t available = available_memory_bytes();
   if (available >= 0 && needed > available) {
-    fail("gptq: the Hessians of this model need ", needed >> 20, " MiB, more than the ",
-         available >> 20,
-         " MiB of memory available (quantize on a machine with more memory, or "
-         "use --imatrix)");
+    fail("gptq: the Hessians of layers ", first_layer, "-", end_layer - 1, " need ", needed >> 20,
+         " MiB, more than the ", available >> 20,
+         " MiB of memory available (lower --gptq-memory, or use --imatrix)");
   }
   Hessians h;
-  const auto entries = static_cast<size_t>(c.n_layers) * kInputsPerLayer;
+  h.first_layer = first_layer;
+  h.end_layer = end_layer;
+  const auto entries = static_cast<size_t>(end_layer - first_layer) * kInputsPerLayer;
   h.matrices.resize(entries);
   h.cols.assign(entries, 0);
-  for (int l = 0; l < c.n_layers; ++l) {
+  for (int l = first_layer; l < end_layer; ++l) {
     for (int k = 0; k < 7; ++k) {
       const auto kind = static_cast<MatrixKind>(k);
-      h.by_tensor[matrix_tensor_name(l, kind)] = l * kInputsPerLayer + input_of(kind);
+      h.by_tensor[matrix_tensor_name(l, kind)] =
+          (l - first_layer) * kInputsPerLayer + input_of(kind);
     }
   }
   ThreadPool pool(options.threads);
@@ -275,7 +282,11 @@ Hessians collect_hessians(const LoadedModel& model, const std::string& text,
   h.by_tensor[c.tied_embeddings ? "token_embd.weight" : "output.weight"] = head_entry;
   h.chunks = run_calibration(
       model, text, options, pool, &HessianCollector::hook, &collector,
-      [&](const float* x, int n) { collector.add(head_entry, x, n, c.dim); }, progress);
+      [&](const float* x, int n) {
+        collector.add(head_entry, x, n, c.dim);
+        h.tokens += n;
+      },
+      progress);
   const float scale = h.tokens > 0 ? 1.0f / static_cast<float>(h.tokens) : 0.0f;
   for (size_t e = 0; e < h.matrices.size(); ++e) {
     std::vector<float>& m = h.matrices[e];

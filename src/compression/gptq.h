@@ -12,9 +12,9 @@
 // then rounded to the nearest level of those scales (kernels/quant_formats.h LevelGrid).
 //
 // Memory: the Hessians take 4 x (3 x dim^2 + ffn^2) bytes per layer (and 4 x dim^2 for the
-// output head) (one per distinct input:
-// the Q/K/V input, the output projection's, the gate/up input, the down projection's): 400 MB
-// for SmolLM2-135M, 3.9 GB for TinyLlama-1.1B.
+// output head); quantize calibrates as many layers per pass as its memory budget allows (one per
+// distinct input: the Q/K/V input, the output projection's, the gate/up input, the down
+// projection's): 400 MB for SmolLM2-135M, 3.9 GB for TinyLlama-1.1B.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +34,7 @@ namespace edgelm::compression {
 
 // Mean of x x^T of the input of every layer matrix, over a calibration text.
 struct Hessians {
+  int first_layer = 0, end_layer = 0;  // the layers covered (and the output head)
   int chunks = 0;
   int64_t tokens = 0;
   std::vector<std::vector<float>> matrices;  // cols x cols each, row-major, symmetric
@@ -45,14 +46,20 @@ struct Hessians {
   const float* find(const std::string& tensor, int64_t cols) const;
 };
 
-// Bytes of all the Hessians of `config` (collect_hessians holds them at once).
-int64_t hessian_bytes(const ModelConfig& config);
+// Bytes of memory the OS reports as available (Linux MemAvailable), or -1 where it cannot tell.
+int64_t available_memory_bytes();
+
+// Bytes of the Hessians of layers [first_layer, end_layer) and of the output head.
+int64_t hessian_bytes(const ModelConfig& config, int first_layer, int end_layer);
 
 // Runs the calibration pass (imatrix.h run_calibration) and accumulates x x^T of the four
-// inputs of every layer and of the output head. Throws edgelm::Error as run_calibration does,
-// and, before any work, when the Hessians need more memory than the OS reports available.
+// inputs of layers [first_layer, end_layer) and of the output head (the others' inputs pass by:
+// a model too large for all its Hessians at once is calibrated in several passes). Throws
+// edgelm::Error as run_calibration does, and, before any work, when those Hessians need more
+// memory than the OS reports available.
 Hessians collect_hessians(const LoadedModel& model, const std::string& text,
-                          const ImatrixOptions& options, const ImatrixProgress& progress = nullptr);
+                          const ImatrixOptions& options, int first_layer, int end_layer,
+                          const ImatrixProgress& progress = nullptr);
 
 struct GptqOptions {
   // Added to H's diagonal, as a fraction of its mean (the paper's lambda): keeps H invertible

@@ -338,7 +338,7 @@ TEST(Gptq, HessianDiagonalIsTheImatrix) {
   o.context = 128;
   o.max_chunks = 4;
   o.threads = 2;
-  const Hessians h = collect_hessians(*model, text, o);
+  const Hessians h = collect_hessians(*model, text, o, 0, 5);
   const Imatrix m = collect_imatrix(*model, text, o);
   EXPECT_EQ(h.chunks, 4);
   EXPECT_EQ(h.tokens, 4 * 128);
@@ -360,7 +360,7 @@ TEST(Gptq, HessianDiagonalIsTheImatrix) {
   // What the memory check counts is what is held.
   int64_t held = 0;
   for (const std::vector<float>& m : h.matrices) held += static_cast<int64_t>(m.size());
-  EXPECT_EQ(hessian_bytes(model->config), held * 4);
+  EXPECT_EQ(hessian_bytes(model->config, 0, 5), held * 4);
   EXPECT_EQ(held, 5 * (3 * 64 * 64 + 172 * 172) + 64 * 64);
 }
 
@@ -408,7 +408,7 @@ TEST(Gptq, QuantizeWithGptqLowersEveryMatrixsOutputError) {
   auto gptq_model = load_model(dir.file("gptq.gguf"));
   ImatrixOptions co = o.gptq_calibration;
   co.threads = 2;
-  const Hessians h = collect_hessians(*source, read_text(calib), co);
+  const Hessians h = collect_hessians(*source, read_text(calib), co, 0, 5);
   for (int l = 0; l < 5; ++l) {
     const LayerWeights& src = source->weights.layers[l];
     const LayerWeights& a = plain_model->weights.layers[l];
@@ -442,6 +442,51 @@ TEST(Gptq, QuantizeWithGptqLowersEveryMatrixsOutputError) {
       EXPECT_LT(error_of_model(*bs[k]), 0.9 * error_of_model(*as[k]));
     }
   }
+}
+
+// A memory budget below all the Hessians calibrates the layers in several passes, with the
+// same result: each pass runs the same forward pass. Partial passes hold only their layers.
+TEST(Gptq, PassesOfFewerLayersGiveTheSameFile) {
+  TempDir dir;
+  const std::string calib = dir.file("calib.txt");
+  {
+    std::ofstream out(calib);
+    out << read_text(std::string(EDGELM_SHARED_DIR) +
+                     "/data/tinystories-sample/TinyStories-valid.txt")
+               .substr(0, 8000);
+  }
+  auto model = load_model(kStories + "/stories260K.bin");
+  ImatrixOptions co;
+  co.context = 128;
+  co.threads = 2;
+  const Hessians part = collect_hessians(*model, read_text(calib), co, 2, 4);
+  EXPECT_EQ(part.find("blk.1.attn_q.weight", 64), nullptr);
+  EXPECT_NE(part.find("blk.2.attn_q.weight", 64), nullptr);
+  EXPECT_NE(part.find("blk.3.ffn_down.weight", 172), nullptr);
+  EXPECT_EQ(part.find("blk.4.attn_q.weight", 64), nullptr);
+  EXPECT_NE(part.find("token_embd.weight", 64), nullptr);
+  EXPECT_GT(part.tokens, 0);
+  EXPECT_NE(error_of([&] { collect_hessians(*model, "x", co, 3, 6); }).find("not layers"),
+            std::string::npos);
+
+  QuantizeOptions o;
+  o.input = kStories + "/stories260K.bin";
+  o.type = "q4_0";
+  o.threads = 2;
+  o.gptq_text = calib;
+  o.gptq_calibration.context = 128;
+  o.output = dir.file("one.gguf");
+  const QuantizeSummary one = quantize_model(o);
+  EXPECT_EQ(one.gptq_passes, 1);
+  o.output = dir.file("three.gguf");
+  o.gptq_memory_bytes = hessian_bytes(model->config, 0, 2);  // two layers per pass
+  const QuantizeSummary three = quantize_model(o);
+  EXPECT_EQ(three.gptq_passes, 3);
+  EXPECT_EQ(three.gptq_layers_per_pass, 2);
+  EXPECT_EQ(read_text(dir.file("one.gguf")), read_text(dir.file("three.gguf")));
+  o.gptq_memory_bytes = hessian_bytes(model->config, 0, 1) - 1;
+  EXPECT_NE(error_of([&] { quantize_model(o); }).find("one layer's Hessians need"),
+            std::string::npos);
 }
 
 TEST(Gptq, QuantizeGptqErrorsLeaveNoOutput) {

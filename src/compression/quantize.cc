@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "compression/imatrix.h"
@@ -28,6 +29,7 @@ struct Item {
   const float* vector = nullptr;         // 1-D tensors (already F32 in the loaded model)
   int64_t length = 0;
   int permute_heads = 0;  // > 0: reorder rows for the interleaved RoPE layout
+  int layer = -1;         // of a layer's matrix
 };
 
 void check_output_path(const std::string& path) {
@@ -238,8 +240,9 @@ QuantizeSummary quantize_model(const QuantizeOptions& options, const QuantizePro
   auto vec = [&](const std::string& name, const float* data, int64_t n, int heads = 0) {
     if (data != nullptr) items.push_back({name, nullptr, data, n, heads});
   };
+  int layer = -1;  // of the matrices added now
   auto mat = [&](const std::string& name, const WeightMatrix& m, int heads = 0) {
-    items.push_back({name, &m, nullptr, 0, heads});
+    items.push_back({name, &m, nullptr, 0, heads, layer});
   };
   const ModelWeights& W = model->weights;
   if (!rope_freqs.empty()) {
@@ -249,6 +252,7 @@ QuantizeSummary quantize_model(const QuantizeOptions& options, const QuantizePro
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = W.layers[l];
     const std::string p = "blk." + std::to_string(l) + ".";
+    layer = l;
     const int qh = permute ? c.n_heads : 0, kh = permute ? c.n_kv_heads : 0;
     vec(p + "attn_norm.weight", L.attn_norm, c.dim);
     mat(p + "attn_q.weight", L.wq, qh);
@@ -263,6 +267,7 @@ QuantizeSummary quantize_model(const QuantizeOptions& options, const QuantizePro
     mat(p + "ffn_up.weight", L.w_up);
     mat(p + "ffn_down.weight", L.w_down);
   }
+  layer = -1;
   vec("output_norm.weight", W.output_norm, c.dim);
   if (!c.tied_embeddings) mat("output.weight", W.output);
 
@@ -295,18 +300,42 @@ QuantizeSummary quantize_model(const QuantizeOptions& options, const QuantizePro
     }
   }
 
+  // GPTQ: as many layers per calibration pass as the memory budget holds Hessians for.
   Hessians hessians;
+  std::string gptq_text;
+  ImatrixOptions gptq_calibration = options.gptq_calibration;
+  int layers_per_pass = c.n_layers;
+  auto calibrate = [&](int first_layer) {
+    const int end_layer = std::min(c.n_layers, first_layer + layers_per_pass);
+    hessians = Hessians();  // the previous pass's first: they are not needed any more
+    hessians =
+        collect_hessians(*model, gptq_text, gptq_calibration, first_layer, end_layer, calibration);
+    summary.gptq_chunks = hessians.chunks;
+    summary.gptq_tokens = hessians.tokens;
+    ++summary.gptq_passes;
+  };
   if (!options.gptq_text.empty()) {
     std::ifstream in(options.gptq_text, std::ios::binary);
     if (!in) fail("cannot open the GPTQ calibration text '", options.gptq_text, "'");
     std::stringstream text;
     text << in.rdbuf();
-    ImatrixOptions o = options.gptq_calibration;
-    o.threads = options.threads;
-    if (o.context == 0) o.context = std::min(512, c.context_length);
-    hessians = collect_hessians(*model, text.str(), o, calibration);
-    summary.gptq_chunks = hessians.chunks;
-    summary.gptq_tokens = hessians.tokens;
+    gptq_text = text.str();
+    gptq_calibration.threads = options.threads;
+    if (gptq_calibration.context == 0) gptq_calibration.context = std::min(512, c.context_length);
+    int64_t budget = options.gptq_memory_bytes;
+    if (budget <= 0) {
+      const int64_t available = available_memory_bytes();
+      budget = available > 0 ? available / 10 * 6 : std::numeric_limits<int64_t>::max();
+    }
+    const int64_t head = hessian_bytes(c, 0, 0);
+    const int64_t per_layer = hessian_bytes(c, 0, 1) - head;
+    if (head + per_layer > budget) {
+      fail("gptq: one layer's Hessians need ", (head + per_layer) >> 20, " MiB, more than the ",
+           budget >> 20, " MiB budget (--gptq-memory, default 60% of the memory available)");
+    }
+    layers_per_pass = static_cast<int>(std::min<int64_t>(c.n_layers, (budget - head) / per_layer));
+    summary.gptq_layers_per_pass = layers_per_pass;
+    calibrate(0);
   }
 
   ThreadPool pool(options.threads);
@@ -361,7 +390,12 @@ QuantizeSummary quantize_model(const QuantizeOptions& options, const QuantizePro
       const size_t row_bytes = dtype_row_bytes(to, m.cols);
       out.resize(row_bytes * static_cast<size_t>(m.rows));
       const int heads = it.permute_heads;
-      const float* hessian = copy || !gptq_supported(to) ? nullptr : hessians.find(it.name, m.cols);
+      const bool gptq = !options.gptq_text.empty() && !copy && gptq_supported(to);
+      if (gptq && it.layer >= hessians.end_layer) {
+        calibrate(it.layer);
+        factored = nullptr;
+      }
+      const float* hessian = gptq ? hessians.find(it.name, m.cols) : nullptr;
       if (hessian != nullptr) {
         // GPTQ works on the whole matrix (rows in output order) at once.
         std::vector<float> w(static_cast<size_t>(m.rows * m.cols));

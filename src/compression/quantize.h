@@ -34,6 +34,9 @@ struct QuantizeOptions {
   // model's context if shorter.
   ImatrixOptions gptq_calibration{.context = 0};
   GptqOptions gptq;
+  // Memory for the Hessians of one calibration pass; layers beyond it are calibrated in further
+  // passes. 0: 60% of what the OS reports available.
+  int64_t gptq_memory_bytes = 0;
 };
 
 struct TensorReport {
@@ -61,6 +64,8 @@ struct QuantizeSummary {
   bool permuted_qk = false;
   int gptq_chunks = 0;  // calibration chunks run for GPTQ (0: no GPTQ)
   int64_t gptq_tokens = 0;
+  int gptq_passes = 0;  // calibration passes, each for up to gptq_layers_per_pass layers
+  int gptq_layers_per_pass = 0;
   std::string architecture;
   double seconds = 0;
 
