@@ -100,6 +100,14 @@ int quantize_command(const QuantizeFlags& flags) {
           "(geometric mean over tensors; -v: each)\n",
           std::exp(log_ratio / gptq_tensors));
     }
+    if (s.gptq_tokens < s.gptq_widest_input) {
+      // H = mean(x x^T) over fewer tokens than columns is singular: GPTQ then fits the
+      // calibration text more than the inputs it stands for.
+      std::printf(
+          "note:    %lld calibration tokens are fewer than the %lld columns of the widest "
+          "input; a longer text (or more --gptq-chunks) generalizes better\n",
+          static_cast<long long>(s.gptq_tokens), static_cast<long long>(s.gptq_widest_input));
+    }
   }
   std::printf("weights: %lld in 2-D tensors, %.3f -> %.3f bits per weight (%s -> %s)\n",
               static_cast<long long>(s.matrix_params), s.bits_per_weight_in(),

@@ -419,6 +419,7 @@ QuantizeSummary quantize_model(const QuantizeOptions& options, const QuantizePro
         gptq_quantize(to, w.data(), m.rows, m.cols, factor, options.gptq, out.data(), &pool);
         report.used_gptq = true;
         report.used_imatrix = false;
+        summary.gptq_widest_input = std::max(summary.gptq_widest_input, m.cols);
         const int64_t sampled = static_cast<int64_t>(sample.size()) / m.cols;
         std::vector<uint8_t> plain(row_bytes * static_cast<size_t>(sampled));
         std::vector<uint8_t> ours(plain.size());

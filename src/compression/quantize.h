@@ -66,6 +66,7 @@ struct QuantizeSummary {
   int64_t gptq_tokens = 0;
   int gptq_passes = 0;  // calibration passes, each for up to gptq_layers_per_pass layers
   int gptq_layers_per_pass = 0;
+  int64_t gptq_widest_input = 0;  // columns of the widest GPTQ'd matrix
   std::string architecture;
   double seconds = 0;
 
