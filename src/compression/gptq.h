@@ -8,13 +8,13 @@
 // rounding error onto the columns not yet rounded, in the proportions H^-1 gives, so that the
 // later roundings compensate it. Rows are independent (they share H), so the work is split by
 // rows. A block's scales are chosen by the format's own search (quantize_row) from the block's
-// weights as they stand when GPTQ reaches the block's first column; every weight of the block is
+// weights as they stand when GPTQ first reaches one of its columns; every weight of the block is
 // then rounded to the nearest level of those scales (kernels/quant_formats.h LevelGrid).
 //
-// Memory: the Hessians take 4 x (3 x dim^2 + ffn^2) bytes per layer (and 4 x dim^2 for the
-// output head); quantize calibrates as many layers per pass as its memory budget allows (one per
-// distinct input: the Q/K/V input, the output projection's, the gate/up input, the down
-// projection's): 400 MB for SmolLM2-135M, 3.9 GB for TinyLlama-1.1B.
+// Memory: the Hessians, one per distinct input (the Q/K/V input, the output projection's, the
+// gate/up input, the down projection's), take 4 x (3 x dim^2 + ffn^2) bytes per layer (and
+// 4 x dim^2 for the output head): 400 MB for SmolLM2-135M, 3.9 GB for TinyLlama-1.1B. quantize
+// calibrates as many layers per pass as its memory budget holds.
 #pragma once
 
 #include <cstdint>
@@ -32,7 +32,8 @@ class ThreadPool;
 
 namespace edgelm::compression {
 
-// Mean of x x^T of the input of every layer matrix, over a calibration text.
+// Mean of x x^T of the input of every matrix of some layers and the output head, over a
+// calibration text.
 struct Hessians {
   int first_layer = 0, end_layer = 0;  // the layers covered (and the output head)
   int chunks = 0;

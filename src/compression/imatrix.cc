@@ -241,8 +241,8 @@ int run_calibration(const LoadedModel& model, const std::string& text,
                     const ImatrixProgress& progress) {
   const ModelConfig& c = model.config;
   if (options.context < 2 || options.context > c.context_length) {
-    fail("calibration: --ctx ", options.context, " must be in 2..", c.context_length,
-         " (the model's context)");
+    fail("calibration: a context of ", options.context,
+         " tokens (--ctx, --gptq-ctx) must be in 2..", c.context_length, " (the model's context)");
   }
   const Tokenizer tokenizer(model.vocab);
   const std::vector<int32_t> tokens = tokenizer.encode(text, /*add_special=*/true);
