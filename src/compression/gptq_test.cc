@@ -332,8 +332,7 @@ TEST(Gptq, BadInputIsAnError) {
 // activations: x^T x by the product kernel against sums of squares in double).
 TEST(Gptq, HessianDiagonalIsTheImatrix) {
   auto model = load_model(kStories + "/stories260K.bin");
-  const std::string text =
-      read_text(std::string(EDGELM_SHARED_DIR) + "/data/tinystories-sample/TinyStories-valid.txt");
+  const std::string& text = stories_text();
   ImatrixOptions o;
   o.context = 128;
   o.max_chunks = 4;
@@ -369,13 +368,7 @@ TEST(Gptq, HessianDiagonalIsTheImatrix) {
 // the same: same types, same size).
 TEST(Gptq, QuantizeWithGptqLowersEveryMatrixsOutputError) {
   TempDir dir;
-  const std::string calib = dir.file("calib.txt");
-  {
-    std::ofstream out(calib);
-    out << read_text(std::string(EDGELM_SHARED_DIR) +
-                     "/data/tinystories-sample/TinyStories-valid.txt")
-               .substr(0, 20000);
-  }
+  const std::string calib = write_calibration_text(dir, 20000);
   QuantizeOptions o;
   o.input = kStories + "/stories260K.bin";
   o.type = "q4_0";
@@ -448,13 +441,7 @@ TEST(Gptq, QuantizeWithGptqLowersEveryMatrixsOutputError) {
 // same result: each pass runs the same forward pass. Partial passes hold only their layers.
 TEST(Gptq, PassesOfFewerLayersGiveTheSameFile) {
   TempDir dir;
-  const std::string calib = dir.file("calib.txt");
-  {
-    std::ofstream out(calib);
-    out << read_text(std::string(EDGELM_SHARED_DIR) +
-                     "/data/tinystories-sample/TinyStories-valid.txt")
-               .substr(0, 8000);
-  }
+  const std::string calib = write_calibration_text(dir, 8000);
   auto model = load_model(kStories + "/stories260K.bin");
   ImatrixOptions co;
   co.context = 128;

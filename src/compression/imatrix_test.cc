@@ -17,12 +17,6 @@ namespace {
 
 using namespace testing;
 
-const std::string& stories_text() {
-  static const std::string text =
-      read_text(std::string(EDGELM_SHARED_DIR) + "/data/tinystories-sample/TinyStories-valid.txt");
-  return text;
-}
-
 const Imatrix& stories_imatrix() {
   static const Imatrix m = [] {
     auto model = load_model(kStories + "/stories260K.bin");

@@ -6,9 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
-#include <sstream>
 
 #include "compression/imatrix.h"
 #include "compression/quant_plan.h"
@@ -16,6 +14,7 @@
 #include "kernels/thread_pool.h"
 #include "model/transformer.h"
 #include "util/error.h"
+#include "util/mapped_file.h"
 
 namespace edgelm::compression {
 namespace {
@@ -59,6 +58,25 @@ void quantize_any(DType type, const float* x, void* dst, int64_t n, const float*
   } else {
     quantize_row(type, x, dst, n, importance);
   }
+}
+
+// GPTQ's output error over plain rounding's (quantize_any with `importance`), on the rows of
+// `quantized` every `step` apart, whose original values `originals` holds in order.
+double sampled_error_ratio(DType type, const std::vector<float>& originals, int64_t step,
+                           const std::vector<uint8_t>& quantized, int64_t cols,
+                           const float* importance, const float* hessian) {
+  const size_t row_bytes = dtype_row_bytes(type, cols);
+  const int64_t rows = static_cast<int64_t>(originals.size()) / cols;
+  std::vector<uint8_t> plain(row_bytes * static_cast<size_t>(rows));
+  std::vector<uint8_t> gptq(plain.size());
+  for (int64_t k = 0; k < rows; ++k) {
+    quantize_any(type, originals.data() + k * cols, plain.data() + k * row_bytes, cols, importance);
+    std::memcpy(gptq.data() + k * row_bytes, quantized.data() + k * step * row_bytes, row_bytes);
+  }
+  const double plain_error =
+      output_error(type, originals.data(), plain.data(), rows, cols, hessian);
+  if (!(plain_error > 0)) return 1.0;
+  return output_error(type, originals.data(), gptq.data(), rows, cols, hessian) / plain_error;
 }
 
 std::vector<float> gguf_rope_freqs(const LoadedModel& model) {
@@ -315,11 +333,10 @@ QuantizeSummary quantize_model(const QuantizeOptions& options, const QuantizePro
     ++summary.gptq_passes;
   };
   if (!options.gptq_text.empty()) {
-    std::ifstream in(options.gptq_text, std::ios::binary);
-    if (!in) fail("cannot open the GPTQ calibration text '", options.gptq_text, "'");
-    std::stringstream text;
-    text << in.rdbuf();
-    gptq_text = text.str();
+    if (!file_exists(options.gptq_text)) {
+      fail("cannot open the GPTQ calibration text '", options.gptq_text, "'");
+    }
+    gptq_text = read_file(options.gptq_text);
     gptq_calibration.threads = options.threads;
     if (gptq_calibration.context == 0) gptq_calibration.context = std::min(512, c.context_length);
     int64_t budget = options.gptq_memory_bytes;
@@ -419,22 +436,9 @@ QuantizeSummary quantize_model(const QuantizeOptions& options, const QuantizePro
         gptq_quantize(to, w.data(), m.rows, m.cols, factor, options.gptq, out.data(), &pool);
         report.used_gptq = true;
         report.used_imatrix = false;
+        report.gptq_error_ratio =
+            sampled_error_ratio(to, sample, sample_step, out, m.cols, importance, hessian);
         summary.gptq_widest_input = std::max(summary.gptq_widest_input, m.cols);
-        const int64_t sampled = static_cast<int64_t>(sample.size()) / m.cols;
-        std::vector<uint8_t> plain(row_bytes * static_cast<size_t>(sampled));
-        std::vector<uint8_t> ours(plain.size());
-        for (int64_t k = 0; k < sampled; ++k) {
-          quantize_any(to, sample.data() + k * m.cols, plain.data() + k * row_bytes, m.cols,
-                       importance);
-          std::memcpy(ours.data() + k * row_bytes, out.data() + k * sample_step * row_bytes,
-                      row_bytes);
-        }
-        const double plain_error =
-            output_error(to, sample.data(), plain.data(), sampled, m.cols, hessian);
-        report.gptq_error_ratio = plain_error > 0 ? output_error(to, sample.data(), ours.data(),
-                                                                 sampled, m.cols, hessian) /
-                                                        plain_error
-                                                  : 1.0;
       } else {
         const int64_t grain = std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, m.cols));
         pool.parallel_for(m.rows, grain, [&](int64_t begin, int64_t end) {

@@ -70,6 +70,20 @@ inline std::string read_text(const std::string& path) {
   return ss.str();
 }
 
+// The TinyStories sample (../shared): calibration and evaluation text for stories260K.
+inline const std::string& stories_text() {
+  static const std::string text =
+      read_text(std::string(EDGELM_SHARED_DIR) + "/data/tinystories-sample/TinyStories-valid.txt");
+  return text;
+}
+
+// The first `bytes` of stories_text() as a file in `dir`; returns its path.
+inline std::string write_calibration_text(const TempDir& dir, size_t bytes) {
+  const std::string path = dir.file("calib.txt");
+  std::ofstream(path) << stories_text().substr(0, bytes);
+  return path;
+}
+
 template <typename Fn>
 std::string error_of(Fn&& fn) {
   try {
